@@ -1,0 +1,122 @@
+"""`kinema` command line: generate, train, eval, info.
+
+Errors a user can fix (KinemaError) print as one line on stderr with exit code 2, no traceback.
+Heavy imports happen inside each subcommand so `kinema --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from kinema.errors import KinemaError
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from kinema.flow.samplers import SAMPLERS
+    from kinema.io.video import write_gif, write_mp4
+    from kinema.pipelines.pipeline import load_pipeline
+
+    if args.sampler not in SAMPLERS:
+        raise KinemaError(f"unknown sampler {args.sampler!r}; choose from {', '.join(SAMPLERS)}")
+    pipe = load_pipeline(args.model)
+    pipe.check_request(args.prompt, args.frames)
+    frames = pipe(args.prompt, num_frames=args.frames, steps=args.steps, guidance=args.guidance,
+                  sampler=args.sampler, seed=args.seed)
+    out = write_mp4(frames, args.output, fps=args.fps)
+    print(f"wrote {out} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]})")
+    if args.gif:
+        print(f"wrote {write_gif(frames, args.gif, fps=args.fps, scale=4)}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from kinema.train.recipe import load_recipe, run
+
+    overrides = {}
+    if args.run_dir:
+        overrides["run_dir"] = args.run_dir
+    if args.export_dir:
+        overrides["export_dir"] = args.export_dir
+    recipe = load_recipe(args.config, overrides)
+    out = run(recipe, resume=args.resume, stage=args.stage)
+    if out is not None:
+        print(f"model written to {out}; try: kinema generate \"a red circle moving right\" --model {out}")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from kinema.eval.report import evaluate_shapes, format_table
+
+    result = evaluate_shapes(args.model, seeds=args.seeds, steps=args.steps, guidance=args.guidance,
+                             sampler=args.sampler, batch_size=args.batch_size)
+    print(format_table(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+
+
+def _info(args: argparse.Namespace) -> None:
+    from kinema.pipelines.pipeline import describe
+
+    print(describe(args.model))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kinema.pipelines.registry import DEFAULT_MODEL
+
+    p = argparse.ArgumentParser(prog="kinema", description="kinema: text-to-video with a causal VAE and an MM-DiT")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="generate a video from a text prompt")
+    g.add_argument("prompt", help='e.g. "a red circle moving right"')
+    g.add_argument("-o", "--output", default="outputs/video.mp4", help="MP4 path (default: outputs/video.mp4)")
+    g.add_argument("--gif", default=None, help="also write a GIF here")
+    g.add_argument("--frames", type=int, default=17, help="frame count, 1 + 4k (default 17)")
+    g.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
+    g.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default 5)")
+    g.add_argument("--sampler", default="euler", help="euler or heun (default euler)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--fps", type=int, default=8)
+    g.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or directory (default {DEFAULT_MODEL})")
+    g.set_defaults(func=_generate)
+
+    t = sub.add_parser("train", help="train a model from a YAML recipe (VAE, then denoiser)")
+    t.add_argument("config", help="recipe, e.g. configs/shapes.yaml")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoints in run_dir")
+    t.add_argument("--stage", default="all", help="vae, dit or all (default all)")
+    t.add_argument("--run-dir", default=None, help="override the recipe's run_dir")
+    t.add_argument("--export-dir", default=None, help="override where the finished model is written")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="evaluate a model")
+    esub = e.add_subparsers(dest="suite", required=True)
+    es = esub.add_parser("shapes", help="Shapes oracle: colour, shape, direction, object count")
+    es.add_argument("--model", default=DEFAULT_MODEL)
+    es.add_argument("--seeds", type=int, default=4, help="samples per prompt (default 4)")
+    es.add_argument("--steps", type=int, default=25)
+    es.add_argument("--guidance", type=float, default=5.0)
+    es.add_argument("--sampler", default="euler")
+    es.add_argument("--batch-size", type=int, default=32)
+    es.add_argument("--json", default=None, help="also write the result as JSON here")
+    es.set_defaults(func=_eval)
+
+    i = sub.add_parser("info", help="describe a model: configs, parameter counts, files")
+    i.add_argument("--model", default=DEFAULT_MODEL)
+    i.set_defaults(func=_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KinemaError as e:
+        print(f"kinema: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Typed configs and the preset table.
+
+Every model part is a dataclass; a preset is a named instance. YAML recipes (configs/*.yaml)
+are plain dicts turned into these dataclasses by `from_dict`, which rejects unknown keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from kinema.errors import KinemaError
+
+
+@dataclass
+class VAEConfig:
+    """3D causal VAE. Compression is derived: time 2**sum(temporal_down), space 2**len(...)."""
+
+    in_channels: int = 3
+    latent_channels: int = 16
+    base_channels: int = 32
+    channel_mult: tuple[int, ...] = (1, 2, 4, 4)  # one entry per resolution level
+    temporal_down: tuple[bool, ...] = (True, True, False)  # one per downsampling (levels - 1)
+    num_res_blocks: int = 1
+    # per-channel statistics of the latents over the training data, set after VAE training
+    latent_mean: tuple[float, ...] | None = None
+    latent_std: tuple[float, ...] | None = None
+
+    @property
+    def time_compression(self) -> int:
+        return 2 ** sum(self.temporal_down)
+
+    @property
+    def space_compression(self) -> int:
+        return 2 ** (len(self.channel_mult) - 1)
+
+
+@dataclass
+class DiTConfig:
+    """MM-DiT: `dual_blocks` dual-stream blocks, then `single_blocks` single-stream blocks."""
+
+    in_channels: int = 16
+    patch: tuple[int, int, int] = (1, 2, 2)  # (p_t, p_h, p_w)
+    dim: int = 256
+    heads: int = 4
+    dual_blocks: int = 2
+    single_blocks: int = 4
+    mlp_ratio: float = 4.0
+    text_dim: int = 384  # width of the text encoder's token states
+    qk_norm: bool = True
+    rope_axes: tuple[int, int, int] | None = None  # head-dim split for (t, h, w); None: derived
+    rope_theta: float = 10000.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+
+@dataclass
+class TextConfig:
+    encoder: str = "minilm"  # "minilm" (shipped, offline) or a local path to a transformers model
+    max_tokens: int = 24
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a pipeline from weights."""
+
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    frames: int = 17
+    height: int = 64
+    width: int = 64
+    timestep_shift: float = 1.0
+
+
+VAE_PRESETS: dict[str, VAEConfig] = {
+    # HunyuanVideo / Wan / CogVideoX class: 4x8x8, 16 latent channels
+    "4x8x8": VAEConfig(),
+    "4x4x4": VAEConfig(channel_mult=(1, 2, 4), temporal_down=(True, True)),
+    "tiny": VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 2, 2), temporal_down=(True, True)),
+}
+
+DIT_PRESETS: dict[str, DiTConfig] = {
+    "shapes": DiTConfig(),
+    "tiny": DiTConfig(in_channels=4, dim=32, heads=2, dual_blocks=1, single_blocks=1, mlp_ratio=2.0),
+}
+
+
+# ----------------------------------------------------------------------------- dict <-> dataclass
+
+
+def _convert(tp, value, where: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise KinemaError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise KinemaError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        inner = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        if inner is None:
+            if len(args) != len(value):
+                raise KinemaError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(_convert(a, v, where) for a, v in zip(args, value))
+        return tuple(_convert(inner, v, where) for v in value)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and not isinstance(value, tp):
+        raise KinemaError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls, data: dict, where: str | None = None):
+    """Build dataclass `cls` from `data`; unknown keys are an error that lists the known ones."""
+    where = where or cls.__name__
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise KinemaError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; valid keys are: {', '.join(names)}"
+        )
+    return cls(**{k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()})
+
+
+def to_dict(obj) -> dict:
+    """Dataclass -> plain dict (tuples become lists), ready for JSON or YAML."""
+
+    def plain(v):
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return {k: (to_dict(v) if dataclasses.is_dataclass(v) else plain(v)) for k, v in vars(obj).items()}
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise KinemaError(f"config file {path} does not exist; pass the path of a YAML recipe such as configs/shapes.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise KinemaError(f"config file {path} is not valid YAML ({e.__class__.__name__}); fix its syntax") from None
+    if not isinstance(data, dict):
+        raise KinemaError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
+    return data

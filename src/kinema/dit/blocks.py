@@ -1,0 +1,113 @@
+"""MM-DiT blocks (SPEC §4; SD3 / HunyuanVideo / Flux layout).
+
+DualStreamBlock: text and video keep their own norms, QKV, projections, MLPs and modulation,
+and meet in one attention over the concatenated sequence [text; video].
+SingleStreamBlock: one set of weights over the concatenated sequence, attention and MLP in
+parallel from one input projection.
+
+Shapes: B batch, Lt text tokens, Lv video tokens, L = Lt + Lv, D width, H heads, Dh head dim.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kinema.nn.attention import attention
+from kinema.nn.modulation import Modulation, ModulationOut, modulate
+from kinema.nn.norms import RMSNorm
+from kinema.nn.rope import apply_rope
+
+
+def _layer_norm(dim: int) -> nn.LayerNorm:
+    return nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+
+
+class QKNorm(nn.Module):
+    """RMSNorm on queries and keys per head (SD3); identity when disabled."""
+
+    def __init__(self, head_dim: int, enabled: bool):
+        super().__init__()
+        self.q = RMSNorm(head_dim) if enabled else nn.Identity()
+        self.k = RMSNorm(head_dim) if enabled else nn.Identity()
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.q(q), self.k(k)
+
+
+def split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[B, L, 3 * D] -> q, k, v each [B, H, L, Dh]"""
+    b, n, _ = qkv.shape
+    q, k, v = qkv.view(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    return q, k, v
+
+
+def mlp(dim: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+
+
+class Stream(nn.Module):
+    """One stream's weights in a dual-stream block."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, qk_norm: bool):
+        super().__init__()
+        self.heads = heads
+        self.mod = Modulation(dim, 2)  # [attention, MLP] x (shift, scale, gate)
+        self.norm1, self.norm2 = _layer_norm(dim), _layer_norm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.qk_norm = QKNorm(dim // heads, qk_norm)
+        self.proj = nn.Linear(dim, dim)
+        self.mlp = mlp(dim, int(dim * mlp_ratio))
+
+    def qkv_heads(self, x: torch.Tensor, mod: ModulationOut):
+        """x: [B, L, D] -> q, k, v [B, H, L, Dh] (q, k normalised)"""
+        q, k, v = split_heads(self.qkv(modulate(self.norm1(x), mod)), self.heads)
+        q, k = self.qk_norm(q, k)
+        return q, k, v
+
+    def residuals(self, x: torch.Tensor, attn: torch.Tensor, mods: list[ModulationOut]) -> torch.Tensor:
+        """Gated attention and MLP residuals: [B, L, D] -> [B, L, D]"""
+        x = x + mods[0].gate * self.proj(attn)
+        return x + mods[1].gate * self.mlp(modulate(self.norm2(x), mods[1]))
+
+
+class DualStreamBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True):
+        super().__init__()
+        self.txt = Stream(dim, heads, mlp_ratio, qk_norm)
+        self.img = Stream(dim, heads, mlp_ratio, qk_norm)
+
+    def forward(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor,
+                mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """img: [B, Lv, D], txt: [B, Lt, D], vec: [B, D], rope: [L, Dh/2] angles, mask: [B, 1, 1, L]"""
+        img_mods, txt_mods = self.img.mod(vec), self.txt.mod(vec)
+        qi, ki, vi = self.img.qkv_heads(img, img_mods[0])
+        qt, kt, vt = self.txt.qkv_heads(txt, txt_mods[0])
+        q = apply_rope(torch.cat([qt, qi], dim=2), rope)  # [B, H, L, Dh]
+        k = apply_rope(torch.cat([kt, ki], dim=2), rope)
+        v = torch.cat([vt, vi], dim=2)
+        a = attention(q, k, v, mask)  # [B, L, D]
+        lt = txt.shape[1]
+        return self.img.residuals(img, a[:, lt:], img_mods), self.txt.residuals(txt, a[:, :lt], txt_mods)
+
+
+class SingleStreamBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True):
+        super().__init__()
+        self.heads, self.dim = heads, dim
+        self.hidden = int(dim * mlp_ratio)
+        self.mod = Modulation(dim, 1)
+        self.norm = _layer_norm(dim)
+        self.linear1 = nn.Linear(dim, 3 * dim + self.hidden)  # qkv and MLP input in one matmul
+        self.qk_norm = QKNorm(dim // heads, qk_norm)
+        self.linear2 = nn.Linear(dim + self.hidden, dim)  # attention output and MLP output together
+
+    def forward(self, x: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """x: [B, L, D] (text then video) -> [B, L, D]"""
+        (mod,) = self.mod(vec)
+        qkv, h = self.linear1(modulate(self.norm(x), mod)).split([3 * self.dim, self.hidden], dim=-1)
+        q, k, v = split_heads(qkv, self.heads)
+        q, k = self.qk_norm(q, k)
+        a = attention(apply_rope(q, rope), apply_rope(k, rope), v, mask)  # [B, L, D]
+        return x + mod.gate * self.linear2(torch.cat([a, F.gelu(h, approximate="tanh")], dim=-1))

@@ -1,0 +1,97 @@
+"""MM-DiT over spacetime patches (HunyuanVideo layout): dual-stream blocks, then single-stream.
+
+    latent [B, C, t, h, w] --patchify--> video tokens [B, Lv, D]
+    text states [B, Lt, Dtext] --RMSNorm + Linear--> text tokens [B, Lt, D]
+    vec = MLP(timestep) + MLP(pooled text)                       [B, D]   (drives AdaLN)
+    blocks see [text; video] with RoPE-3D on video tokens (text tokens get angle 0 = no rotation)
+    and a key mask that hides text padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from kinema.config import DiTConfig
+from kinema.dit.blocks import DualStreamBlock, SingleStreamBlock
+from kinema.dit.patchify import grid_positions, patch_grid, patchify, unpatchify
+from kinema.nn.attention import key_padding_mask
+from kinema.nn.embeddings import MLPEmbedder, timestep_embedding
+from kinema.nn.modulation import Modulation, modulate
+from kinema.nn.norms import RMSNorm
+from kinema.nn.rope import default_axes, rope_angles
+from kinema.text.encoders import TextStates
+
+
+@dataclass
+class Conditioning:
+    """Everything the denoiser is conditioned on besides the noisy latent and the time."""
+
+    text: TextStates
+
+    def index(self, idx) -> "Conditioning":
+        return Conditioning(self.text.index(idx))
+
+    @staticmethod
+    def cat(items: list["Conditioning"]) -> "Conditioning":
+        t = [c.text for c in items]
+        return Conditioning(TextStates(torch.cat([x.tokens for x in t]), torch.cat([x.mask for x in t]),
+                                       torch.cat([x.pooled for x in t])))
+
+
+class FinalLayer(nn.Module):
+    """AdaLN (shift, scale) then a zero-initialised projection back to patch values."""
+
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mod = Modulation(dim, 1)
+        self.linear = nn.Linear(dim, out_dim)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+        (mod,) = self.mod(vec)  # its gate is unused
+        return self.linear(modulate(self.norm(x), mod))
+
+
+class MMDiT(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        pt, ph, pw = cfg.patch
+        patch_dim = cfg.in_channels * pt * ph * pw
+        self.rope_axes = tuple(cfg.rope_axes) if cfg.rope_axes else default_axes(cfg.head_dim)
+        if sum(self.rope_axes) != cfg.head_dim:
+            raise ValueError(f"rope_axes {self.rope_axes} must sum to the head dim {cfg.head_dim}")
+        self.patch_in = nn.Linear(patch_dim, cfg.dim)
+        self.text_in = nn.Sequential(RMSNorm(cfg.text_dim), nn.Linear(cfg.text_dim, cfg.dim))
+        self.time_in = MLPEmbedder(256, cfg.dim)
+        self.pooled_in = MLPEmbedder(cfg.text_dim, cfg.dim)
+        self.dual = nn.ModuleList(DualStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm) for _ in range(cfg.dual_blocks))
+        self.single = nn.ModuleList(SingleStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm) for _ in range(cfg.single_blocks))
+        self.final = FinalLayer(cfg.dim, patch_dim)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """x: [B, C, t, h, w] noisy latent, t: [B] in [0, 1] -> velocity [B, C, t, h, w]"""
+        grid = patch_grid(tuple(x.shape[2:]), self.cfg.patch)
+        img = self.patch_in(patchify(x, self.cfg.patch))  # [B, Lv, D]
+        txt = self.text_in(cond.text.tokens.to(img.dtype))  # [B, Lt, D]
+        vec = self.time_in(timestep_embedding(t)) + self.pooled_in(cond.text.pooled)  # [B, D]
+        lt = txt.shape[1]
+
+        pos = grid_positions(grid, device=x.device)  # [Lv, 3]
+        angles = rope_angles(pos, self.rope_axes, self.cfg.rope_theta)  # [Lv, Dh/2]
+        rope = torch.cat([angles.new_zeros(lt, angles.shape[1]), angles])  # [L, Dh/2]
+        valid = torch.cat([cond.text.mask, cond.text.mask.new_ones(x.shape[0], img.shape[1])], dim=1)
+        mask = key_padding_mask(valid)  # [B, 1, 1, L]
+
+        for block in self.dual:
+            img, txt = block(img, txt, vec, rope, mask)
+        h = torch.cat([txt, img], dim=1)  # [B, L, D]
+        for block in self.single:
+            h = block(h, vec, rope, mask)
+        out = self.final(h[:, lt:], vec)  # [B, Lv, C*pt*ph*pw]
+        return unpatchify(out, self.cfg.patch, grid).float()

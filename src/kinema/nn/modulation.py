@@ -1,0 +1,41 @@
+"""AdaLN modulation (named, flux-style). The projection is zero-initialised (AdaLN-Zero): shift =
+scale = gate = 0 at init, so every residual branch starts closed and each block is the identity.
+Computed in fp32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class ModulationOut:
+    shift: torch.Tensor  # [B, 1, D]
+    scale: torch.Tensor  # [B, 1, D]
+    gate: torch.Tensor  # [B, 1, D]
+
+
+class Modulation(nn.Module):
+    """vec [B, D] -> `count` ModulationOut groups (e.g. 2: one for attention, one for the MLP)."""
+
+    def __init__(self, dim: int, count: int):
+        super().__init__()
+        self.count = count
+        self.lin = nn.Linear(dim, 3 * count * dim)
+        nn.init.zeros_(self.lin.weight)  # AdaLN-Zero
+        nn.init.zeros_(self.lin.bias)
+
+    def forward(self, vec: torch.Tensor) -> list[ModulationOut]:
+        with torch.autocast(vec.device.type, enabled=False):
+            out = self.lin(F.silu(vec.float()))[:, None, :]  # [B, 1, 3 * count * D]
+        chunks = out.chunk(3 * self.count, dim=-1)
+        return [ModulationOut(*chunks[3 * i: 3 * i + 3]) for i in range(self.count)]
+
+
+def modulate(x: torch.Tensor, mod: ModulationOut) -> torch.Tensor:
+    """x: [B, L, D] (already normalised) -> x * (1 + scale) + shift"""
+    return (x.float() * (1 + mod.scale) + mod.shift).to(x.dtype)

@@ -1,0 +1,22 @@
+"""Normalisations. RMSNorm over the channel dim is per position, so it keeps causality in time."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm over the last dim (or over `dim`), computed in fp32."""
+
+    def __init__(self, channels: int, eps: float = 1e-6, dim: int = -1):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.eps, self.dim = eps, dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(self.dim, keepdim=True) + self.eps)
+        shape = [1] * x.dim()
+        shape[self.dim] = -1
+        return (y * self.weight.float().view(shape)).to(x.dtype)

@@ -1,0 +1,33 @@
+"""RoPE-3D (SPEC §3, Q15): the head dim is split into disjoint (t, h, w) parts, each rotated by a
+1D rotary embedding of that axis, so q.k depends only on the offset (dt, dh, dw). Always fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def default_axes(head_dim: int) -> tuple[int, int, int]:
+    """Split head_dim into even (d_t, d_h, d_w), space getting 3/8 each (64 -> 16, 24, 24)."""
+    d_s = 2 * (head_dim * 3 // 16)
+    return head_dim - 2 * d_s, d_s, d_s
+
+
+def rope_angles(positions: torch.Tensor, axes: tuple[int, int, int], theta: float = 10000.0) -> torch.Tensor:
+    """positions: [L, 3] (t, h, w) -> angles [L, head_dim / 2], fp32."""
+    parts = []
+    for i, dim in enumerate(axes):
+        if dim % 2:
+            raise ValueError(f"RoPE axis dims must be even, got {axes}")
+        freqs = theta ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # [dim / 2]
+        parts.append(positions[:, i, None].double() * freqs)
+    return torch.cat(parts, dim=-1).float()
+
+
+def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """x: [B, H, L, Dh], angles: [L, Dh / 2] -> x with each (even, odd) pair rotated, in fp32."""
+    xf = x.float().unflatten(-1, (-1, 2))  # [B, H, L, Dh/2, 2]
+    cos, sin = angles.cos(), angles.sin()
+    x0, x1 = xf[..., 0], xf[..., 1]
+    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    return out.flatten(-2).to(x.dtype)

@@ -1,0 +1,116 @@
+"""Text-to-video pipeline: prompt -> text states -> sampled latents -> VAE decode -> uint8 frames.
+
+A model directory holds config.json (a ModelConfig), vae.safetensors and dit.safetensors.
+
+    pipe = kinema.load_pipeline("shapes")            # or a directory
+    frames = pipe("a red circle moving right", num_frames=17, steps=25, guidance=5.0, seed=0)
+    frames.shape == (17, 64, 64, 3), dtype uint8
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kinema.config import ModelConfig, from_dict, to_dict
+from kinema.dit.transformer import Conditioning, MMDiT
+from kinema.errors import KinemaError
+from kinema.flow.samplers import SAMPLERS
+from kinema.pipelines.generate import initial_noise, sample_latents
+from kinema.pipelines.registry import resolve, shipped_models
+from kinema.train.checkpoint import load_json, load_weights, save_weights
+from kinema.vae.autoencoder import CausalVAE
+
+
+def save_model(root: Path, cfg: ModelConfig, vae_state: dict, dit_state: dict) -> Path:
+    """Write a model directory (weights first, config last, so a readable config means a whole model)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    save_weights(root / "vae.safetensors", vae_state)
+    save_weights(root / "dit.safetensors", dit_state)
+    tmp = root / "config.json.tmp"
+    tmp.write_text(json.dumps(to_dict(cfg), indent=2))
+    tmp.replace(root / "config.json")
+    return root
+
+
+def _model_dir(name_or_path: str | Path) -> Path:
+    root = resolve(name_or_path)
+    if not root.is_dir():
+        known = ", ".join(shipped_models()) or "none installed"
+        raise KinemaError(f"model {str(name_or_path)!r} not found: pass a model directory or a shipped name ({known})")
+    return root
+
+
+class Pipeline:
+    def __init__(self, cfg: ModelConfig, vae: CausalVAE, dit: MMDiT, text_encoder, precision: str = "bf16"):
+        self.cfg, self.vae, self.dit, self.text_encoder = cfg, vae.eval(), dit.eval(), text_encoder
+        self.precision = precision
+
+    def check_request(self, prompt: str | list[str], num_frames: int) -> list[str]:
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts or any(not p or not p.strip() for p in prompts):
+            raise KinemaError('the prompt is empty; describe the video, e.g. "a red circle moving right"')
+        r = self.cfg.vae.time_compression
+        if num_frames < 1 or (num_frames - 1) % r:
+            raise KinemaError(f"--frames {num_frames} is not 1 + {r}k; use e.g. {r + 1}, {2 * r + 1} or {4 * r + 1}")
+        return prompts
+
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        return Conditioning(self.text_encoder(prompts))
+
+    @torch.no_grad()
+    def __call__(self, prompt: str | list[str], num_frames: int = 17, steps: int = 25, guidance: float = 5.0,
+                 seed: int | list[int] = 0, sampler: str = "euler") -> np.ndarray:
+        """A prompt -> uint8 [T, H, W, 3]; a list of prompts -> uint8 [B, T, H, W, 3]."""
+        prompts = self.check_request(prompt, num_frames)
+        if sampler not in SAMPLERS:
+            raise KinemaError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+        if steps < 1:
+            raise KinemaError(f"steps must be at least 1, got {steps}")
+        seeds = [seed + i for i in range(len(prompts))] if isinstance(seed, int) else list(seed)
+        cfg = self.cfg
+        s = cfg.vae.space_compression
+        shape = (cfg.vae.latent_channels, (num_frames - 1) // cfg.vae.time_compression + 1, cfg.height // s, cfg.width // s)
+        cond = self.encode_prompts(prompts)
+        uncond = self.encode_prompts([""] * len(prompts))
+        z = sample_latents(self.dit, cond, uncond, initial_noise(shape, seeds), steps=steps, guidance=guidance,
+                           sampler=sampler, shift=cfg.timestep_shift, precision=self.precision)
+        video = self.vae.decode(self.vae.denormalize(z))  # [B, 3, T, H, W]
+        frames = video.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
+        return frames[0] if isinstance(prompt, str) else frames
+
+
+def load_pipeline(name_or_path: str | Path = "shapes", precision: str = "bf16") -> Pipeline:
+    """Load a shipped model by name (see `kinema info`) or a model directory written by `kinema train`."""
+    from kinema.text.encoders import load_text_encoder
+
+    root = _model_dir(name_or_path)
+    cfg = from_dict(ModelConfig, load_json(root / "config.json"), where=str(root / "config.json"))
+    vae, dit = CausalVAE(cfg.vae), MMDiT(cfg.dit)
+    for module, file in ((vae, "vae.safetensors"), (dit, "dit.safetensors")):
+        try:
+            module.load_state_dict(load_weights(root / file))
+        except RuntimeError as e:
+            raise KinemaError(f"{root / file} does not match config.json ({str(e).splitlines()[0]}); re-export the model") from None
+    return Pipeline(cfg, vae, dit, load_text_encoder(cfg.text), precision=precision)
+
+
+def describe(name_or_path: str | Path) -> str:
+    root = _model_dir(name_or_path)
+    cfg = from_dict(ModelConfig, load_json(root / "config.json"))
+    lines = [f"model: {root}"]
+    for file in sorted(root.iterdir()):
+        lines.append(f"  {file.name:24s} {file.stat().st_size / 1e6:8.2f} MB")
+    v, d = cfg.vae, cfg.dit
+    lines.append(f"video: {cfg.frames} frames x {cfg.height}x{cfg.width}; frames must be 1 + {v.time_compression}k")
+    lines.append(f"vae: {v.time_compression}x{v.space_compression}x{v.space_compression} compression, "
+                 f"{v.latent_channels} latent channels")
+    lines.append(f"dit: MM-DiT dim {d.dim}, {d.heads} heads, {d.dual_blocks} dual + {d.single_blocks} single blocks, "
+                 f"patch {tuple(d.patch)}")
+    lines.append(f"text encoder: {cfg.text.encoder} (max {cfg.text.max_tokens} tokens)")
+    lines.append(f"shipped models: {', '.join(shipped_models()) or 'none'}")
+    return "\n".join(lines)

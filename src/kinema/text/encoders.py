@@ -1,0 +1,79 @@
+"""Frozen text encoders behind one interface: prompts -> TextStates(tokens, mask, pooled).
+
+"minilm" is the offline default (all-MiniLM-L6-v2 from PyPI). Any other `encoder` value is a
+local directory holding a transformers encoder (T5, CLIP text, UMT5, BERT, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from kinema.config import TextConfig
+from kinema.errors import KinemaError
+
+
+@dataclass
+class TextStates:
+    tokens: torch.Tensor  # [B, L, D] token states (padding positions zeroed)
+    mask: torch.Tensor  # [B, L] bool, True on real tokens
+    pooled: torch.Tensor  # [B, D] mean over real tokens
+
+    def index(self, idx) -> "TextStates":
+        return TextStates(self.tokens[idx], self.mask[idx], self.pooled[idx])
+
+
+def _finish(tokens: torch.Tensor, mask: torch.Tensor) -> TextStates:
+    mask = mask.bool()
+    tokens = tokens.float() * mask[..., None]
+    pooled = tokens.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    return TextStates(tokens, mask, pooled)
+
+
+class MiniLMEncoder:
+    def __init__(self, max_tokens: int):
+        from tokenizers import Tokenizer
+
+        from kinema.text.minilm import MiniLM
+
+        self.model, root = MiniLM.from_package()
+        self.dim = self.model.dim
+        self.tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_tokens)
+        self.tokenizer.enable_padding(length=max_tokens, pad_id=0, pad_token="[PAD]")
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str]) -> TextStates:
+        enc = self.tokenizer.encode_batch(list(prompts))
+        ids = torch.tensor([e.ids for e in enc])
+        mask = torch.tensor([e.attention_mask for e in enc])
+        return _finish(self.model(ids, mask), mask)
+
+
+class TransformersEncoder:
+    """Any local transformers encoder; encoder-decoder models (T5) use their encoder only."""
+
+    def __init__(self, path: str, max_tokens: int):
+        if not Path(path).is_dir():
+            raise KinemaError(f"text encoder {path!r} is neither 'minilm' nor a local model directory")
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path)
+        self.model = (model.get_encoder() if hasattr(model, "get_encoder") else model).eval().requires_grad_(False)
+        self.dim = self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.d_model
+        self.max_tokens = max_tokens
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str]) -> TextStates:
+        b = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt")
+        out = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+        return _finish(out.last_hidden_state, b["attention_mask"])
+
+
+def load_text_encoder(cfg: TextConfig):
+    if cfg.encoder == "minilm":
+        return MiniLMEncoder(cfg.max_tokens)
+    return TransformersEncoder(cfg.encoder, cfg.max_tokens)

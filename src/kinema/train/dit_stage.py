@@ -1,0 +1,167 @@
+"""Stage 2: cache VAE latents and text states once, then train the MM-DiT with rectified flow.
+
+Cache (run_dir/cache.safetensors): for `num_clips` rendered clips of seen combinations, the VAE
+posterior (mean, logvar) and the combination index; for every seen combination
+`captions_per_combo` phrasings (canonical first) encoded by the frozen text encoder; the empty
+caption used for classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from kinema.config import ModelConfig, to_dict
+from kinema.data import shapes
+from kinema.data.captions import caption_variants
+from kinema.dit.transformer import Conditioning, MMDiT
+from kinema.flow.paths import interpolate, velocity
+from kinema.flow.timesteps import TimestepConfig, sample_timesteps
+from kinema.io.video import write_gif
+from kinema.text.encoders import TextStates, load_text_encoder
+from kinema.train.trainer import Log, OptimConfig, fit, seeded
+from kinema.vae.autoencoder import CausalVAE
+
+
+@dataclass
+class DiTStage:
+    steps: int = 6000
+    batch_size: int = 64
+    num_clips: int = 8000  # training clips rendered, encoded once and cached
+    captions_per_combo: int = 32  # phrasings cached per (colour, shape, direction); canonical first
+    canonical_prob: float = 0.25  # share of samples captioned with the canonical phrasing
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4, warmup=200))
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1  # share of captions replaced by "" (enables classifier-free guidance)
+    timesteps: TimestepConfig = field(default_factory=TimestepConfig)
+    log_every: int = 25
+    ckpt_every: int = 250
+    sample_every: int = 1000
+    sample_prompts: tuple[str, ...] = ("a red circle moving right", "a blue square moving up-left",
+                                       "a yellow triangle moving down", "a cyan square standing still")
+
+
+@torch.no_grad()
+def build_cache(path: Path, mc: ModelConfig, stage: DiTStage, vae: CausalVAE, text_encoder, seed: int,
+                log: Log, encode_batch: int = 32) -> dict[str, torch.Tensor]:
+    if path.is_file():
+        return load_file(str(path))
+    seen = shapes.combos(held_out=False)
+    rng = np.random.default_rng([seed, 7])
+    combo_idx = torch.tensor(rng.integers(len(seen), size=stage.num_clips))
+    clip_seeds = rng.integers(0, 2**62, size=stage.num_clips)
+    means, logvars = [], []
+    vae.eval()
+    for start in tqdm(range(0, stage.num_clips, encode_batch), desc="cache latents", mininterval=2.0):
+        idx = range(start, min(start + encode_batch, stage.num_clips))
+        x = torch.stack([shapes.to_tensor(shapes.sample_clip(int(clip_seeds[i]), seen[int(combo_idx[i])],
+                                                            frames=mc.frames, size=mc.height)[0]) for i in idx])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            m, lv = vae.encode(x)
+        means.append(m.float().half())
+        logvars.append(lv.float().half())
+    mean = torch.cat(means)
+    # captions: canonical + a fixed random subset of the other phrasings, per combination
+    texts, caption_combo = [], []
+    rand = random.Random(seed)
+    for ci, combo in enumerate(seen):
+        variants = caption_variants(*combo)
+        chosen = [variants[0]] + rand.sample(variants[1:], min(stage.captions_per_combo - 1, len(variants) - 1))
+        texts += chosen
+        caption_combo += [ci] * len(chosen)
+    states = [text_encoder(texts[i:i + 256]) for i in tqdm(range(0, len(texts), 256), desc="cache text")]
+    empty = text_encoder([""])
+    m32 = mean.float()
+    cache = {
+        "latent_mean": mean, "latent_logvar": torch.cat(logvars), "combo": combo_idx,
+        "text_tokens": torch.cat([s.tokens for s in states]).half(),
+        "text_mask": torch.cat([s.mask for s in states]),
+        "text_pooled": torch.cat([s.pooled for s in states]),
+        "caption_combo": torch.tensor(caption_combo),
+        "empty_tokens": empty.tokens.half(), "empty_mask": empty.mask, "empty_pooled": empty.pooled,
+        "channel_mean": m32.mean(dim=(0, 2, 3, 4)), "channel_std": m32.std(dim=(0, 2, 3, 4)),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(cache, str(path.with_suffix(".tmp")))
+    path.with_suffix(".tmp").replace(path)
+    log(f"[cache] {stage.num_clips} clips, latents {tuple(mean.shape[1:])}, {len(texts)} captions -> {path}")
+    return cache
+
+
+class CaptionSampler:
+    """Picks a caption per clip: canonical with probability p, else any cached phrasing; or dropped."""
+
+    def __init__(self, cache: dict[str, torch.Tensor], canonical_prob: float, dropout: float):
+        combo = cache["caption_combo"]
+        n_combos = int(combo.max()) + 1
+        self.first = torch.stack([(combo == c).nonzero()[0, 0] for c in range(n_combos)])  # canonical rows
+        self.count = torch.bincount(combo, minlength=n_combos)
+        self.text = TextStates(cache["text_tokens"], cache["text_mask"], cache["text_pooled"])
+        self.empty = TextStates(cache["empty_tokens"], cache["empty_mask"], cache["empty_pooled"])
+        self.canonical_prob, self.dropout = canonical_prob, dropout
+
+    def __call__(self, combos: torch.Tensor, g: torch.Generator) -> TextStates:
+        b = combos.shape[0]
+        offset = (torch.rand(b, generator=g) * self.count[combos]).long()
+        canonical = torch.rand(b, generator=g) < self.canonical_prob
+        rows = self.first[combos] + torch.where(canonical, 0, offset)
+        s = self.text.index(rows)
+        drop = (torch.rand(b, generator=g) < self.dropout)[:, None]
+        tokens = torch.where(drop[..., None], self.empty.tokens.expand_as(s.tokens), s.tokens).float()
+        mask = torch.where(drop, self.empty.mask.expand_as(s.mask), s.mask)
+        pooled = torch.where(drop, self.empty.pooled.expand_as(s.pooled), s.pooled)
+        return TextStates(tokens, mask, pooled)
+
+
+def flow_loss(model: MMDiT, z0: torch.Tensor, cond: Conditioning, tcfg: TimestepConfig, g: torch.Generator):
+    """Rectified-flow regression: ||v(x_t, t) - (x1 - x0)||^2 with t ~ tcfg."""
+    t = sample_timesteps(tcfg, z0.shape[0], generator=g)
+    x1 = torch.randn(z0.shape, generator=g)
+    v = model(interpolate(z0, x1, t), t, cond)
+    return F.mse_loss(v.float(), velocity(z0, x1))
+
+
+def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path, seed: int, precision: str,
+              resume: bool, log: Log) -> tuple[ModelConfig, dict[str, torch.Tensor], str]:
+    """Returns (model config with latent statistics, EMA weights of the DiT, text encoder name)."""
+    text_encoder = load_text_encoder(mc.text)
+    cache = build_cache(run_dir / "cache.safetensors", mc, stage, vae, text_encoder, seed, log)
+    mc = copy.deepcopy(mc)
+    mc.vae.latent_mean = tuple(cache["channel_mean"].tolist())
+    mc.vae.latent_std = tuple(cache["channel_std"].tolist())
+    vae.cfg = mc.vae  # the VAE now (de)normalises with these statistics
+    captions = CaptionSampler(cache, stage.canonical_prob, stage.caption_dropout)
+    post_mean, post_logvar, combo = cache["latent_mean"], cache["latent_logvar"], cache["combo"]
+
+    torch.manual_seed(seed)
+    model = MMDiT(mc.dit)
+
+    def loss_fn(m: MMDiT, step: int):
+        g = seeded(seed, step)
+        idx = torch.randint(post_mean.shape[0], (stage.batch_size,), generator=g)
+        eps = torch.randn(post_mean[idx].shape, generator=g)
+        z0 = vae.normalize(post_mean[idx].float() + (0.5 * post_logvar[idx].float()).exp() * eps)
+        loss = flow_loss(m, z0, Conditioning(captions(combo[idx], g)), stage.timesteps, g)
+        return loss, {}
+
+    def sample_fn(m: MMDiT, ema, step: int):
+        from kinema.pipelines.pipeline import Pipeline
+
+        shadow = copy.deepcopy(m)
+        shadow.load_state_dict(ema.state_dict())
+        pipe = Pipeline(mc, vae, shadow, text_encoder, precision=precision)
+        frames = pipe(list(stage.sample_prompts), num_frames=mc.frames, steps=25, guidance=5.0, seed=0)
+        write_gif(np.concatenate(list(frames), axis=2), run_dir / "samples" / f"sample_{step:07d}.gif", scale=2)
+
+    ema = fit(model, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(mc),
+              log=log, ema_decay=stage.ema_decay, resume=resume, precision=precision, log_every=stage.log_every,
+              ckpt_every=stage.ckpt_every, sample_fn=sample_fn, sample_every=stage.sample_every, desc="dit")
+    return mc, ema.state_dict(), mc.text.encoder

@@ -1,0 +1,147 @@
+"""One training loop for every stage: AdamW, warmup + cosine LR, grad clipping, EMA, bf16 autocast,
+tqdm progress, a plain-text log, atomic checkpoints and exact resume.
+
+Exact resume holds because a stage's `loss_fn(model, step)` draws its batch and noise from
+generators seeded by (seed, step): restoring weights, EMA, optimizer and step restores the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from kinema.errors import KinemaError
+from kinema.train.checkpoint import latest_checkpoint, load_trainer_state, load_weights, save_checkpoint
+from kinema.train.ema import EMA
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup: int = 100
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at the last step
+    grad_clip: float = 1.0
+
+
+def lr_at(cfg: OptimConfig, step: int, steps: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    raise KinemaError(f"unknown precision {precision!r}; use 'bf16' or 'fp32'")
+
+
+def seeded(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    """A generator that depends only on (seed, step, stream): the key to exact resume."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 17 + stream)
+
+
+class Log:
+    """Appends lines to a text file (and echoes them above the progress bar)."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+
+    def __call__(self, line: str, echo: bool = True) -> None:
+        with self.path.open("a") as f:
+            f.write(line + "\n")
+        if echo:
+            tqdm.write(line)
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, int], tuple[torch.Tensor, dict[str, float]]],
+    *,
+    steps: int,
+    optim: OptimConfig,
+    run_dir: Path,
+    config: dict,
+    log: Log,
+    ema_decay: float | None = None,
+    resume: bool = False,
+    precision: str = "bf16",
+    log_every: int = 25,
+    ckpt_every: int = 250,
+    sample_fn: Callable[[nn.Module, EMA | None, int], None] | None = None,
+    sample_every: int = 0,
+    desc: str = "train",
+) -> EMA | None:
+    """Train `model` for `steps` optimizer steps; returns the EMA (None when ema_decay is None)."""
+    device = next(model.parameters()).device
+    opt = torch.optim.AdamW(model.parameters(), lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+    ema = EMA(model, ema_decay) if ema_decay else None
+    start = 0
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None and not resume:
+        raise KinemaError(f"{run_dir} already holds checkpoints; pass --resume to continue, or delete it to start over")
+    if ckpt is not None:
+        model.load_state_dict(load_weights(ckpt / "model.safetensors"))
+        state = load_trainer_state(ckpt)
+        opt.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(load_weights(ckpt / "ema.safetensors"))
+        start = int(state["step"])
+        log(f"[{desc}] resumed from {ckpt} at step {start}")
+
+    def save(step: int) -> None:
+        weights = {"model": model.state_dict()}
+        if ema is not None:
+            weights["ema"] = ema.state_dict()
+        save_checkpoint(run_dir, step, weights, config, {"step": step, "optimizer": opt.state_dict()})
+
+    model.train()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, dynamic_ncols=True, mininterval=1.0)
+    t0, seen = time.time(), 0
+    done = start  # optimizer steps completed
+    try:
+        for step in bar:
+            lr = lr_at(optim, step, steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with autocast(device, precision):
+                loss, terms = loss_fn(model, step)
+            if not torch.isfinite(loss):
+                raise KinemaError(f"[{desc}] loss became {loss.item()} at step {step}; lower the learning rate and --resume")
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip) if optim.grad_clip else None
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(model)
+            done, seen = step + 1, seen + 1
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            if done % log_every == 0 or done == steps:
+                rate = seen / (time.time() - t0)
+                parts = " ".join(f"{k} {v:.4g}" for k, v in terms.items())
+                gn = f" grad_norm {float(grad_norm):.3g}" if grad_norm is not None else ""
+                log(f"[{desc}] step {done}/{steps} loss {loss.item():.5f} {parts} lr {lr:.2e}{gn} it/s {rate:.2f}")
+            if done % ckpt_every == 0 or done == steps:
+                save(done)
+            if sample_fn is not None and sample_every and (done % sample_every == 0 or done == steps):
+                sample_fn(model, ema, done)
+                model.train()
+    except KeyboardInterrupt:
+        save(done)
+        raise KinemaError(f"[{desc}] interrupted after step {done}; checkpoint saved, continue with --resume") from None
+    finally:
+        bar.close()
+    return ema

@@ -1,0 +1,64 @@
+"""Stage 1: train the causal VAE on rendered Shapes clips (held-out colour/shape pairs excluded)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kinema.config import VAEConfig, to_dict
+from kinema.data import shapes
+from kinema.io.video import write_gif
+from kinema.train.trainer import Log, OptimConfig, fit, seeded
+from kinema.vae.autoencoder import CausalVAE
+from kinema.vae.losses import VAELossConfig, vae_loss
+
+
+@dataclass
+class VAEStage:
+    steps: int = 2000
+    batch_size: int = 8
+    frames: int = 9  # training clip length (1 + 4k); the VAE is causal and convolutional in time
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, warmup=100))
+    loss: VAELossConfig = field(default_factory=lambda: VAELossConfig(foreground_weight=20.0))
+    log_every: int = 25
+    ckpt_every: int = 250
+    sample_every: int = 500
+
+
+def shapes_batch(seed: int, step: int, batch_size: int, frames: int, size: int) -> torch.Tensor:
+    """A batch of seen-combination clips that depends only on (seed, step): [B, 3, T, H, W]."""
+    rng = np.random.default_rng([seed, step])
+    clips = [shapes.to_tensor(shapes.sample_clip(int(s), frames=frames, size=size)[0])
+             for s in rng.integers(0, 2**62, size=batch_size)]
+    return torch.stack(clips)
+
+
+def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size: int,
+              precision: str, resume: bool, log: Log) -> CausalVAE:
+    torch.manual_seed(seed)
+    vae = CausalVAE(cfg)
+
+    def loss_fn(model: CausalVAE, step: int):
+        x = shapes_batch(seed, step, stage.batch_size, stage.frames, size)
+        mean, logvar = model.encode(x)
+        eps = torch.randn(mean.shape, generator=seeded(seed, step, stream=1))
+        z = mean + (0.5 * logvar).exp() * eps.to(mean.dtype)
+        return vae_loss(stage.loss, model.decode(z), x, mean, logvar)
+
+    def sample_fn(model: CausalVAE, _ema, step: int):
+        model.eval()
+        x = shapes_batch(seed + 1, 0, 4, 17, size)  # a fixed batch of full-length clips
+        with torch.no_grad():
+            recon = model.decode(model.encode(x)[0])
+        top = np.concatenate([shapes.to_uint8(v) for v in x], axis=2)
+        bottom = np.concatenate([shapes.to_uint8(v) for v in recon], axis=2)
+        write_gif(np.concatenate([top, bottom], axis=1), run_dir / "samples" / f"recon_{step:07d}.gif", scale=2)
+
+    fit(vae, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(cfg),
+        log=log, resume=resume, precision=precision, log_every=stage.log_every, ckpt_every=stage.ckpt_every,
+        sample_fn=sample_fn, sample_every=stage.sample_every, desc="vae")
+    vae.eval()
+    return vae

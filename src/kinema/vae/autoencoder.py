@@ -1,0 +1,151 @@
+"""3D causal VAE (SPEC §1): `1 + 4k` frames -> `1 + k` latent frames, space / 2**(levels-1).
+
+Every op is causal in time: CausalConv3d, per-position RMSNorm (a clip-wide GroupNorm would let
+later frames change earlier latents), stride-2 causal temporal downsampling, and temporal
+upsampling that repeats each latent frame twice and drops the first copy. A `T=1` image is a
+one-frame video.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kinema.config import VAEConfig
+from kinema.nn.norms import RMSNorm
+from kinema.vae.causal_conv import CausalConv3d
+
+
+def _norm(c: int) -> RMSNorm:
+    return RMSNorm(c, dim=1)  # channels of [B, C, T, H, W]
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(cin), CausalConv3d(cin, cout)
+        self.norm2, self.conv2 = _norm(cout), CausalConv3d(cout, cout)
+        self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, T, H, W] -> [B, C', T, H, W]
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class Downsample(nn.Module):
+    """Stride-2 causal conv in space, and in time when `temporal` (T = 1 + 2k -> 1 + k)."""
+
+    def __init__(self, cin: int, cout: int, temporal: bool):
+        super().__init__()
+        self.conv = CausalConv3d(cin, cout, 3, stride=(2 if temporal else 1, 2, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest x2 in space; in time repeat each frame twice and drop the first copy (1 + k -> 1 + 2k)."""
+
+    def __init__(self, cin: int, cout: int, temporal: bool):
+        super().__init__()
+        self.temporal = temporal
+        self.conv = CausalConv3d(cin, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")  # [B, C, T, 2H, 2W]
+        if self.temporal:
+            x = x.repeat_interleave(2, dim=2)[:, :, 1:]  # [B, C, 2T - 1, 2H, 2W]
+        return self.conv(x)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        chans = [cfg.base_channels * m for m in cfg.channel_mult]
+        self.conv_in = CausalConv3d(cfg.in_channels, chans[0])
+        self.levels = nn.ModuleList()
+        for i, c in enumerate(chans):
+            blocks = [ResBlock(c, c) for _ in range(cfg.num_res_blocks)]
+            if i < len(chans) - 1:
+                blocks.append(Downsample(c, chans[i + 1], cfg.temporal_down[i]))
+            self.levels.append(nn.Sequential(*blocks))
+        self.mid = ResBlock(chans[-1], chans[-1])
+        self.norm_out = _norm(chans[-1])
+        self.conv_out = CausalConv3d(chans[-1], 2 * cfg.latent_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, 3, T, H, W] -> moments [B, 2*Cz, t, h, w]"""
+        h = self.conv_in(x)
+        for level in self.levels:
+            h = level(h)
+        h = self.mid(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        chans = [cfg.base_channels * m for m in cfg.channel_mult]
+        self.conv_in = CausalConv3d(cfg.latent_channels, chans[-1])
+        self.mid = ResBlock(chans[-1], chans[-1])
+        self.levels = nn.ModuleList()
+        for i in reversed(range(len(chans))):
+            blocks = [ResBlock(chans[i], chans[i]) for _ in range(cfg.num_res_blocks + 1)]
+            if i > 0:
+                blocks.append(Upsample(chans[i], chans[i - 1], cfg.temporal_down[i - 1]))
+            self.levels.append(nn.Sequential(*blocks))
+        self.norm_out = _norm(chans[0])
+        self.conv_out = CausalConv3d(chans[0], cfg.in_channels)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z: [B, Cz, t, h, w] -> [B, 3, T, H, W]"""
+        h = self.mid(self.conv_in(z))
+        for level in self.levels:
+            h = level(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class CausalVAE(nn.Module):
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        if len(cfg.temporal_down) != len(cfg.channel_mult) - 1:
+            raise ValueError("temporal_down needs one entry per downsampling (len(channel_mult) - 1)")
+        self.cfg = cfg
+        self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
+
+    def latent_frames(self, frames: int) -> int:
+        return (frames - 1) // self.cfg.time_compression + 1
+
+    def check_frames(self, frames: int) -> None:
+        r = self.cfg.time_compression
+        if (frames - 1) % r:
+            raise ValueError(f"frame count {frames} is not 1 + {r}k (e.g. {r + 1}, {2 * r + 1}, {4 * r + 1})")
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [B, 3, T, H, W] in [-1, 1], T = 1 + 4k -> (mean, logvar), each [B, Cz, 1 + k, H/8, W/8]"""
+        self.check_frames(x.shape[2])
+        mean, logvar = self.encoder(x).chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z: [B, Cz, t, h, w] -> [B, 3, 1 + 4(t-1), 8h, 8w]"""
+        return self.decoder(z)
+
+    # latents seen by the denoiser are normalised per channel with statistics of the training data
+    def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        if cfg.latent_mean is None or cfg.latent_std is None:
+            return torch.zeros((), device=z.device), torch.ones((), device=z.device)
+        shape = (1, -1, 1, 1, 1)
+        mean = torch.tensor(cfg.latent_mean, device=z.device).view(shape)
+        return mean, torch.tensor(cfg.latent_std, device=z.device).view(shape)
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        mean, std = self._stats(z)
+        return (z - mean) / std
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        mean, std = self._stats(z)
+        return z * std + mean
