@@ -1,0 +1,15 @@
+"""kinema: text-to-video and image-to-video in plain PyTorch.
+
+    import kinema
+    pipe = kinema.load_pipeline("shapes")
+    frames = pipe("a red circle moving right", num_frames=17, steps=25, guidance=5.0, seed=0)  # uint8 [T, H, W, 3]
+"""
+
+__version__ = "0.1.0"
+
+
+def load_pipeline(name_or_path="shapes", precision: str = "bf16"):
+    """Load a shipped model by name or a model directory written by `kinema train` (see kinema.pipelines)."""
+    from kinema.pipelines.pipeline import load_pipeline as _load
+
+    return _load(name_or_path, precision=precision)

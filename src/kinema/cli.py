@@ -57,6 +57,17 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def _eval_vae(args: argparse.Namespace) -> None:
+    from kinema.eval.recon import evaluate_vae, format_vae_table
+
+    results = [evaluate_vae(m, clips=args.clips) for m in args.model]
+    print(format_vae_table(results))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.json}")
+
+
 def _info(args: argparse.Namespace) -> None:
     from kinema.pipelines.pipeline import describe
 
@@ -101,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--batch-size", type=int, default=32)
     es.add_argument("--json", default=None, help="also write the result as JSON here")
     es.set_defaults(func=_eval)
+    ev = esub.add_parser("vae", help="VAE reconstruction: PSNR, SSIM, object PSNR, oracle on reconstructions")
+    ev.add_argument("--model", nargs="+", default=[DEFAULT_MODEL],
+                    help="model directories, VAE run directories (runs/x/vae) or checkpoints; several are compared")
+    ev.add_argument("--clips", type=int, default=64)
+    ev.add_argument("--json", default=None)
+    ev.set_defaults(func=_eval_vae)
 
     i = sub.add_parser("info", help="describe a model: configs, parameter counts, files")
     i.add_argument("--model", default=DEFAULT_MODEL)

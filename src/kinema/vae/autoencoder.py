@@ -74,6 +74,10 @@ class Encoder(nn.Module):
         self.mid = ResBlock(chans[-1], chans[-1])
         self.norm_out = _norm(chans[-1])
         self.conv_out = CausalConv3d(chans[-1], 2 * cfg.latent_channels)
+        # start with a narrow posterior (std e^-3): with logvar = 0 the sampling noise drowns the
+        # mean, the decoder learns the average frame (black) and the latent carries nothing
+        with torch.no_grad():
+            self.conv_out.conv.bias[cfg.latent_channels:].fill_(-6.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, 3, T, H, W] -> moments [B, 2*Cz, t, h, w]"""

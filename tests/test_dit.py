@@ -1,0 +1,82 @@
+import torch
+
+from conftest import random_text, randomize_
+from kinema.config import DIT_PRESETS, DiTConfig
+from kinema.dit.blocks import DualStreamBlock, SingleStreamBlock
+from kinema.dit.transformer import Conditioning, MMDiT
+from kinema.nn.modulation import Modulation
+from kinema.text.encoders import TextStates
+
+CFG = DIT_PRESETS["tiny"]
+
+
+def test_zero_initialised_blocks_are_identity():
+    torch.manual_seed(0)
+    img, txt, vec = torch.randn(2, 10, 32), torch.randn(2, 4, 32), torch.randn(2, 32)
+    rope = torch.randn(14, 8)
+    dual = DualStreamBlock(32, 2)
+    out_img, out_txt = dual(img, txt, vec, rope, None)
+    assert torch.equal(out_img, img) and torch.equal(out_txt, txt)
+    single = SingleStreamBlock(32, 2)
+    x = torch.cat([txt, img], dim=1)
+    assert torch.equal(single(x, vec, rope, None), x)
+    # and not the identity once the modulation is trained
+    randomize_(single.mod)
+    assert not torch.allclose(single(x, vec, rope, None), x)
+
+
+def test_modulation_is_fp32_under_autocast():
+    mod = randomize_(Modulation(16, 2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mod(torch.randn(3, 16))
+    assert all(m.shift.dtype == torch.float32 and m.gate.shape == (3, 1, 16) for m in out)
+
+
+def make_model(cfg: DiTConfig = CFG) -> MMDiT:
+    torch.manual_seed(0)
+    return randomize_(MMDiT(cfg)).eval()
+
+
+@torch.no_grad()
+def test_output_shape_and_zero_init_output():
+    x, t = torch.randn(2, 4, 3, 4, 4), torch.rand(2)
+    cond = random_text(2)
+    assert MMDiT(CFG)(x, t, cond).abs().max() == 0  # zero-initialised final layer
+    assert make_model()(x, t, cond).shape == x.shape
+
+
+@torch.no_grad()
+def test_text_padding_is_masked():
+    model = make_model()
+    x, t = torch.randn(2, 4, 3, 4, 4), torch.rand(2)
+    cond = random_text(2, tokens=6, valid=3)
+    out = model(x, t, cond)
+    tokens = cond.text.tokens.clone()
+    tokens[:, 3:] = torch.randn_like(tokens[:, 3:]) * 5  # garbage in the padding
+    out2 = model(x, t, Conditioning(TextStates(tokens, cond.text.mask, cond.text.pooled)))
+    torch.testing.assert_close(out, out2)
+    tokens[:, :3] += 1.0  # but real tokens matter
+    assert not torch.allclose(out, model(x, t, Conditioning(TextStates(tokens, cond.text.mask, cond.text.pooled))))
+
+
+@torch.no_grad()
+def test_batch_elements_are_independent():
+    model = make_model()
+    x, t, cond = torch.randn(3, 4, 3, 4, 4), torch.rand(3), random_text(3)
+    full = model(x, t, cond)
+    one = model(x[1:2], t[1:2], cond.index(slice(1, 2)))
+    torch.testing.assert_close(full[1:2], one, rtol=1e-4, atol=1e-5)
+
+
+@torch.no_grad()
+def test_timestep_and_text_condition_the_output():
+    model = make_model()
+    x, cond = torch.randn(1, 4, 3, 4, 4), random_text(1)
+    assert not torch.allclose(model(x, torch.tensor([0.2]), cond), model(x, torch.tensor([0.8]), cond))
+    assert not torch.allclose(model(x, torch.tensor([0.5]), cond), model(x, torch.tensor([0.5]), random_text(1, seed=1)))
+
+
+def test_param_count_of_shipped_preset():
+    model = MMDiT(DIT_PRESETS["shapes"])
+    n = sum(p.numel() for p in model.parameters())
+    assert 5e6 < n < 15e6  # small enough to ship (< 40 MB with the VAE), big enough to learn Shapes

@@ -1,0 +1,84 @@
+import numpy as np
+
+from kinema.data import shapes
+from kinema.data.captions import caption_variants, canonical_caption, parse_canonical
+from kinema.eval.oracle import judge
+
+
+def test_clips_are_deterministic_and_well_formed():
+    a, objs = shapes.sample_clip(42)
+    b, _ = shapes.sample_clip(42)
+    assert a.dtype == np.uint8 and a.shape == (17, 64, 64, 3)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, shapes.sample_clip(43)[0])
+    assert len(objs) == 1 and 12 <= objs[0].size <= 20
+
+
+def test_palette_is_six_saturated_hues_60_degrees_apart():
+    hues = sorted(shapes.COLOURS.values())
+    assert hues == [0, 60, 120, 180, 240, 300]
+    for c in shapes.COLOURS:
+        assert shapes.rgb(c).max() == 1.0 and shapes.rgb(c).min() == 0.0
+
+
+def test_objects_stay_fully_in_frame_and_move_at_world_speed():
+    rng = np.random.default_rng(0)
+    for combo in shapes.combos():
+        obj = shapes.sample_object(rng, *combo)
+        for t in (0, 16):
+            cx, cy = obj.centre(t)
+            assert obj.size / 2 <= cx <= 64 - obj.size / 2 and obj.size / 2 <= cy <= 64 - obj.size / 2
+        if combo[2] == "still":
+            assert obj.speed == 0
+        else:
+            assert 1.5 <= obj.speed <= 2.5
+
+
+def test_held_out_pairs_never_appear_on_the_training_side():
+    train = shapes.combos(held_out=False)
+    held = shapes.combos(held_out=True)
+    assert len(train) == 144 and len(held) == 18 and len(shapes.combos()) == 162
+    assert not any((c, s) in shapes.HELD_OUT for c, s, _ in train)
+    for seed in range(300):
+        assert (shapes.sample_clip(seed)[1][0].colour, shapes.sample_clip(seed)[1][0].shape) not in shapes.HELD_OUT
+
+
+def test_render_composites_several_objects():
+    rng = np.random.default_rng(1)
+    objs = [shapes.sample_object(rng, "red", "circle", "left"), shapes.sample_object(rng, "blue", "square", "right")]
+    both = shapes.render(objs)
+    assert (both[..., 0] > 200).any() and (both[..., 2] > 200).any()
+
+
+def test_captions():
+    assert canonical_caption("red", "circle", "up-left") == "a red circle moving up-left"
+    assert canonical_caption("red", "circle", "still") == "a red circle standing still"
+    for combo in shapes.combos():
+        variants = caption_variants(*combo)
+        assert variants[0] == canonical_caption(*combo) and len(set(variants)) == len(variants) > 50
+        assert parse_canonical(variants[0]) == combo
+        assert all(combo[0] in v for v in variants)
+    assert parse_canonical("a purple circle moving left") is None
+
+
+def test_oracle_is_right_on_world_clips():
+    for i, combo in enumerate(shapes.combos()):
+        v = judge(shapes.sample_clip(i, combo)[0])
+        assert (v.colour, v.shape, v.direction, v.one_object_frac) == (*combo, 1.0), combo
+
+
+def test_oracle_catches_colour_swaps_and_time_reversal():
+    flipped = {"left": "right", "right": "left", "up": "down", "down": "up", "up-left": "down-right",
+               "down-right": "up-left", "up-right": "down-left", "down-left": "up-right", "still": "still"}
+    for i, combo in enumerate(shapes.combos()):
+        clip = shapes.sample_clip(i, combo)[0]
+        assert judge(clip[..., [1, 2, 0]]).colour != combo[0]  # RGB -> GBR rotates every hue by 120 degrees
+        assert judge(clip[::-1]).direction == flipped[combo[2]]
+
+
+def test_oracle_counts_objects():
+    two = shapes.render([shapes.ObjectSpec("red", "circle", "still", 14, 0, (15, 15)),
+                         shapes.ObjectSpec("green", "square", "right", 14, 2, (20, 48))])
+    v = judge(two)
+    assert v.objects_per_frame == [2] * 17 and v.one_object_frac == 0.0
+    assert judge(np.zeros((17, 64, 64, 3), np.uint8)).one_object_frac == 0.0

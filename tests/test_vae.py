@@ -1,0 +1,115 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kinema.config import VAE_PRESETS, VAEConfig
+from kinema.vae.autoencoder import CausalVAE
+from kinema.vae.causal_conv import CausalConv3d
+from kinema.vae.losses import VAELossConfig, kl_divergence, vae_loss
+
+torch.manual_seed(0)
+
+
+def tiny_vae() -> CausalVAE:
+    torch.manual_seed(0)
+    return CausalVAE(VAE_PRESETS["tiny"]).eval()
+
+
+def test_causal_conv_output_frame_ignores_future_frames():
+    conv = CausalConv3d(3, 4, kernel_size=3)
+    x = torch.randn(1, 3, 7, 8, 8)
+    y = conv(x)
+    x2 = x.clone()
+    x2[:, :, 4:] = torch.randn_like(x2[:, :, 4:])  # change frames 4..6
+    y2 = conv(x2)
+    assert y.shape == (1, 4, 7, 8, 8)
+    torch.testing.assert_close(y[:, :, :4], y2[:, :, :4])
+    assert not torch.allclose(y[:, :, 4:], y2[:, :, 4:])
+
+
+def test_causal_conv_single_frame_uses_only_last_kernel_slice():
+    conv = CausalConv3d(3, 4, kernel_size=3)
+    x = torch.randn(2, 3, 1, 8, 8)
+    w, b = conv.conv.weight, conv.conv.bias
+    expected = F.conv2d(x[:, :, 0], w[:, :, -1], b, padding=1)
+    torch.testing.assert_close(conv(x)[:, :, 0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_causal_conv_strided_time_layout():
+    conv = CausalConv3d(2, 2, kernel_size=3, stride=(2, 1, 1))
+    assert conv(torch.randn(1, 2, 9, 4, 4)).shape[2] == 5  # 1 + 2k -> 1 + k
+    assert conv(torch.randn(1, 2, 1, 4, 4)).shape[2] == 1
+
+
+@torch.no_grad()
+def test_encoder_is_causal_per_latent_window():
+    vae = tiny_vae()
+    x = torch.randn(1, 3, 9, 16, 16)
+    mean, _ = vae.encode(x)
+    assert mean.shape[2] == 3  # 1 + 4k -> 1 + k
+    # latent frame k covers input frames up to 4k; change everything after frame 4 (latent 1's window)
+    x2 = x.clone()
+    x2[:, :, 5:] = torch.randn_like(x2[:, :, 5:])
+    mean2, _ = vae.encode(x2)
+    torch.testing.assert_close(mean[:, :, :2], mean2[:, :, :2])
+    assert not torch.allclose(mean[:, :, 2], mean2[:, :, 2])
+
+
+@torch.no_grad()
+def test_decoder_is_causal():
+    vae = tiny_vae()
+    z = torch.randn(1, 4, 3, 4, 4)
+    y = vae.decode(z)
+    assert y.shape == (1, 3, 9, 16, 16)
+    z2 = z.clone()
+    z2[:, :, 2] = torch.randn_like(z2[:, :, 2])
+    y2 = vae.decode(z2)
+    torch.testing.assert_close(y[:, :, :5], y2[:, :, :5])  # frames from latents 0 and 1
+
+
+@torch.no_grad()
+def test_image_latent_equals_first_latent_frame_of_video():
+    vae = tiny_vae()
+    video = torch.randn(2, 3, 9, 16, 16)
+    image_mean, _ = vae.encode(video[:, :, :1])
+    video_mean, _ = vae.encode(video)
+    assert image_mean.shape[2] == 1
+    torch.testing.assert_close(image_mean[:, :, 0], video_mean[:, :, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_frame_count_must_be_one_plus_4k():
+    with pytest.raises(ValueError, match="1 \\+ 4k"):
+        tiny_vae().encode(torch.randn(1, 3, 8, 16, 16))
+
+
+@torch.no_grad()
+def test_4x8x8_16_channel_configuration():
+    cfg = VAE_PRESETS["4x8x8"]
+    assert (cfg.time_compression, cfg.space_compression, cfg.latent_channels) == (4, 8, 16)
+    vae = CausalVAE(VAEConfig(base_channels=8, channel_mult=cfg.channel_mult, temporal_down=cfg.temporal_down))
+    mean, logvar = vae.encode(torch.randn(1, 3, 17, 32, 32))
+    assert mean.shape == logvar.shape == (1, 16, 5, 4, 4)
+    assert vae.decode(mean).shape == (1, 3, 17, 32, 32)
+
+
+def test_latent_normalisation_round_trip():
+    cfg = VAEConfig(**{**VAE_PRESETS["tiny"].__dict__, "latent_mean": (0.1, -0.2, 0.3, 0.0), "latent_std": (2.0, 0.5, 1.0, 3.0)})
+    vae = CausalVAE(cfg)
+    z = torch.randn(2, 4, 3, 4, 4)
+    torch.testing.assert_close(vae.denormalize(vae.normalize(z)), z)
+    assert not torch.allclose(vae.normalize(z), z)
+
+
+def test_kl_is_zero_for_standard_normal_posterior():
+    assert kl_divergence(torch.zeros(2, 4, 3), torch.zeros(2, 4, 3)).item() == 0.0
+    assert kl_divergence(torch.ones(2, 4, 3), torch.zeros(2, 4, 3)).item() > 0
+
+
+def test_foreground_weight_raises_the_loss_on_objects():
+    target = -torch.ones(1, 3, 1, 8, 8)
+    target[:, :, :, 2:4, 2:4] = 1.0  # a bright object
+    black = -torch.ones_like(target)  # a reconstruction that forgot the object
+    z = torch.zeros(1, 1, 1, 1, 1)
+    plain, _ = vae_loss(VAELossConfig(foreground_weight=0.0, kl=0.0), black, target, z, z)
+    weighted, _ = vae_loss(VAELossConfig(foreground_weight=20.0, kl=0.0), black, target, z, z)
+    assert weighted.item() == pytest.approx(21 * plain.item())
