@@ -124,3 +124,18 @@ def test_tiny_training_reduces_the_loss(tmp_path):
         steps=60, optim=OptimConfig(lr=3e-3, warmup=5), run_dir=tmp_path / "dit", config={}, log=Log(tmp_path / "log"),
         precision="fp32")
     assert dit_eval() < 0.8 * before
+
+
+def test_ema_warms_up_then_tracks_slowly():
+    from kinema.train.ema import EMA
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    ema = EMA(model, decay=0.999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)  # first update: decay 0.1 -> mostly the new weights
+    assert ema.state_dict()["weight"].mean().item() > 0.8
+    assert ema.current_decay() < 0.2
+    for _ in range(20000):
+        ema.update(model)
+    assert ema.current_decay() == 0.999

@@ -98,7 +98,7 @@ def fit(
         state = load_trainer_state(ckpt)
         opt.load_state_dict(state["optimizer"])
         if ema is not None:
-            ema.load_state_dict(load_weights(ckpt / "ema.safetensors"))
+            ema.load_state_dict(load_weights(ckpt / "ema.safetensors"), updates=int(state.get("ema_updates", start)))
         start = int(state["step"])
         log(f"[{desc}] resumed from {ckpt} at step {start}")
 
@@ -106,7 +106,8 @@ def fit(
         weights = {"model": model.state_dict()}
         if ema is not None:
             weights["ema"] = ema.state_dict()
-        save_checkpoint(run_dir, step, weights, config, {"step": step, "optimizer": opt.state_dict()})
+        state = {"step": step, "optimizer": opt.state_dict(), "ema_updates": ema.updates if ema is not None else 0}
+        save_checkpoint(run_dir, step, weights, config, state)
 
     model.train()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, dynamic_ncols=True, mininterval=1.0)
