@@ -45,16 +45,24 @@ def _train(args: argparse.Namespace) -> None:
         print(f"model written to {out}; try: kinema generate \"a red circle moving right\" --model {out}")
 
 
+def _write_json(path: str | None, data) -> None:
+    if not path:
+        return
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(data, indent=2))
+    except OSError as e:
+        raise KinemaError(f"cannot write {path} ({e.strerror}); choose a writable --json path") from None
+    print(f"wrote {path}")
+
+
 def _eval(args: argparse.Namespace) -> None:
     from kinema.eval.report import evaluate_shapes, format_table
 
     result = evaluate_shapes(args.model, seeds=args.seeds, steps=args.steps, guidance=args.guidance,
                              sampler=args.sampler, batch_size=args.batch_size)
     print(format_table(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
+    _write_json(args.json, result)
 
 
 def _eval_vae(args: argparse.Namespace) -> None:
@@ -62,10 +70,7 @@ def _eval_vae(args: argparse.Namespace) -> None:
 
     results = [evaluate_vae(m, clips=args.clips) for m in args.model]
     print(format_vae_table(results))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
-        print(f"wrote {args.json}")
+    _write_json(args.json, results)
 
 
 def _info(args: argparse.Namespace) -> None:
