@@ -25,12 +25,13 @@ from kinema.train.checkpoint import load_json, load_weights, save_weights
 from kinema.vae.autoencoder import CausalVAE
 
 
-def save_model(root: Path, cfg: ModelConfig, vae_state: dict, dit_state: dict) -> Path:
-    """Write a model directory (weights first, config last, so a readable config means a whole model)."""
+def save_model(root: Path, cfg: ModelConfig, vae_state: dict, dit_state: dict, dtype: torch.dtype = torch.float16) -> Path:
+    """Write a model directory (weights first, config last, so a readable config means a whole model).
+    Weights are stored in fp16 (half the size; they load back into fp32 parameters)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    save_weights(root / "vae.safetensors", vae_state)
-    save_weights(root / "dit.safetensors", dit_state)
+    save_weights(root / "vae.safetensors", vae_state, dtype)
+    save_weights(root / "dit.safetensors", dit_state, dtype)
     tmp = root / "config.json.tmp"
     tmp.write_text(json.dumps(to_dict(cfg), indent=2))
     tmp.replace(root / "config.json")

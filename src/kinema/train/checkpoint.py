@@ -25,8 +25,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
-    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+def save_weights(path: Path, state: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> None:
+    """Write tensors as safetensors; `dtype` casts floating tensors (e.g. fp16 for shipped models)."""
+    tensors = {k: v.detach().to(dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous().cpu()
+               for k, v in state.items()}
     save_file(tensors, str(path))
 
 
