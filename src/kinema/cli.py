@@ -74,6 +74,15 @@ def _eval_vae(args: argparse.Namespace) -> None:
 
 
 def _info(args: argparse.Namespace) -> None:
+    if args.presets:
+        from kinema.config import DIT_PRESETS, VAE_PRESETS
+
+        for name, v in VAE_PRESETS.items():
+            print(f"vae {name:8s} {v.time_compression}x{v.space_compression}x{v.space_compression}, "
+                  f"{v.latent_channels} channels, widths {[v.base_channels * m for m in v.channel_mult]}")
+        for name, d in DIT_PRESETS.items():
+            print(f"dit {name:8s} dim {d.dim}, {d.heads} heads, {d.dual_blocks} dual + {d.single_blocks} single, patch {d.patch}")
+        return
     from kinema.pipelines.pipeline import describe
 
     print(describe(args.model))
@@ -126,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="describe a model: configs, parameter counts, files")
     i.add_argument("--model", default=DEFAULT_MODEL)
+    i.add_argument("--presets", action="store_true", help="list the VAE and DiT presets instead")
     i.set_defaults(func=_info)
     return p
 

@@ -84,6 +84,9 @@ VAE_PRESETS: dict[str, VAEConfig] = {
     # HunyuanVideo / Wan / CogVideoX class: 4x8x8, 16 latent channels
     "4x8x8": VAEConfig(),
     "4x4x4": VAEConfig(channel_mult=(1, 2, 4), temporal_down=(True, True)),
+    # the shipped 64x64 Shapes model (configs/shapes.yaml) and its 4x4x4 alternative
+    "shapes": VAEConfig(base_channels=16, channel_mult=(1, 2, 4, 8)),
+    "shapes-4x4x4": VAEConfig(base_channels=16, channel_mult=(1, 2, 4), temporal_down=(True, True)),
     "tiny": VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 2, 2), temporal_down=(True, True)),
 }
 
