@@ -21,6 +21,10 @@ $(VENV)/.kinema-dev: $(VENV)/.kinema
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
+$(VENV)/.kinema-bench: $(VENV)/.kinema
+	$(BIN)/pip install --quiet -e ".[bench]"
+	touch $@
+
 demo: $(VENV)/.kinema
 	$(BIN)/kinema generate "$(PROMPT)" -o outputs/demo.mp4 --gif outputs/demo.gif
 
@@ -33,7 +37,7 @@ test-slow: $(VENV)/.kinema-dev
 eval: $(VENV)/.kinema
 	$(BIN)/kinema eval shapes --seeds 4 --json outputs/eval_shapes.json
 
-bench: $(VENV)/.kinema
+bench: $(VENV)/.kinema-bench
 	$(BIN)/python benchmarks/generate.py
 
 train: $(VENV)/.kinema
