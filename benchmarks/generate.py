@@ -41,9 +41,9 @@ def end_to_end(model: str, runs: int, prompt: str) -> tuple[float, float]:
 def denoiser_loop(model: str, runs: int) -> dict:
     import torch
 
-    from kinema.pipelines.generate import guided_velocity, initial_noise
     from kinema.flow.samplers import euler
     from kinema.flow.timesteps import sampling_schedule
+    from kinema.pipelines.generate import guided_velocity, initial_noise
     from kinema.pipelines.pipeline import load_pipeline
 
     pipe = load_pipeline(model)

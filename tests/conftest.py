@@ -13,7 +13,6 @@ from kinema.dit.transformer import Conditioning
 from kinema.text.encoders import TextStates
 
 
-
 def tiny_model_config() -> ModelConfig:
     return ModelConfig(vae=copy.deepcopy(VAE_PRESETS["tiny"]), dit=copy.deepcopy(DIT_PRESETS["tiny"]),
                        text=TextConfig(max_tokens=16), frames=9, height=32, width=32)

@@ -1,6 +1,6 @@
 import torch
-
 from conftest import random_text, randomize_
+
 from kinema.config import DIT_PRESETS, DiTConfig
 from kinema.dit.blocks import DualStreamBlock, SingleStreamBlock
 from kinema.dit.transformer import Conditioning, MMDiT

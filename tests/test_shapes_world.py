@@ -1,7 +1,7 @@
 import numpy as np
 
 from kinema.data import shapes
-from kinema.data.captions import caption_variants, canonical_caption, parse_canonical
+from kinema.data.captions import canonical_caption, caption_variants, parse_canonical
 from kinema.eval.oracle import judge
 
 

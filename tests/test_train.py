@@ -2,12 +2,13 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import tiny_model_config, tiny_recipe_dict
+
 from kinema.config import from_dict
 from kinema.errors import KinemaError
 from kinema.flow.timesteps import TimestepConfig
-from kinema.train.checkpoint import latest_checkpoint, load_weights, save_checkpoint
+from kinema.io.weights import load_weights
+from kinema.train.checkpoint import latest_checkpoint, save_checkpoint
 from kinema.train.recipe import Recipe, run
 from kinema.train.trainer import Log, OptimConfig, fit, lr_at, seeded
 
@@ -87,13 +88,13 @@ def test_killed_recipe_resumes_exactly(tmp_path):
 
 def test_tiny_training_reduces_the_loss(tmp_path):
     """The real VAE and DiT losses on a fixed batch drop after a short training run."""
-    from kinema.dit.transformer import Conditioning, MMDiT
+    from conftest import random_text
+
+    from kinema.dit.transformer import MMDiT
     from kinema.train.dit_stage import flow_loss
     from kinema.train.vae_stage import shapes_batch
     from kinema.vae.autoencoder import CausalVAE
     from kinema.vae.losses import VAELossConfig, vae_loss
-
-    from conftest import random_text
 
     cfg = tiny_model_config()
     torch.manual_seed(0)

@@ -16,9 +16,10 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from kinema.config import VAEConfig, from_dict
 from kinema.data import shapes
-from kinema.eval.oracle import judge
 from kinema.errors import KinemaError
-from kinema.train.checkpoint import latest_checkpoint, load_json, load_weights
+from kinema.eval.oracle import judge
+from kinema.io.weights import load_json, load_weights
+from kinema.train.checkpoint import latest_checkpoint
 from kinema.vae.autoencoder import CausalVAE
 
 
@@ -53,7 +54,7 @@ def foreground_psnr(ref: np.ndarray, out: np.ndarray) -> float:
 @torch.no_grad()
 def evaluate_vae(path: str | Path, clips: int = 64, batch_size: int = 8, frames: int = 17, size: int = 64,
                  precision: str = "bf16") -> dict:
-    from kinema.train.trainer import autocast
+    from kinema.nn.precision import autocast
 
     vae = load_vae(path)
     t0 = time.time()

@@ -13,6 +13,7 @@ from kinema.dit.transformer import Conditioning
 from kinema.flow.guidance import cfg_combine
 from kinema.flow.samplers import SAMPLERS
 from kinema.flow.timesteps import sampling_schedule
+from kinema.nn.precision import autocast
 
 
 def initial_noise(shape: tuple[int, ...], seeds: list[int]) -> torch.Tensor:
@@ -39,8 +40,6 @@ def sample_latents(model: nn.Module, cond: Conditioning, uncond: Conditioning, n
                    steps: int, guidance: float, sampler: str = "euler", shift: float = 1.0,
                    precision: str = "bf16") -> torch.Tensor:
     """noise: [B, C, t, h, w] at t = 1 -> normalised latents at t = 0 (same shape)."""
-    from kinema.train.trainer import autocast
-
     ts = sampling_schedule(steps, shift)
     with autocast(noise.device, precision):
         out = SAMPLERS[sampler](guided_velocity(model, cond, uncond, guidance), noise, ts)

@@ -19,9 +19,9 @@ from kinema.config import ModelConfig, from_dict, to_dict
 from kinema.dit.transformer import Conditioning, MMDiT
 from kinema.errors import KinemaError
 from kinema.flow.samplers import SAMPLERS
+from kinema.io.weights import load_json, load_weights, save_weights
 from kinema.pipelines.generate import initial_noise, sample_latents
 from kinema.pipelines.registry import resolve, shipped_models
-from kinema.train.checkpoint import load_json, load_weights, save_weights
 from kinema.vae.autoencoder import CausalVAE
 
 

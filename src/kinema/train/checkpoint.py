@@ -13,41 +13,15 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from kinema.errors import KinemaError
+from kinema.io.weights import save_weights
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def save_weights(path: Path, state: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> None:
-    """Write tensors as safetensors; `dtype` casts floating tensors (e.g. fp16 for shipped models)."""
-    tensors = {k: v.detach().to(dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous().cpu()
-               for k, v in state.items()}
-    save_file(tensors, str(path))
-
-
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise KinemaError(f"weights file {path} is missing; re-export the model or pass another --model")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise KinemaError(f"weights file {path} is corrupt or unreadable ({e}); re-download or retrain it") from None
-
-
-def load_json(path: Path) -> dict:
-    if not path.is_file():
-        raise KinemaError(f"{path} is missing; a model directory needs config.json beside its weights")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise KinemaError(f"{path} is not valid JSON ({e}); restore it from the original model") from None
 
 
 def save_checkpoint(root: Path, step: int, weights: dict[str, dict[str, torch.Tensor]],

@@ -7,7 +7,6 @@ generators seeded by (seed, step): restoring weights, EMA, optimizer and step re
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -19,7 +18,9 @@ from torch import nn
 from tqdm import tqdm
 
 from kinema.errors import KinemaError
-from kinema.train.checkpoint import latest_checkpoint, load_trainer_state, load_weights, save_checkpoint
+from kinema.io.weights import load_weights
+from kinema.nn.precision import autocast
+from kinema.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from kinema.train.ema import EMA
 
 
@@ -38,14 +39,6 @@ def lr_at(cfg: OptimConfig, step: int, steps: int) -> float:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, steps - cfg.warmup)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    raise KinemaError(f"unknown precision {precision!r}; use 'bf16' or 'fp32'")
 
 
 def seeded(seed: int, step: int, stream: int = 0) -> torch.Generator:
