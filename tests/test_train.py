@@ -140,3 +140,14 @@ def test_ema_warms_up_then_tracks_slowly():
     for _ in range(20000):
         ema.update(model)
     assert ema.current_decay() == 0.999
+
+
+def test_vae_stage_with_image_batches(tmp_path):
+    from kinema.train.vae_stage import VAEStage, train_vae
+
+    cfg = tiny_model_config()
+    log = Log(tmp_path / "log.txt")
+    stage = VAEStage(steps=2, batch_size=1, frames=5, image_batch_size=3, log_every=1, ckpt_every=2, sample_every=0)
+    train_vae(cfg.vae, stage, run_dir=tmp_path, seed=0, size=32, precision="bf16", resume=False, log=log)
+    text = log.path.read_text()
+    assert "image_l1" in text and "step 2/2" in text

@@ -21,6 +21,9 @@ class VAEStage:
     steps: int = 2000
     batch_size: int = 8
     frames: int = 9  # training clip length (1 + 4k); the VAE is causal and convolutional in time
+    # extra single frames (T=1 clips) per step: about 1/frames the cost of a clip each, so shape and
+    # colour see many more objects per second; they also train the image path used for image-to-video
+    image_batch_size: int = 0
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, warmup=100))
     loss: VAELossConfig = field(default_factory=lambda: VAELossConfig(foreground_weight=20.0))
     log_every: int = 25
@@ -28,9 +31,9 @@ class VAEStage:
     sample_every: int = 500
 
 
-def shapes_batch(seed: int, step: int, batch_size: int, frames: int, size: int) -> torch.Tensor:
-    """A batch of seen-combination clips that depends only on (seed, step): [B, 3, T, H, W]."""
-    rng = np.random.default_rng([seed, step])
+def shapes_batch(seed: int, step: int, batch_size: int, frames: int, size: int, stream: int = 0) -> torch.Tensor:
+    """A batch of seen-combination clips that depends only on (seed, step, stream): [B, 3, T, H, W]."""
+    rng = np.random.default_rng([seed, step] if stream == 0 else [seed, step, stream])
     clips = [shapes.to_tensor(shapes.sample_clip(int(s), frames=frames, size=size)[0])
              for s in rng.integers(0, 2**62, size=batch_size)]
     return torch.stack(clips)
@@ -41,12 +44,20 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
     torch.manual_seed(seed)
     vae = CausalVAE(cfg)
 
-    def loss_fn(model: CausalVAE, step: int):
-        x = shapes_batch(seed, step, stage.batch_size, stage.frames, size)
+    def reconstruction_loss(model: CausalVAE, x: torch.Tensor, g: torch.Generator):
         mean, logvar = model.encode(x)
-        eps = torch.randn(mean.shape, generator=seeded(seed, step, stream=1))
-        z = mean + (0.5 * logvar).exp() * eps.to(mean.dtype)
+        z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=g).to(mean.dtype)
         return vae_loss(stage.loss, model.decode(z), x, mean, logvar)
+
+    def loss_fn(model: CausalVAE, step: int):
+        g = seeded(seed, step, stream=1)
+        loss, terms = reconstruction_loss(model, shapes_batch(seed, step, stage.batch_size, stage.frames, size), g)
+        if stage.image_batch_size:
+            images = shapes_batch(seed, step, stage.image_batch_size, 1, size, stream=1)  # [B, 3, 1, H, W]
+            image_loss, image_terms = reconstruction_loss(model, images, g)
+            loss = loss + image_loss
+            terms.update({f"image_{k}": v for k, v in image_terms.items()})
+        return loss, terms
 
     def sample_fn(model: CausalVAE, _ema, step: int):
         model.eval()
