@@ -38,6 +38,9 @@ class DiTStage:
     num_clips: int = 8000  # training clips rendered, encoded once and cached
     captions_per_combo: int = 32  # phrasings cached per (colour, shape, direction); canonical first
     canonical_prob: float = 0.25  # share of samples captioned with the canonical phrasing
+    # train on posterior samples (mean + std * eps) or on posterior means; means are the right
+    # choice when the VAE's posterior noise is comparable to the spread of its means
+    sample_posterior: bool = True
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4, warmup=200))
     ema_decay: float = 0.999
     caption_dropout: float = 0.1  # share of captions replaced by "" (enables classifier-free guidance)
@@ -147,8 +150,10 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
     def loss_fn(m: MMDiT, step: int):
         g = seeded(seed, step)
         idx = torch.randint(post_mean.shape[0], (stage.batch_size,), generator=g)
-        eps = torch.randn(post_mean[idx].shape, generator=g)
-        z0 = vae.normalize(post_mean[idx].float() + (0.5 * post_logvar[idx].float()).exp() * eps)
+        z0 = post_mean[idx].float()
+        if stage.sample_posterior:
+            z0 = z0 + (0.5 * post_logvar[idx].float()).exp() * torch.randn(z0.shape, generator=g)
+        z0 = vae.normalize(z0)
         loss = flow_loss(m, z0, Conditioning(captions(combo[idx], g)), stage.timesteps, g)
         return loss, {}
 
