@@ -132,3 +132,11 @@ def test_exported_model_round_trip(tiny_model_dir, tmp_path):
     x = pipe("a red circle moving left", num_frames=9, steps=3, seed=0)
     y = again("a red circle moving left", num_frames=9, steps=3, seed=0)
     assert np.abs(x.astype(int) - y).max() <= 2
+
+
+def test_eval_vae_on_a_model_and_a_vae_run(capsys, tiny_model_dir):
+    """`kinema eval vae` takes a model directory or name, and a VAE run directory."""
+    code, out, _ = run_cli(capsys, "eval", "vae", "--model", tiny_model_dir, tiny_model_dir.parent / "vae", "--clips", 2)
+    assert code == 0 and out.count("4x4x4x4") == 2
+    code, _, err = run_cli(capsys, "eval", "vae", "--model", tiny_model_dir.parent / "nothing")
+    assert_one_line_error(code, err, "neither")

@@ -25,11 +25,11 @@ from kinema.vae.autoencoder import CausalVAE
 
 def load_vae(path: str | Path) -> CausalVAE:
     """A model directory (vae.safetensors + config.json), or a VAE checkpoint directory / run."""
-    from kinema.pipelines.pipeline import _model_dir
+    from kinema.pipelines.registry import resolve
 
-    path = Path(path)
+    path = resolve(path)
     if (path / "vae.safetensors").is_file():
-        root = _model_dir(path)
+        root = path
         cfg = from_dict(VAEConfig, load_json(root / "config.json")["vae"])
         weights = root / "vae.safetensors"
     else:
