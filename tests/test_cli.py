@@ -140,3 +140,10 @@ def test_eval_vae_on_a_model_and_a_vae_run(capsys, tiny_model_dir):
     assert code == 0 and out.count("4x4x4x4") == 2
     code, _, err = run_cli(capsys, "eval", "vae", "--model", tiny_model_dir.parent / "nothing")
     assert_one_line_error(code, err, "neither")
+
+
+def test_unknown_stage(capsys, tmp_path):
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(f"run_dir: {tmp_path / 'run'}\n")
+    code, _, err = run_cli(capsys, "train", cfg, "--stage", "dit")
+    assert_one_line_error(code, err, "unknown stage", "vae")

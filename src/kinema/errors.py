@@ -1,5 +1,5 @@
-"""The one exception type a user sees: its message says what to do; the CLI prints it without a traceback."""
+"""The one exception type a user sees."""
 
 
 class KinemaError(Exception):
-    pass
+    """An error the user can fix: the message says what to do; the CLI prints it as one line, no traceback."""

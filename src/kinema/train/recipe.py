@@ -18,7 +18,7 @@ from kinema.train.dit_stage import DiTStage
 from kinema.train.trainer import Log
 from kinema.train.vae_stage import VAEStage
 
-STAGES = ("vae", "dit", "all")
+STAGES = ("vae", "all")  # "all": the VAE (skipped when complete), caches, denoiser, export
 
 
 @dataclass
