@@ -48,10 +48,8 @@ def denoiser_loop(model: str, runs: int) -> dict:
 
     pipe = load_pipeline(model)
     cfg = pipe.cfg
-    s = cfg.vae.space_compression
-    shape = (cfg.vae.latent_channels, (cfg.frames - 1) // cfg.vae.time_compression + 1, cfg.height // s, cfg.width // s)
     cond, uncond = pipe.encode_prompts(["a red circle moving right"]), pipe.encode_prompts([""])
-    noise = initial_noise(shape, [0])
+    noise = initial_noise(pipe.latent_shape(cfg.frames), [0])
     ts = sampling_schedule(25)
 
     def timed(velocity_fn) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import colorsys
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -34,9 +34,6 @@ class Verdict:
     direction: str | None
     one_object_frac: float  # share of frames with exactly one object
     objects_per_frame: list[int]
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def objects(frame: np.ndarray, threshold: float = THRESHOLD) -> tuple[np.ndarray, int]:

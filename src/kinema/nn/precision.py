@@ -17,4 +17,4 @@ def autocast(device: torch.device, precision: str):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     if precision == "fp32":
         return contextlib.nullcontext()
-    raise KinemaError(f"unknown precision {precision!r}; use 'bf16' or 'fp32'")
+    raise KinemaError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")

@@ -60,6 +60,11 @@ class Pipeline:
             raise KinemaError(f"--frames {num_frames} is not 1 + {r}k; use e.g. {r + 1}, {2 * r + 1} or {4 * r + 1}")
         return prompts
 
+    def latent_shape(self, num_frames: int) -> tuple[int, int, int, int]:
+        """(C, t, h, w) of one sample's latent for `num_frames` frames."""
+        v, s = self.cfg.vae, self.cfg.vae.space_compression
+        return (v.latent_channels, self.vae.latent_frames(num_frames), self.cfg.height // s, self.cfg.width // s)
+
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
         return Conditioning(self.text_encoder(prompts))
 
@@ -74,11 +79,9 @@ class Pipeline:
             raise KinemaError(f"steps must be at least 1, got {steps}")
         seeds = [seed + i for i in range(len(prompts))] if isinstance(seed, int) else list(seed)
         cfg = self.cfg
-        s = cfg.vae.space_compression
-        shape = (cfg.vae.latent_channels, (num_frames - 1) // cfg.vae.time_compression + 1, cfg.height // s, cfg.width // s)
         cond = self.encode_prompts(prompts)
         uncond = self.encode_prompts([""] * len(prompts))
-        z = sample_latents(self.dit, cond, uncond, initial_noise(shape, seeds), steps=steps, guidance=guidance,
+        z = sample_latents(self.dit, cond, uncond, initial_noise(self.latent_shape(num_frames), seeds), steps=steps, guidance=guidance,
                            sampler=sampler, shift=cfg.timestep_shift, precision=self.precision)
         video = self.vae.decode(self.vae.denormalize(z))  # [B, 3, T, H, W]
         frames = video.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
