@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kinema.errors import KinemaError
 from kinema.config import VAE_PRESETS, VAEConfig
 from kinema.vae.autoencoder import CausalVAE
 from kinema.vae.causal_conv import CausalConv3d
@@ -113,3 +114,24 @@ def test_foreground_weight_raises_the_loss_on_objects():
     plain, _ = vae_loss(VAELossConfig(foreground_weight=0.0, kl=0.0), black, target, z, z)
     weighted, _ = vae_loss(VAELossConfig(foreground_weight=20.0, kl=0.0), black, target, z, z)
     assert weighted.item() == pytest.approx(21 * plain.item())
+
+
+def test_foreground_from_either_weights_ghosts_like_missing_objects():
+    target = -torch.ones(1, 3, 1, 8, 8)
+    target[:, :, :, 2:4, 2:4] = 1.0
+    missing = -torch.ones_like(target)  # the object is gone
+    ghost = target.clone()
+    ghost[:, :, :, 5:7, 5:7] = 1.0  # the object, plus a ghost of the same size elsewhere
+    z = torch.zeros(1, 1, 1, 1, 1)
+
+    def loss(recon, source):
+        cfg = VAELossConfig(foreground_weight=20.0, kl=0.0, foreground_from=source)
+        return vae_loss(cfg, recon, target, z, z)[0].item()
+
+    assert loss(ghost, "target") == pytest.approx(loss(missing, "target") / 21)  # a ghost is cheap
+    assert loss(ghost, "either") == pytest.approx(loss(missing, "either"))  # now it costs the same
+
+
+def test_foreground_from_rejects_unknown_values():
+    with pytest.raises(KinemaError, match="foreground_from"):
+        VAELossConfig(foreground_from="recon")
