@@ -151,3 +151,23 @@ def test_vae_stage_with_image_batches(tmp_path):
     train_vae(cfg.vae, stage, run_dir=tmp_path, seed=0, size=32, precision="bf16", resume=False, log=log)
     text = log.path.read_text()
     assert "image_l1" in text and "step 2/2" in text
+
+
+def test_vae_length_schedule_switches_clip_length_and_batch(tmp_path, monkeypatch):
+    from kinema.train import vae_stage
+
+    recipe = from_dict(Recipe, {**tiny_recipe_dict(tmp_path), "vae": {
+        "steps": 3, "batch_size": 2, "frames": 5, "length_schedule": [[2, 9, 1]], "log_every": 1,
+        "ckpt_every": 3, "sample_every": 0}})
+    assert recipe.vae.length_schedule == ((2, 9, 1),)
+    seen = []
+    real = vae_stage.shapes_batch
+
+    def spy(seed, step, batch_size, frames, size, stream=0):
+        seen.append((step, batch_size, frames))
+        return real(seed, step, batch_size, frames, size, stream)
+
+    monkeypatch.setattr(vae_stage, "shapes_batch", spy)
+    vae_stage.train_vae(recipe.model.vae, recipe.vae, run_dir=tmp_path, seed=0, size=32, precision="bf16",
+                        resume=False, log=Log(tmp_path / "log.txt"))
+    assert seen == [(0, 2, 5), (1, 2, 5), (2, 1, 9)]

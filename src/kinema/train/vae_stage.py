@@ -24,11 +24,24 @@ class VAEStage:
     # extra single frames (T=1 clips) per step: about 1/frames the cost of a clip each, so shape and
     # colour see many more objects per second; they also train the image path used for image-to-video
     image_batch_size: int = 0
+    # progressive clip length, as video recipes do: ((from_step, frames, batch_size), ...) replaces
+    # frames / batch_size from each from_step on. Short clips are cheap, but their latents never
+    # reach the later time positions of a full-length clip, where an untrained decoder draws ghosts
+    length_schedule: tuple[tuple[int, int, int], ...] = ()
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, warmup=100))
     loss: VAELossConfig = field(default_factory=lambda: VAELossConfig(foreground_weight=20.0))
     log_every: int = 25
     ckpt_every: int = 250
     sample_every: int = 500
+
+
+def clip_shape(stage: VAEStage, step: int) -> tuple[int, int]:
+    """(frames, batch_size) of the clips trained on at `step`."""
+    frames, batch_size = stage.frames, stage.batch_size
+    for from_step, f, b in sorted(stage.length_schedule):
+        if step >= from_step:
+            frames, batch_size = f, b
+    return frames, batch_size
 
 
 def shapes_batch(seed: int, step: int, batch_size: int, frames: int, size: int, stream: int = 0) -> torch.Tensor:
@@ -51,7 +64,8 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
 
     def loss_fn(model: CausalVAE, step: int):
         g = seeded(seed, step, stream=1)
-        loss, terms = reconstruction_loss(model, shapes_batch(seed, step, stage.batch_size, stage.frames, size), g)
+        frames, batch_size = clip_shape(stage, step)
+        loss, terms = reconstruction_loss(model, shapes_batch(seed, step, batch_size, frames, size), g)
         if stage.image_batch_size:
             images = shapes_batch(seed, step, stage.image_batch_size, 1, size, stream=1)  # [B, 3, 1, H, W]
             image_loss, image_terms = reconstruction_loss(model, images, g)
