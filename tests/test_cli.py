@@ -147,3 +147,31 @@ def test_unknown_stage(capsys, tmp_path):
     cfg.write_text(f"run_dir: {tmp_path / 'run'}\n")
     code, _, err = run_cli(capsys, "train", cfg, "--stage", "dit")
     assert_one_line_error(code, err, "unknown stage", "vae")
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_stops_training_with_a_checkpoint(tmp_path, sig):
+    """`kill` (or a scheduler's preemption) saves the current step and exits with one line, like Ctrl-C."""
+    import signal
+    import time
+
+    import yaml
+    from conftest import tiny_recipe_dict
+
+    recipe = tiny_recipe_dict(tmp_path / "run", vae_steps=100_000)
+    recipe["vae"].update(log_every=1, ckpt_every=100_000)
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(yaml.safe_dump(recipe))
+    # started like a shell's background job: SIGINT ignored
+    proc = subprocess.Popen([sys.executable, "-m", "kinema.cli", "train", str(cfg), "--stage", "vae"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    log = tmp_path / "run" / "train_log.txt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and "step 2/" in log.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    assert "interrupted after step" in err and "--resume" in err
+    assert (tmp_path / "run" / "vae" / "ckpt" / "latest").is_file()

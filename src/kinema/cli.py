@@ -31,8 +31,23 @@ def _generate(args: argparse.Namespace) -> None:
         print(f"wrote {write_gif(frames, args.gif, fps=args.fps, scale=4)}")
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM (`kill`, schedulers preempting a job) and SIGINT stop training the way Ctrl-C does:
+    a checkpoint of the current step, then a one-line message. A shell starts background jobs with
+    SIGINT ignored; `kill -INT` should still stop them cleanly."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _train(args: argparse.Namespace) -> None:
     from kinema.train.recipe import load_recipe, run
+
+    _stop_on_signals()
 
     overrides = {}
     if args.run_dir:
