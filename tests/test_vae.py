@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kinema.errors import KinemaError
 from kinema.config import VAE_PRESETS, VAEConfig
+from kinema.errors import KinemaError
 from kinema.vae.autoencoder import CausalVAE
 from kinema.vae.causal_conv import CausalConv3d
 from kinema.vae.losses import VAELossConfig, kl_divergence, vae_loss
