@@ -171,3 +171,29 @@ def test_vae_length_schedule_switches_clip_length_and_batch(tmp_path, monkeypatc
     vae_stage.train_vae(recipe.model.vae, recipe.vae, run_dir=tmp_path, seed=0, size=32, precision="bf16",
                         resume=False, log=Log(tmp_path / "log.txt"))
     assert seen == [(0, 2, 5), (1, 2, 5), (2, 1, 9)]
+
+
+def test_recipe_base_merges_mappings_and_replaces_lists(tmp_path):
+    from kinema.train.recipe import load_recipe
+
+    (tmp_path / "base.yaml").write_text(
+        "name: a\nmodel:\n  vae: {base_channels: 8, channel_mult: [1, 2, 4, 8]}\nvae: {steps: 10, batch_size: 3}\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nmodel:\n  vae: {channel_mult: [1, 2]}\nvae: {steps: 5}\n")
+    r = load_recipe(tmp_path / "child.yaml", {"run_dir": "elsewhere"})
+    assert r.name == "a" and r.run_dir == "elsewhere"
+    assert r.model.vae.base_channels == 8 and r.model.vae.channel_mult == (1, 2)  # merged / replaced
+    assert r.vae.steps == 5 and r.vae.batch_size == 3
+    (tmp_path / "base.yaml").write_text("base: child.yaml\n")
+    with pytest.raises(KinemaError, match="loop"):
+        load_recipe(tmp_path / "child.yaml")
+
+
+def test_shipped_experiment_recipes_load():
+    from pathlib import Path
+
+    from kinema.train.recipe import load_recipe
+
+    root = Path(__file__).parents[1] / "configs"
+    for path in sorted(root.rglob("*.yaml")):
+        load_recipe(path)  # unknown keys or a broken base would raise
+    assert load_recipe(root / "vae_4x4x4.yaml").model.vae.space_compression == 4

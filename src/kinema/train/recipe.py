@@ -34,10 +34,28 @@ class Recipe:
     dit: DiTStage = field(default_factory=DiTStage)
 
 
-def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
+def merge(base: dict, delta: dict) -> dict:
+    """`delta` over `base`: mappings merge key by key, everything else (lists too) is replaced."""
+    out = dict(base)
+    for key, value in delta.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_recipe_dict(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """A recipe may start with `base: other.yaml` (relative to its own file) and list only what differs."""
+    path = Path(path).resolve()
+    if path in _chain:
+        raise KinemaError(f"config {path.name}: 'base' files include each other in a loop")
     data = load_yaml(path)
-    for key, value in (overrides or {}).items():
-        data[key] = value
+    if "base" not in data:
+        return data
+    base = data.pop("base")
+    return merge(load_recipe_dict(path.parent / str(base), (*_chain, path)), data)
+
+
+def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
+    data = merge(load_recipe_dict(path), overrides or {})
     return from_dict(Recipe, data, where=Path(path).name)
 
 
