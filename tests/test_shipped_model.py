@@ -8,9 +8,9 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (resolve("shapes") / "config.json").is_file(), reason="shipped model not exported")]
 
 
-# Regression floors for the shipped v0 model, well above chance (colour 1/6, shape 1/3, direction
-# 1/9). Its measured figures (4 seeds) are in docs/shapes_model.md; issue 2's targets are 95%.
-FLOORS = {"colour": 0.6, "shape": 0.5, "direction": 0.6, "one_object_frames": 0.85}
+# Regression floors for the shipped v1 model, a few points under its measured figures with 4 seeds
+# (docs/shapes_model.md: 99.7 / 88.4 / 82.8 / 97.2%) to allow for 1-seed noise; the targets are 95%.
+FLOORS = {"colour": 0.95, "shape": 0.8, "direction": 0.75, "one_object_frames": 0.92}
 
 
 def test_shipped_model_draws_what_is_asked_on_seen_combinations():
