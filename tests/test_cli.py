@@ -145,8 +145,12 @@ def test_eval_vae_on_a_model_and_a_vae_run(capsys, tiny_model_dir):
 def test_unknown_stage(capsys, tmp_path):
     cfg = tmp_path / "r.yaml"
     cfg.write_text(f"run_dir: {tmp_path / 'run'}\n")
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
     code, _, err = run_cli(capsys, "train", cfg, "--stage", "dit")
     assert_one_line_error(code, err, "unknown stage", "vae")
+    assert signal.getsignal(signal.SIGTERM) is before  # training's handlers do not outlive the command
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])

@@ -7,6 +7,7 @@ Heavy imports happen inside each subcommand so `kinema --help` is instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -31,23 +32,27 @@ def _generate(args: argparse.Namespace) -> None:
         print(f"wrote {write_gif(frames, args.gif, fps=args.fps, scale=4)}")
 
 
-def _stop_on_signals() -> None:
+@contextlib.contextmanager
+def _stop_on_signals():
     """SIGTERM (`kill`, schedulers preempting a job) and SIGINT stop training the way Ctrl-C does:
     a checkpoint of the current step, then a one-line message. A shell starts background jobs with
-    SIGINT ignored; `kill -INT` should still stop them cleanly."""
+    SIGINT ignored; `kill -INT` should still stop them cleanly. The previous handlers come back after."""
     import signal
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = {sig: signal.signal(sig, handler) for sig, handler in
+                ((signal.SIGTERM, interrupt), (signal.SIGINT, signal.default_int_handler))}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _train(args: argparse.Namespace) -> None:
     from kinema.train.recipe import load_recipe, run
-
-    _stop_on_signals()
 
     overrides = {}
     if args.run_dir:
@@ -55,7 +60,8 @@ def _train(args: argparse.Namespace) -> None:
     if args.export_dir:
         overrides["export_dir"] = args.export_dir
     recipe = load_recipe(args.config, overrides)
-    out = run(recipe, resume=args.resume, stage=args.stage)
+    with _stop_on_signals():
+        out = run(recipe, resume=args.resume, stage=args.stage)
     if out is not None:
         print(f"model written to {out}; try: kinema generate \"a red circle moving right\" --model {out}")
 
