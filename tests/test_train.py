@@ -197,3 +197,19 @@ def test_shipped_experiment_recipes_load():
     for path in sorted(root.rglob("*.yaml")):
         load_recipe(path)  # unknown keys or a broken base would raise
     assert load_recipe(root / "vae_4x4x4.yaml").model.vae.space_compression == 4
+
+
+def test_decoder_stage_tunes_the_decoder_and_leaves_the_latent_space(tmp_path):
+    data = tiny_recipe_dict(tmp_path, vae_steps=2)
+    data["vae_decoder"] = {"steps": 2, "batch_size": 1, "frames": 5, "image_batch_size": 2, "log_every": 1,
+                           "ckpt_every": 2, "sample_every": 0, "loss": {"gradient": 1.0}}
+    recipe = from_dict(Recipe, data)
+    run(recipe, stage="vae")
+    before = load_weights(tmp_path / "vae" / "ckpt" / "step_0000002" / "model.safetensors")
+    after = load_weights(tmp_path / "vae_decoder" / "ckpt" / "step_0000002" / "model.safetensors")
+    assert before.keys() == after.keys()
+    for name in before:
+        same = torch.equal(before[name], after[name])
+        assert same == name.startswith("encoder."), name  # encoder frozen, every decoder tensor moved
+    text = (tmp_path / "train_log.txt").read_text()
+    assert "[vae_decoder] step 2/2" in text and "image_gradient" in text

@@ -135,3 +135,19 @@ def test_foreground_from_either_weights_ghosts_like_missing_objects():
 def test_foreground_from_rejects_unknown_values():
     with pytest.raises(KinemaError, match="foreground_from"):
         VAELossConfig(foreground_from="recon")
+
+
+def test_gradient_loss_sees_blurred_edges_but_not_flat_offsets():
+    target = -torch.ones(1, 3, 1, 16, 16)
+    target[:, :, :, 4:12, 4:12] = 1.0  # a square with sharp corners
+    blurred = torch.nn.functional.avg_pool3d(target, (1, 3, 3), stride=1, padding=(0, 1, 1),
+                                             count_include_pad=False)
+    shifted = target + 0.1  # every pixel off by the same amount: no edge is wrong
+    z = torch.zeros(1, 1, 1, 1, 1)
+    cfg = VAELossConfig(l1=0.0, kl=0.0, gradient=1.0)
+
+    def loss(recon):
+        return vae_loss(cfg, recon, target, z, z)[1].get("gradient", 0.0)
+
+    assert loss(target) == 0.0 and loss(shifted) == pytest.approx(0.0, abs=1e-7)
+    assert loss(blurred) > 0.05

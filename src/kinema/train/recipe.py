@@ -16,9 +16,9 @@ from kinema.config import ModelConfig, from_dict, load_yaml, to_dict
 from kinema.errors import KinemaError
 from kinema.train.dit_stage import DiTStage
 from kinema.train.trainer import Log
-from kinema.train.vae_stage import VAEStage
+from kinema.train.vae_stage import DecoderStage, VAEStage
 
-STAGES = ("vae", "all")  # "all": the VAE (skipped when complete), caches, denoiser, export
+STAGES = ("vae", "all")  # "vae": the VAE and its decoder fine-tune; "all": then caches, denoiser, export
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Recipe:
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     model: ModelConfig = field(default_factory=ModelConfig)
     vae: VAEStage = field(default_factory=VAEStage)
+    vae_decoder: DecoderStage = field(default_factory=DecoderStage)  # steps 0: no decoder fine-tune
     dit: DiTStage = field(default_factory=DiTStage)
 
 
@@ -62,7 +63,7 @@ def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
 def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | None:
     import torch
 
-    from kinema.train.vae_stage import train_vae
+    from kinema.train.vae_stage import train_vae, tune_decoder
 
     if stage not in STAGES:
         raise KinemaError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
@@ -76,6 +77,8 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
     common = dict(seed=recipe.seed, precision=recipe.precision, resume=resume, log=log)
 
     vae = train_vae(mc.vae, recipe.vae, run_dir=run_dir / "vae", size=mc.height, **common)
+    if recipe.vae_decoder.steps:
+        vae = tune_decoder(vae, recipe.vae_decoder, run_dir=run_dir / "vae_decoder", size=mc.height, **common)
     if stage == "vae":
         return None
     from kinema.train.dit_stage import train_dit

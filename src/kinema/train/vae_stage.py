@@ -1,4 +1,10 @@
-"""Stage 1: train the causal VAE on rendered Shapes clips (held-out colour/shape pairs excluded)."""
+"""Stage 1: train the causal VAE on rendered Shapes clips (held-out colour/shape pairs excluded).
+
+Stage 1b (optional, `vae_decoder` in a recipe): fine-tune the decoder alone with the encoder
+frozen, on posterior means, as Stable Diffusion's ft-MSE decoder was. The latent space does not
+move, so latent caches and any denoiser trained on them stay valid; only what latents decode to
+changes.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +38,19 @@ class VAEStage:
     loss: VAELossConfig = field(default_factory=lambda: VAELossConfig(foreground_weight=20.0))
     log_every: int = 25
     ckpt_every: int = 250
+    sample_every: int = 500
+
+
+@dataclass
+class DecoderStage:
+    steps: int = 0  # 0 skips the stage
+    batch_size: int = 4
+    frames: int = 17
+    image_batch_size: int = 0
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup=50))
+    loss: VAELossConfig = field(default_factory=lambda: VAELossConfig(kl=0.0, foreground_weight=20.0))
+    log_every: int = 25
+    ckpt_every: int = 100
     sample_every: int = 500
 
 
@@ -73,17 +92,49 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
             terms.update({f"image_{k}": v for k, v in image_terms.items()})
         return loss, terms
 
+    fit(vae, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(cfg),
+        log=log, resume=resume, precision=precision, log_every=stage.log_every, ckpt_every=stage.ckpt_every,
+        sample_fn=recon_samples(run_dir, seed, size), sample_every=stage.sample_every, desc="vae")
+    vae.eval()
+    return vae
+
+
+def tune_decoder(vae: CausalVAE, stage: DecoderStage, *, run_dir: Path, seed: int, size: int,
+                 precision: str, resume: bool, log: Log) -> CausalVAE:
+    """Train `vae.decoder` to decode the frozen encoder's posterior means; the encoder is untouched."""
+    vae.encoder.requires_grad_(False)  # AdamW skips parameters that never receive a gradient
+
+    def reconstruct(model: CausalVAE, x: torch.Tensor):
+        with torch.no_grad():
+            mean, logvar = model.encode(x)
+        return vae_loss(stage.loss, model.decode(mean), x, mean, logvar)
+
+    def loss_fn(model: CausalVAE, step: int):
+        # streams 2 and 3: clips the VAE stage never drew
+        loss, terms = reconstruct(model, shapes_batch(seed, step, stage.batch_size, stage.frames, size, stream=2))
+        if stage.image_batch_size:
+            image_loss, image_terms = reconstruct(model, shapes_batch(seed, step, stage.image_batch_size, 1, size,
+                                                                      stream=3))
+            loss = loss + image_loss
+            terms.update({f"image_{k}": v for k, v in image_terms.items()})
+        return loss, terms
+
+    fit(vae, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(vae.cfg),
+        log=log, resume=resume, precision=precision, log_every=stage.log_every, ckpt_every=stage.ckpt_every,
+        sample_fn=recon_samples(run_dir, seed, size), sample_every=stage.sample_every, desc="vae_decoder")
+    vae.encoder.requires_grad_(True)
+    vae.eval()
+    return vae
+
+
+def recon_samples(run_dir: Path, seed: int, size: int):
+    """A sample_fn writing a fixed batch of full-length clips (top) over their reconstructions."""
     def sample_fn(model: CausalVAE, _ema, step: int):
         model.eval()
-        x = shapes_batch(seed + 1, 0, 4, 17, size)  # a fixed batch of full-length clips
+        x = shapes_batch(seed + 1, 0, 4, 17, size)
         with torch.no_grad():
             recon = model.decode(model.encode(x)[0])
         top = np.concatenate([shapes.to_uint8(v) for v in x], axis=2)
         bottom = np.concatenate([shapes.to_uint8(v) for v in recon], axis=2)
         write_gif(np.concatenate([top, bottom], axis=1), run_dir / "samples" / f"recon_{step:07d}.gif", scale=2)
-
-    fit(vae, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(cfg),
-        log=log, resume=resume, precision=precision, log_every=stage.log_every, ckpt_every=stage.ckpt_every,
-        sample_fn=sample_fn, sample_every=stage.sample_every, desc="vae")
-    vae.eval()
-    return vae
+    return sample_fn

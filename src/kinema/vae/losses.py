@@ -6,6 +6,9 @@ With `foreground_from="either"` a pixel also counts as foreground where the reco
 bright: weighting the target alone makes bleeding into the background and ghost objects cheap
 (weight 1) next to missing object pixels (weight 1 + fw), so objects grow, corners round off and
 ghosts survive.
+
+`gradient` compares spatial finite differences (an edge loss): a blurred edge or a rounded corner
+costs where the pixel losses, which average over the whole frame, barely notice it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class VAELossConfig:
     l2: float = 0.0
     kl: float = 1e-6
     temporal: float = 0.0  # L1 between neighbouring-frame differences of output and target
+    gradient: float = 0.0  # L1 between horizontal and vertical pixel differences of output and target
     foreground_weight: float = 0.0
     foreground_from: str = "target"  # "target", or "either": the target or the reconstruction
 
@@ -52,6 +56,12 @@ def pixel_weights(target: torch.Tensor, foreground_weight: float,
     return 1.0 + foreground_weight * bright
 
 
+def spatial_gradient_error(recon: torch.Tensor, target: torch.Tensor, dim: int, w: torch.Tensor) -> torch.Tensor:
+    """Weighted L1 between the differences of recon and target along `dim` (3: height, 4: width)."""
+    err = (recon.diff(dim=dim) - target.diff(dim=dim)).abs()
+    return (w.narrow(dim, 1, w.shape[dim] - 1) * err).mean()
+
+
 def vae_loss(cfg: VAELossConfig, recon: torch.Tensor, target: torch.Tensor,
              mean: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     recon, target = recon.float(), target.float()
@@ -66,5 +76,8 @@ def vae_loss(cfg: VAELossConfig, recon: torch.Tensor, target: torch.Tensor,
         terms["kl"] = cfg.kl * kl_divergence(mean.float(), logvar.float())
     if cfg.temporal and recon.shape[2] > 1:
         terms["temporal"] = cfg.temporal * (recon.diff(dim=2) - target.diff(dim=2)).abs().mean()
+    if cfg.gradient:
+        terms["gradient"] = cfg.gradient * (spatial_gradient_error(recon, target, 3, w)
+                                            + spatial_gradient_error(recon, target, 4, w))
     total = sum(terms.values())
     return total, {k: float(v.detach()) for k, v in terms.items()}
