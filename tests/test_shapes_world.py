@@ -82,3 +82,13 @@ def test_oracle_counts_objects():
     v = judge(two)
     assert v.objects_per_frame == [2] * 17 and v.one_object_frac == 0.0
     assert judge(np.zeros((17, 64, 64, 3), np.uint8)).one_object_frac == 0.0
+
+
+def test_vae_eval_clips_spread_over_every_colour_shape_and_motion():
+    from kinema.eval.recon import eval_combos
+
+    few = eval_combos(48)
+    assert {c for c, _, _ in few} == set(shapes.COLOURS) and {s for _, s, _ in few} == set(shapes.SHAPES)
+    assert {d for _, _, d in few} == set(shapes.DIRECTIONS)
+    assert sorted(eval_combos(162)) == sorted(shapes.combos())  # every combination exactly once
+    assert eval_combos(200)[:162] == eval_combos(162)
