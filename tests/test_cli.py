@@ -41,6 +41,7 @@ def test_generate_tiny_model_writes_mp4_and_gif(capsys, tiny_model_dir, tmp_path
     (["generate", "a red circle", "--frames", "8"], ["1 + 4k"]),
     (["generate", "a red circle", "--sampler", "rk45"], ["unknown sampler", "euler"]),
     (["generate", "a red circle", "--steps", "0"], ["steps"]),
+    (["generate", "a red circle", "--shift", "0"], ["shift must be positive"]),
 ])
 def test_bad_generate_requests(capsys, tiny_model_dir, args, words):
     code, _, err = run_cli(capsys, *args, "--model", tiny_model_dir)
@@ -113,6 +114,19 @@ def test_python_api(tiny_model_dir):
     b = pipe(["a red circle moving left", "a blue square moving up"], num_frames=9, steps=2, seed=[0, 3])
     assert a.shape == (9, 32, 32, 3) and a.dtype == np.uint8 and b.shape == (2, 9, 32, 32, 3)
     assert np.abs(a.astype(int) - b[1]).max() <= 1  # same seed, same video, batched or not
+
+
+def test_sampling_shift_reaches_the_sampler(tiny_model_dir, monkeypatch):
+    import kinema
+    from kinema.pipelines import pipeline
+
+    seen = []
+    real = pipeline.sample_latents
+    monkeypatch.setattr(pipeline, "sample_latents", lambda *a, **k: seen.append(k["shift"]) or real(*a, **k))
+    pipe = kinema.load_pipeline(tiny_model_dir, precision="fp32")
+    pipe("a red circle", num_frames=1, steps=1)
+    pipe("a red circle", num_frames=1, steps=1, shift=3.0)
+    assert seen == [pipe.cfg.timestep_shift, 3.0]
 
 
 def test_exported_model_round_trip(tiny_model_dir, tmp_path):

@@ -25,7 +25,7 @@ def _generate(args: argparse.Namespace) -> None:
     pipe = load_pipeline(args.model)
     pipe.check_request(args.prompt, args.frames)
     frames = pipe(args.prompt, num_frames=args.frames, steps=args.steps, guidance=args.guidance,
-                  sampler=args.sampler, seed=args.seed)
+                  sampler=args.sampler, seed=args.seed, shift=args.shift)
     out = write_mp4(frames, args.output, fps=args.fps)
     print(f"wrote {out} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]})")
     if args.gif:
@@ -81,7 +81,7 @@ def _eval(args: argparse.Namespace) -> None:
     from kinema.eval.report import evaluate_shapes, format_table
 
     result = evaluate_shapes(args.model, seeds=args.seeds, steps=args.steps, guidance=args.guidance,
-                             sampler=args.sampler, batch_size=args.batch_size)
+                             sampler=args.sampler, shift=args.shift, batch_size=args.batch_size)
     print(format_table(result))
     _write_json(args.json, result)
 
@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
     g.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default 5)")
     g.add_argument("--sampler", default="euler", help="euler or heun (default euler)")
+    g.add_argument("--shift", type=float, default=None, help="timestep shift, > 1 favours noise (default: the model's)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--fps", type=int, default=8)
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or directory (default {DEFAULT_MODEL})")
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--steps", type=int, default=25)
     es.add_argument("--guidance", type=float, default=5.0)
     es.add_argument("--sampler", default="euler")
+    es.add_argument("--shift", type=float, default=None, help="timestep shift (default: the model's)")
     es.add_argument("--batch-size", type=int, default=32)
     es.add_argument("--json", default=None, help="also write the result as JSON here")
     es.set_defaults(func=_eval)

@@ -50,7 +50,7 @@ def score(generate: Callable[[list[tuple[str, str, str]], list[int]], np.ndarray
 
 
 def evaluate_shapes(model: str = "shapes", seeds: int = 4, steps: int = 25, guidance: float = 5.0,
-                    sampler: str = "euler", batch_size: int = 32) -> dict:
+                    sampler: str = "euler", shift: float | None = None, batch_size: int = 32) -> dict:
     t0 = time.time()
     if model == "world":
         generate = _world_generator(17, 64)
@@ -62,16 +62,18 @@ def evaluate_shapes(model: str = "shapes", seeds: int = 4, steps: int = 25, guid
 
         def generate(batch, batch_seeds):
             return pipe([canonical_caption(*c) for c in batch], num_frames=cfg.frames, steps=steps,
-                        guidance=guidance, sampler=sampler, seed=batch_seeds)
+                        guidance=guidance, sampler=sampler, seed=batch_seeds, shift=shift)
     result = score(generate, seeds, batch_size)
     result["settings"] = {"model": model, "seeds": seeds, "steps": steps, "guidance": guidance, "sampler": sampler,
-                          "seconds": round(time.time() - t0, 1)}
+                          "shift": shift, "seconds": round(time.time() - t0, 1)}
     return result
 
 
 def format_table(result: dict) -> str:
     s = result["settings"]
     head = f"Shapes oracle: model {s['model']}, {s['seeds']} seeds, {s['steps']} {s['sampler']} steps, guidance {s['guidance']}"
+    if s.get("shift") is not None:
+        head += f", shift {s['shift']}"
     lines = [head, "", "| split | clips | colour | shape | direction | all three | one-object frames |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for split in ("seen", "held_out"):

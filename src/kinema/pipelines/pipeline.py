@@ -70,19 +70,25 @@ class Pipeline:
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], num_frames: int = 17, steps: int = 25, guidance: float = 5.0,
-                 seed: int | list[int] = 0, sampler: str = "euler") -> np.ndarray:
-        """A prompt -> uint8 [T, H, W, 3]; a list of prompts -> uint8 [B, T, H, W, 3]."""
+                 seed: int | list[int] = 0, sampler: str = "euler", shift: float | None = None) -> np.ndarray:
+        """A prompt -> uint8 [T, H, W, 3]; a list of prompts -> uint8 [B, T, H, W, 3].
+
+        `shift` > 1 spends more of the sampling steps near noise, where layout and motion are
+        decided (t' = s t / (1 + (s - 1) t)); None uses the model's `timestep_shift`."""
         prompts = self.check_request(prompt, num_frames)
         if sampler not in SAMPLERS:
             raise KinemaError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
         if steps < 1:
             raise KinemaError(f"steps must be at least 1, got {steps}")
+        shift = self.cfg.timestep_shift if shift is None else shift
+        if not shift > 0:
+            raise KinemaError(f"shift must be positive (1 = no shift), got {shift}")
         seeds = [seed + i for i in range(len(prompts))] if isinstance(seed, int) else list(seed)
         cfg = self.cfg
         cond = self.encode_prompts(prompts)
         uncond = self.encode_prompts([""] * len(prompts))
         z = sample_latents(self.dit, cond, uncond, initial_noise(self.latent_shape(num_frames), seeds), steps=steps, guidance=guidance,
-                           sampler=sampler, shift=cfg.timestep_shift, precision=self.precision)
+                           sampler=sampler, shift=shift, precision=self.precision)
         video = self.vae.decode(self.vae.denormalize(z))  # [B, 3, T, H, W]
         frames = video.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
         return frames[0] if isinstance(prompt, str) else frames
