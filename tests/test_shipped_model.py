@@ -9,8 +9,8 @@ pytestmark = [pytest.mark.slow,
 
 
 # Regression floors for the shipped v1.1 model, a few points under its measured figures with 4 seeds
-# (docs/shapes_model.md: 99.7 / 90.8 / 82.6 / 97.6%) to allow for 1-seed noise; the targets are 95%.
-FLOORS = {"colour": 0.95, "shape": 0.83, "direction": 0.75, "one_object_frames": 0.93}
+# (docs/shapes_model.md: 99.8 / 94.1 / 83.5 / 97.8%) to allow for 1-seed noise; the targets are 95%.
+FLOORS = {"colour": 0.95, "shape": 0.87, "direction": 0.75, "one_object_frames": 0.93}
 
 
 def test_shipped_model_draws_what_is_asked_on_seen_combinations():

@@ -77,6 +77,8 @@ class ModelConfig:
     frames: int = 17
     height: int = 64
     width: int = 64
+    # the sampling schedule's shift, the default of every generate call (training draws its timesteps
+    # from the recipe's dit.timesteps); > 1 spends more steps near noise
     timestep_shift: float = 1.0
 
 
