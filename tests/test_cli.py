@@ -88,7 +88,7 @@ def test_config_with_unknown_key(capsys, tmp_path):
 
 def test_info(capsys, tiny_model_dir):
     code, out, _ = run_cli(capsys, "info", "--model", tiny_model_dir)
-    assert code == 0 and "MM-DiT" in out and "4x4x4" in out
+    assert code == 0 and "MM-DiT" in out and "4x4x4" in out and "timestep shift 1 " in out
 
 
 def test_console_script_prints_no_traceback(tiny_model_dir):

@@ -122,5 +122,6 @@ def describe(name_or_path: str | Path) -> str:
     lines.append(f"dit: MM-DiT dim {d.dim}, {d.heads} heads, {d.dual_blocks} dual + {d.single_blocks} single blocks, "
                  f"patch {tuple(d.patch)}")
     lines.append(f"text encoder: {cfg.text.encoder} (max {cfg.text.max_tokens} tokens)")
+    lines.append(f"sampling: timestep shift {cfg.timestep_shift:g} by default (--shift overrides)")
     lines.append(f"shipped models: {', '.join(shipped_models()) or 'none'}")
     return "\n".join(lines)
