@@ -199,17 +199,21 @@ def test_shipped_experiment_recipes_load():
     assert load_recipe(root / "vae_4x4x4.yaml").model.vae.space_compression == 4
 
 
-def test_decoder_stage_tunes_the_decoder_and_leaves_the_latent_space(tmp_path):
-    data = tiny_recipe_dict(tmp_path, vae_steps=2)
+def test_decoder_stage_on_a_finished_run_retunes_the_decoder_only(tmp_path):
+    """Adding vae_decoder to a finished recipe and resuming: encoder and denoiser stay bit for bit."""
+    data = tiny_recipe_dict(tmp_path, vae_steps=2, dit_steps=2)
+    before = run(from_dict(Recipe, data))
+    vae_before, dit_before = load_weights(before / "vae.safetensors"), load_weights(before / "dit.safetensors")
     data["vae_decoder"] = {"steps": 2, "batch_size": 1, "frames": 5, "image_batch_size": 2, "log_every": 1,
-                           "ckpt_every": 2, "sample_every": 0, "loss": {"gradient": 1.0}}
-    recipe = from_dict(Recipe, data)
-    run(recipe, stage="vae")
-    before = load_weights(tmp_path / "vae" / "ckpt" / "step_0000002" / "model.safetensors")
-    after = load_weights(tmp_path / "vae_decoder" / "ckpt" / "step_0000002" / "model.safetensors")
-    assert before.keys() == after.keys()
-    for name in before:
-        same = torch.equal(before[name], after[name])
+                           "ckpt_every": 2, "sample_every": 0, "loss": {"gradient": 1.0},
+                           "optim": {"lr": 1e-2, "warmup": 1}}  # steps that fp16 export can see
+    after = run(from_dict(Recipe, data), resume=True)
+    vae_after, dit_after = load_weights(after / "vae.safetensors"), load_weights(after / "dit.safetensors")
+    assert all(torch.equal(dit_before[k], dit_after[k]) for k in dit_before)  # not retrained
+    assert vae_before.keys() == vae_after.keys()
+    for name in vae_before:
+        same = torch.equal(vae_before[name], vae_after[name])
         assert same == name.startswith("encoder."), name  # encoder frozen, every decoder tensor moved
     text = (tmp_path / "train_log.txt").read_text()
     assert "[vae_decoder] step 2/2" in text and "image_gradient" in text
+    assert "[dit] step" not in text.split("[vae_decoder]")[-1]  # no denoiser step after the tune
