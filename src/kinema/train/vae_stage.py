@@ -43,6 +43,8 @@ class VAEStage:
 
 @dataclass
 class DecoderStage:
+    """Stage 1b, the decoder fine-tune (module docstring); the same knobs as VAEStage."""
+
     steps: int = 0  # 0 skips the stage
     batch_size: int = 4
     frames: int = 17
