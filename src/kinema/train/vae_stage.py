@@ -43,7 +43,7 @@ class VAEStage:
 
 @dataclass
 class DecoderStage:
-    """Stage 1b, the decoder fine-tune (module docstring); the same knobs as VAEStage."""
+    """Stage 1b, the decoder fine-tune (module docstring): VAEStage's knobs, less the length schedule."""
 
     steps: int = 0  # 0 skips the stage
     batch_size: int = 4
