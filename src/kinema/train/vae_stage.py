@@ -73,6 +73,16 @@ def shapes_batch(seed: int, step: int, batch_size: int, frames: int, size: int, 
     return torch.stack(clips)
 
 
+def clips_and_images(reconstruct, clips: torch.Tensor, images: torch.Tensor | None):
+    """reconstruct(clips), plus reconstruct(images) ([B, 3, 1, H, W]) with its terms logged as image_*."""
+    loss, terms = reconstruct(clips)
+    if images is not None:
+        image_loss, image_terms = reconstruct(images)
+        loss = loss + image_loss
+        terms.update({f"image_{k}": v for k, v in image_terms.items()})
+    return loss, terms
+
+
 def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size: int,
               precision: str, resume: bool, log: Log) -> CausalVAE:
     torch.manual_seed(seed)
@@ -86,13 +96,9 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
     def loss_fn(model: CausalVAE, step: int):
         g = seeded(seed, step, stream=1)
         frames, batch_size = clip_shape(stage, step)
-        loss, terms = reconstruction_loss(model, shapes_batch(seed, step, batch_size, frames, size), g)
-        if stage.image_batch_size:
-            images = shapes_batch(seed, step, stage.image_batch_size, 1, size, stream=1)  # [B, 3, 1, H, W]
-            image_loss, image_terms = reconstruction_loss(model, images, g)
-            loss = loss + image_loss
-            terms.update({f"image_{k}": v for k, v in image_terms.items()})
-        return loss, terms
+        images = shapes_batch(seed, step, stage.image_batch_size, 1, size, stream=1) if stage.image_batch_size else None
+        return clips_and_images(lambda x: reconstruction_loss(model, x, g),
+                                shapes_batch(seed, step, batch_size, frames, size), images)
 
     fit(vae, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(cfg),
         log=log, resume=resume, precision=precision, log_every=stage.log_every, ckpt_every=stage.ckpt_every,
@@ -113,13 +119,9 @@ def tune_decoder(vae: CausalVAE, stage: DecoderStage, *, run_dir: Path, seed: in
 
     def loss_fn(model: CausalVAE, step: int):
         # streams 2 and 3: clips the VAE stage never drew
-        loss, terms = reconstruct(model, shapes_batch(seed, step, stage.batch_size, stage.frames, size, stream=2))
-        if stage.image_batch_size:
-            image_loss, image_terms = reconstruct(model, shapes_batch(seed, step, stage.image_batch_size, 1, size,
-                                                                      stream=3))
-            loss = loss + image_loss
-            terms.update({f"image_{k}": v for k, v in image_terms.items()})
-        return loss, terms
+        images = shapes_batch(seed, step, stage.image_batch_size, 1, size, stream=3) if stage.image_batch_size else None
+        return clips_and_images(lambda x: reconstruct(model, x),
+                                shapes_batch(seed, step, stage.batch_size, stage.frames, size, stream=2), images)
 
     fit(vae, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(vae.cfg),
         log=log, resume=resume, precision=precision, log_every=stage.log_every, ckpt_every=stage.ckpt_every,

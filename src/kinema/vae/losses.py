@@ -56,10 +56,12 @@ def pixel_weights(target: torch.Tensor, foreground_weight: float,
     return 1.0 + foreground_weight * bright
 
 
-def spatial_gradient_error(recon: torch.Tensor, target: torch.Tensor, dim: int, w: torch.Tensor) -> torch.Tensor:
-    """Weighted L1 between the differences of recon and target along `dim` (3: height, 4: width)."""
+def difference_error(recon: torch.Tensor, target: torch.Tensor, dim: int,
+                     w: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 between neighbour differences of recon and target along `dim` (2: time, 3: height,
+    4: width), optionally weighted per pixel."""
     err = (recon.diff(dim=dim) - target.diff(dim=dim)).abs()
-    return (w.narrow(dim, 1, w.shape[dim] - 1) * err).mean()
+    return (err if w is None else w.narrow(dim, 1, w.shape[dim] - 1) * err).mean()
 
 
 def vae_loss(cfg: VAELossConfig, recon: torch.Tensor, target: torch.Tensor,
@@ -75,9 +77,8 @@ def vae_loss(cfg: VAELossConfig, recon: torch.Tensor, target: torch.Tensor,
     if cfg.kl:
         terms["kl"] = cfg.kl * kl_divergence(mean.float(), logvar.float())
     if cfg.temporal and recon.shape[2] > 1:
-        terms["temporal"] = cfg.temporal * (recon.diff(dim=2) - target.diff(dim=2)).abs().mean()
+        terms["temporal"] = cfg.temporal * difference_error(recon, target, 2)
     if cfg.gradient:
-        terms["gradient"] = cfg.gradient * (spatial_gradient_error(recon, target, 3, w)
-                                            + spatial_gradient_error(recon, target, 4, w))
+        terms["gradient"] = cfg.gradient * (difference_error(recon, target, 3, w) + difference_error(recon, target, 4, w))
     total = sum(terms.values())
     return total, {k: float(v.detach()) for k, v in terms.items()}
