@@ -38,3 +38,12 @@ def test_presets_are_consistent():
         assert len(v.temporal_down) == len(v.channel_mult) - 1, name
     for name, d in DIT_PRESETS.items():
         assert d.dim % d.heads == 0 and isinstance(d, DiTConfig), name
+
+
+def test_a_partial_mapping_overrides_the_fields_own_default_not_the_class_defaults():
+    from kinema.train.recipe import Recipe
+
+    r = from_dict(Recipe, {"vae_decoder": {"loss": {"gradient": 1.0}}, "dit": {"optim": {"lr": 1e-3}}})
+    assert r.vae_decoder.loss.gradient == 1.0
+    assert r.vae_decoder.loss.kl == 0.0 and r.vae_decoder.loss.foreground_weight == 20.0  # DecoderStage's loss
+    assert r.dit.optim.lr == 1e-3 and r.dit.optim.warmup == 200  # DiTStage's optim, not OptimConfig's 100

@@ -141,7 +141,28 @@ def from_dict(cls, data: dict, where: str | None = None):
         raise KinemaError(
             f"{where}: unknown key(s) {', '.join(unknown)}; valid keys are: {', '.join(names)}"
         )
-    return cls(**{k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for k, v in data.items():
+        default = _default(fields[k])
+        if isinstance(v, dict) and dataclasses.is_dataclass(default):
+            v = merge(to_dict(default), v)  # a partial mapping overrides this field's own default
+        values[k] = _convert(hints[k], v, f"{where}.{k}")
+    return cls(**values)
+
+
+def _default(f: dataclasses.Field):
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def merge(base: dict, delta: dict) -> dict:
+    """`delta` over `base`: mappings merge key by key, everything else (lists too) is replaced."""
+    out = dict(base)
+    for key, value in delta.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def to_dict(obj) -> dict:

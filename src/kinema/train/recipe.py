@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kinema.config import ModelConfig, from_dict, load_yaml, to_dict
+from kinema.config import ModelConfig, from_dict, load_yaml, merge, to_dict
 from kinema.errors import KinemaError
 from kinema.train.dit_stage import DiTStage
 from kinema.train.trainer import Log
@@ -33,14 +33,6 @@ class Recipe:
     vae: VAEStage = field(default_factory=VAEStage)
     vae_decoder: DecoderStage = field(default_factory=DecoderStage)  # steps 0: no decoder fine-tune
     dit: DiTStage = field(default_factory=DiTStage)
-
-
-def merge(base: dict, delta: dict) -> dict:
-    """`delta` over `base`: mappings merge key by key, everything else (lists too) is replaced."""
-    out = dict(base)
-    for key, value in delta.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def load_recipe_dict(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
