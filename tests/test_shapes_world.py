@@ -92,3 +92,19 @@ def test_vae_eval_clips_spread_over_every_colour_shape_and_motion():
     assert {d for _, _, d in few} == set(shapes.DIRECTIONS)
     assert sorted(eval_combos(162)) == sorted(shapes.combos())  # every combination exactly once
     assert eval_combos(200)[:162] == eval_combos(162)
+
+
+def test_eval_report_direction_confusion():
+    from kinema.eval.report import _world_generator, format_table, score
+
+    world = _world_generator(17, 64)
+    result = score(world, seeds=1, progress=False)
+    seen = result["direction_confusion"]["seen"]
+    assert all(seen[d][d] == 16 and sum(seen[d].values()) == 16 for d in shapes.DIRECTIONS)  # 18 pairs - 2 held out
+    assert sum(result["direction_confusion"]["held_out"]["left"].values()) == 2
+
+    reversed_ = score(lambda combos, seeds: world(combos, seeds)[:, ::-1], seeds=1, progress=False)
+    assert reversed_["direction_confusion"]["seen"]["left"]["right"] == 16
+    assert reversed_["direction_confusion"]["seen"]["up-left"]["down-right"] == 16
+    result["settings"] = {"model": "world", "seeds": 1, "steps": 0, "sampler": "-", "guidance": 0}
+    assert "| left | 16 | 0 |" in format_table(result)

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kinema.data import shapes
-from kinema.data.captions import canonical_caption
+from kinema.data.captions import canonical_caption, parse_canonical
 from kinema.eval.oracle import judge
 
 METRICS = ("colour", "shape", "direction", "all_three", "one_object_frames")
@@ -45,6 +45,7 @@ def score(generate: Callable[[list[tuple[str, str, str]], list[int]], np.ndarray
         part = [r for r in rows if r["held_out"] == held]
         result[split] = {m: float(np.mean([r[m] for r in part])) for m in METRICS}
         result[split]["clips"] = len(part)
+    result["direction_confusion"] = {"seen": direction_confusion(rows), "held_out": direction_confusion(rows, held_out=True)}
     result["rows"] = rows
     return result
 
@@ -69,6 +70,23 @@ def evaluate_shapes(model: str = "shapes", seeds: int = 4, steps: int = 25, guid
     return result
 
 
+def direction_confusion(rows: list[dict], held_out: bool = False) -> dict[str, dict[str, int]]:
+    """Counts of {asked direction: {judged direction: clips}} over one split's rows."""
+    table = {d: dict.fromkeys(shapes.DIRECTIONS, 0) for d in shapes.DIRECTIONS}
+    for r in rows:
+        if r["held_out"] == held_out:
+            table[parse_canonical(r["prompt"])[2]][r["judged"]["direction"]] += 1
+    return table
+
+
+def format_confusion(table: dict[str, dict[str, int]]) -> str:
+    cols = list(shapes.DIRECTIONS)
+    lines = ["| asked \\ judged | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for asked in cols:
+        lines.append(f"| {asked} | " + " | ".join(str(table[asked][c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
 def format_table(result: dict) -> str:
     s = result["settings"]
     head = f"Shapes oracle: model {s['model']}, {s['seeds']} seeds, {s['steps']} {s['sampler']} steps, guidance {s['guidance']}"
@@ -79,4 +97,6 @@ def format_table(result: dict) -> str:
     for split in ("seen", "held_out"):
         r = result[split]
         lines.append(f"| {split.replace('_', '-')} | {r['clips']} | " + " | ".join(f"{100 * r[m]:.1f}%" for m in METRICS) + " |")
+    lines += ["", "Direction on seen combinations (rows: asked, columns: judged):", "",
+              format_confusion(result["direction_confusion"]["seen"])]
     return "\n".join(lines)
