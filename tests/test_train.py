@@ -27,6 +27,22 @@ def test_checkpoint_round_trip_and_latest_pointer(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
 
 
+def test_weights_files_follow_the_umask(tmp_path):
+    import os
+
+    from kinema.io.weights import save_weights
+
+    old = os.umask(0o022)
+    try:
+        save_weights(tmp_path / "a.safetensors", {"w": torch.zeros(2)})  # safetensors alone writes 0600
+        os.umask(0o077)
+        save_weights(tmp_path / "b.safetensors", {"w": torch.zeros(2)})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.safetensors").stat().st_mode & 0o777 == 0o600
+
+
 def test_corrupt_weights_give_a_clear_error(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(KinemaError, match="corrupt"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -17,6 +18,11 @@ def save_weights(path: Path, state: dict[str, torch.Tensor], dtype: torch.dtype 
     tensors = {k: v.detach().to(dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous().cpu()
                for k, v in state.items()}
     save_file(tensors, str(path))
+    # safetensors creates files as 0600; give them the permissions any other file would get, so a
+    # model or checkpoint on a shared filesystem is readable by the group the umask allows
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
