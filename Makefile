@@ -39,6 +39,7 @@ eval: $(VENV)/.kinema
 
 bench: $(VENV)/.kinema-bench
 	$(BIN)/python benchmarks/generate.py
+	$(BIN)/python benchmarks/dit_compression.py
 
 train: $(VENV)/.kinema
 	$(BIN)/kinema train configs/shapes.yaml --resume
