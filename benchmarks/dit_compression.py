@@ -25,7 +25,6 @@ def one(recipe_path: str, space: int, steps: int) -> None:
     import torch
 
     from kinema.dit.transformer import Conditioning, MMDiT
-    from kinema.flow.timesteps import TimestepConfig
     from kinema.nn.precision import autocast
     from kinema.text.encoders import TextStates
     from kinema.train.dit_stage import flow_loss
@@ -46,7 +45,7 @@ def one(recipe_path: str, space: int, steps: int) -> None:
     for i in range(steps + 2):
         t0 = time.perf_counter()
         with autocast(torch.device("cpu"), recipe.precision):
-            loss = flow_loss(model, z0, cond, TimestepConfig(), g)
+            loss = flow_loss(model, z0, cond, stage.timesteps, g)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), stage.optim.grad_clip)
         opt.step()

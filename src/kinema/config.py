@@ -144,8 +144,7 @@ def from_dict(cls, data: dict, where: str | None = None):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for k, v in data.items():
-        default = _default(fields[k])
-        if isinstance(v, dict) and dataclasses.is_dataclass(default):
+        if isinstance(v, dict) and dataclasses.is_dataclass(default := _default(fields[k])):
             v = merge(to_dict(default), v)  # a partial mapping overrides this field's own default
         values[k] = _convert(hints[k], v, f"{where}.{k}")
     return cls(**values)
