@@ -4,7 +4,8 @@ recipe's MM-DiT on 4x8x8 latents (16 x 5 x 8 x 8, 80 video tokens) against 4x4x4
 
     python benchmarks/dit_compression.py [--steps 10] [--recipe configs/shapes.yaml]
 
-A step is what `kinema train` does per batch: rectified-flow loss under the recipe's autocast,
+A step is what `kinema train` does per batch, on the CPU: rectified-flow loss under the autocast the
+recipe's precision resolves to (`auto`: kinema.runtime's choice for this CPU),
 backward, gradient clipping and AdamW, at the recipe's batch size with 24 text tokens. Prints the
 median step time and the peak resident memory of each, and the 4x4x4 / 4x8x8 ratio.
 """
@@ -25,12 +26,13 @@ def one(recipe_path: str, space: int, steps: int) -> None:
     import torch
 
     from kinema.dit.transformer import Conditioning, MMDiT
-    from kinema.nn.precision import autocast
+    from kinema.runtime import resolve_runtime
     from kinema.text.encoders import TextStates
     from kinema.train.dit_stage import flow_loss
     from kinema.train.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
+    runtime = resolve_runtime("cpu", recipe.precision)
     mc, stage = recipe.model, recipe.dit
     torch.manual_seed(0)
     model = MMDiT(mc.dit)
@@ -44,7 +46,7 @@ def one(recipe_path: str, space: int, steps: int) -> None:
     times = []
     for i in range(steps + 2):
         t0 = time.perf_counter()
-        with autocast(torch.device("cpu"), recipe.precision):
+        with runtime.autocast():
             loss = flow_loss(model, z0, cond, stage.timesteps, g)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), stage.optim.grad_clip)
@@ -53,7 +55,8 @@ def one(recipe_path: str, space: int, steps: int) -> None:
         if i >= 2:
             times.append(time.perf_counter() - t0)
     tokens = latent[2] * (latent[3] // mc.dit.patch[1]) * (latent[4] // mc.dit.patch[2])
-    print(json.dumps({"seconds": statistics.median(times), "tokens": tokens, "latent": list(latent[1:])}))
+    print(json.dumps({"seconds": statistics.median(times), "tokens": tokens, "latent": list(latent[1:]),
+                      "runtime": runtime.describe()}))
 
 
 def measure(recipe: str, space: int, steps: int) -> dict:
@@ -78,6 +81,7 @@ def main() -> None:
 
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}")
     r8, r4 = measure(args.recipe, 8, args.steps), measure(args.recipe, 4, args.steps)
+    print(r8["runtime"])
     for name, r in (("4x8x8", r8), ("4x4x4", r4)):
         print(f"{name}: latent {r['latent']}, {r['tokens']} video tokens: median {r['seconds']:.3f} s per training "
               f"step, peak memory {r['peak_mib']:.0f} MiB")

@@ -20,7 +20,7 @@ def tiny_model_config() -> ModelConfig:
 
 def tiny_recipe_dict(run_dir: Path, vae_steps: int = 4, dit_steps: int = 4) -> dict:
     return {
-        "name": "tiny", "seed": 0, "run_dir": str(run_dir), "precision": "bf16",
+        "name": "tiny", "seed": 0, "run_dir": str(run_dir), "precision": "auto",
         "model": {"frames": 9, "height": 32, "width": 32,
                   "vae": {"latent_channels": 4, "base_channels": 8, "channel_mult": [1, 2, 2], "temporal_down": [True, True]},
                   "dit": {"in_channels": 4, "dim": 32, "heads": 2, "dual_blocks": 1, "single_blocks": 1, "mlp_ratio": 2.0},

@@ -8,6 +8,7 @@ from kinema.config import from_dict
 from kinema.errors import KinemaError
 from kinema.flow.timesteps import TimestepConfig
 from kinema.io.weights import load_weights
+from kinema.runtime import cpu_runtime
 from kinema.train.checkpoint import latest_checkpoint, save_checkpoint
 from kinema.train.recipe import Recipe, run
 from kinema.train.trainer import Log, OptimConfig, fit, lr_at, seeded
@@ -70,7 +71,7 @@ def _toy_fit(tmp_path, steps, resume=False, interrupt_at=None):
         return (m(x) - target(x).detach()).pow(2).mean(), {}
 
     ema = fit(model, loss_fn, steps=steps, optim=OptimConfig(lr=1e-2, warmup=2), run_dir=tmp_path, config={},
-              log=Log(tmp_path / "log.txt"), ema_decay=0.9, resume=resume, precision="fp32", ckpt_every=1000)
+              log=Log(tmp_path / "log.txt"), ema_decay=0.9, resume=resume, runtime=cpu_runtime("fp32"), ckpt_every=1000)
     return model, ema
 
 
@@ -125,7 +126,7 @@ def test_tiny_training_reduces_the_loss(tmp_path):
 
     before = vae_eval()
     fit(vae, lambda m, s: vae_loss(lcfg, m.decode(m.encode(x)[0]), x, *m.encode(x)), steps=40,
-        optim=OptimConfig(lr=3e-3, warmup=5), run_dir=tmp_path / "vae", config={}, log=Log(tmp_path / "log"), precision="fp32")
+        optim=OptimConfig(lr=3e-3, warmup=5), run_dir=tmp_path / "vae", config={}, log=Log(tmp_path / "log"), runtime=cpu_runtime("fp32"))
     assert vae_eval() < 0.7 * before
 
     dit = MMDiT(cfg.dit)
@@ -139,7 +140,7 @@ def test_tiny_training_reduces_the_loss(tmp_path):
     before = dit_eval()
     fit(dit, lambda m, s: (flow_loss(m, z0, cond, TimestepConfig(), seeded(0, s)), {}),
         steps=60, optim=OptimConfig(lr=3e-3, warmup=5), run_dir=tmp_path / "dit", config={}, log=Log(tmp_path / "log"),
-        precision="fp32")
+        runtime=cpu_runtime("fp32"))
     assert dit_eval() < 0.8 * before
 
 
@@ -164,7 +165,7 @@ def test_vae_stage_with_image_batches(tmp_path):
     cfg = tiny_model_config()
     log = Log(tmp_path / "log.txt")
     stage = VAEStage(steps=2, batch_size=1, frames=5, image_batch_size=3, log_every=1, ckpt_every=2, sample_every=0)
-    train_vae(cfg.vae, stage, run_dir=tmp_path, seed=0, size=32, precision="bf16", resume=False, log=log)
+    train_vae(cfg.vae, stage, run_dir=tmp_path, seed=0, size=32, runtime=cpu_runtime("bf16"), resume=False, log=log)
     text = log.path.read_text()
     assert "image_l1" in text and "step 2/2" in text
 
@@ -184,7 +185,7 @@ def test_vae_length_schedule_switches_clip_length_and_batch(tmp_path, monkeypatc
         return real(seed, step, batch_size, frames, size, stream)
 
     monkeypatch.setattr(vae_stage, "shapes_batch", spy)
-    vae_stage.train_vae(recipe.model.vae, recipe.vae, run_dir=tmp_path, seed=0, size=32, precision="bf16",
+    vae_stage.train_vae(recipe.model.vae, recipe.vae, run_dir=tmp_path, seed=0, size=32, runtime=cpu_runtime("bf16"),
                         resume=False, log=Log(tmp_path / "log.txt"))
     assert seen == [(0, 2, 5), (1, 2, 5), (2, 1, 9)]
 

@@ -22,7 +22,7 @@ def _generate(args: argparse.Namespace) -> None:
 
     if args.sampler not in SAMPLERS:
         raise KinemaError(f"unknown sampler {args.sampler!r}; choose from {', '.join(SAMPLERS)}")
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model, device=args.device, precision=args.precision, compile=args.compile)
     pipe.check_request(args.prompt, args.frames)
     frames = pipe(args.prompt, num_frames=args.frames, steps=args.steps, guidance=args.guidance,
                   sampler=args.sampler, seed=args.seed, shift=args.shift)
@@ -59,6 +59,11 @@ def _train(args: argparse.Namespace) -> None:
         overrides["run_dir"] = args.run_dir
     if args.export_dir:
         overrides["export_dir"] = args.export_dir
+    for key in ("device", "precision"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    if args.compile:
+        overrides["compile"] = True
     recipe = load_recipe(args.config, overrides)
     with _stop_on_signals():
         out = run(recipe, resume=args.resume, stage=args.stage)
@@ -81,7 +86,8 @@ def _eval(args: argparse.Namespace) -> None:
     from kinema.eval.report import evaluate_shapes, format_table
 
     result = evaluate_shapes(args.model, seeds=args.seeds, steps=args.steps, guidance=args.guidance,
-                             sampler=args.sampler, shift=args.shift, batch_size=args.batch_size)
+                             sampler=args.sampler, shift=args.shift, batch_size=args.batch_size,
+                             device=args.device, precision=args.precision, compile=args.compile)
     print(format_table(result))
     _write_json(args.json, result)
 
@@ -89,7 +95,7 @@ def _eval(args: argparse.Namespace) -> None:
 def _eval_vae(args: argparse.Namespace) -> None:
     from kinema.eval.recon import evaluate_vae, format_vae_table
 
-    results = [evaluate_vae(m, clips=args.clips) for m in args.model]
+    results = [evaluate_vae(m, clips=args.clips, device=args.device, precision=args.precision) for m in args.model]
     print(format_vae_table(results))
     _write_json(args.json, results)
 
@@ -107,6 +113,29 @@ def _info(args: argparse.Namespace) -> None:
     from kinema.pipelines.pipeline import describe
 
     print(describe(args.model))
+    print(describe_runtime(args.device, args.precision))
+
+
+def describe_runtime(device: str, precision: str) -> str:
+    """What `kinema generate` would run on with these flags, and why."""
+    import torch
+
+    from kinema.runtime import cpu_bf16, resolve_runtime
+
+    rt = resolve_runtime(device, precision)
+    probe = cpu_bf16()
+    flags = ", ".join(probe.flags) or "none reported"
+    lines = [f"runtime: {rt.describe()}",
+             f"  torch {torch.__version__}; CUDA GPUs visible: {torch.cuda.device_count() if torch.cuda.is_available() else 0}",
+             f"  CPU bf16: {'fast' if probe.native else 'slow'} ({probe.how}; bf16 CPU flags: {flags})",
+             "  force another with --device cpu|cuda|cuda:N|mps and --precision fp32|bf16|fp16"]
+    return "\n".join(lines)
+
+
+def _runtime_args(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    p.add_argument("--device", default=default, help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--precision", default=default,
+                   help="auto (bf16 where the hardware runs it fast, else fp32), bf16, fp16 (GPU) or fp32 (default auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--fps", type=int, default=8)
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or directory (default {DEFAULT_MODEL})")
+    _runtime_args(g)
+    g.add_argument("--compile", action="store_true", help="torch.compile the denoiser (pays off on GPUs)")
     g.set_defaults(func=_generate)
 
     t = sub.add_parser("train", help="train a model from a YAML recipe (VAE, then denoiser)")
@@ -135,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--stage", default="all", help="vae (the VAE and its decoder fine-tune) or all (default)")
     t.add_argument("--run-dir", default=None, help="override the recipe's run_dir")
     t.add_argument("--export-dir", default=None, help="override where the finished model is written")
+    _runtime_args(t, default=None)  # None: the recipe's device / precision (auto unless it says otherwise)
+    t.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="evaluate a model")
@@ -148,17 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--shift", type=float, default=None, help="timestep shift (default: the model's)")
     es.add_argument("--batch-size", type=int, default=32)
     es.add_argument("--json", default=None, help="also write the result as JSON here")
+    _runtime_args(es)
+    es.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
     es.set_defaults(func=_eval)
     ev = esub.add_parser("vae", help="VAE reconstruction: PSNR, SSIM, object PSNR, oracle on reconstructions")
     ev.add_argument("--model", nargs="+", default=[DEFAULT_MODEL],
                     help="model directories, VAE run directories (runs/x/vae) or checkpoints; several are compared")
     ev.add_argument("--clips", type=int, default=64)
     ev.add_argument("--json", default=None)
+    _runtime_args(ev)
     ev.set_defaults(func=_eval_vae)
 
-    i = sub.add_parser("info", help="describe a model: configs, parameter counts, files")
+    i = sub.add_parser("info", help="describe a model and the device / precision it would run with")
     i.add_argument("--model", default=DEFAULT_MODEL)
     i.add_argument("--presets", action="store_true", help="list the VAE and DiT presets instead")
+    _runtime_args(i)
     i.set_defaults(func=_info)
     return p
 

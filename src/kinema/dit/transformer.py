@@ -82,8 +82,8 @@ class MMDiT(nn.Module):
         vec = self.time_in(timestep_embedding(t)) + self.pooled_in(cond.text.pooled)  # [B, D]
         lt = txt.shape[1]
 
-        pos = grid_positions(grid, device=x.device)  # [Lv, 3]
-        angles = rope_angles(pos, self.rope_axes, self.cfg.rope_theta)  # [Lv, Dh/2]
+        # angles in float64 on the CPU (MPS has no float64), then to the device
+        angles = rope_angles(grid_positions(grid), self.rope_axes, self.cfg.rope_theta).to(x.device)  # [Lv, Dh/2]
         rope = torch.cat([angles.new_zeros(lt, angles.shape[1]), angles])  # [L, Dh/2]
         valid = torch.cat([cond.text.mask, cond.text.mask.new_ones(x.shape[0], img.shape[1])], dim=1)
         mask = key_padding_mask(valid)  # [B, 1, 1, L]

@@ -62,10 +62,12 @@ def eval_combos(clips: int) -> list[tuple[str, str, str]]:
 
 @torch.no_grad()
 def evaluate_vae(path: str | Path, clips: int = 64, batch_size: int = 8, frames: int = 17, size: int = 64,
-                 precision: str = "bf16") -> dict:
-    from kinema.nn.precision import autocast
+                 device: str = "auto", precision: str = "auto") -> dict:
+    """Encode and decode under the runtime's autocast (as training does), on its device."""
+    from kinema.runtime import resolve_runtime, to_device
 
-    vae = load_vae(path)
+    runtime = resolve_runtime(device, precision)
+    vae = load_vae(path).to(runtime.device)
     t0 = time.time()
     picks = eval_combos(clips)
     rows = []
@@ -73,8 +75,8 @@ def evaluate_vae(path: str | Path, clips: int = 64, batch_size: int = 8, frames:
         idx = range(start, min(start + batch_size, clips))
         refs = [shapes.sample_clip(50_000 + i, picks[i], frames=frames, size=size)[0] for i in idx]
         x = torch.stack([shapes.to_tensor(r) for r in refs])
-        with autocast(x.device, precision):
-            out = vae.decode(vae.encode(x)[0])
+        with runtime.autocast():
+            out = vae.decode(vae.encode(to_device(x, runtime.device))[0])
         for i, ref, rec in zip(idx, refs, out):
             rec = shapes.to_uint8(rec)
             combo = picks[i]
@@ -90,7 +92,8 @@ def evaluate_vae(path: str | Path, clips: int = 64, batch_size: int = 8, frames:
     result = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
     result.update({"clips": clips, "compression": f"{cfg.time_compression}x{cfg.space_compression}x{cfg.space_compression}",
                    "latent_channels": cfg.latent_channels, "params_m": sum(p.numel() for p in vae.parameters()) / 1e6,
-                   "seconds": round(time.time() - t0, 1), "model": str(path)})
+                   "seconds": round(time.time() - t0, 1), "model": str(path),
+                   "device": str(runtime.device), "precision": runtime.precision})
     return result
 
 

@@ -51,15 +51,17 @@ def score(generate: Callable[[list[tuple[str, str, str]], list[int]], np.ndarray
 
 
 def evaluate_shapes(model: str = "shapes", seeds: int = 4, steps: int = 25, guidance: float = 5.0,
-                    sampler: str = "euler", shift: float | None = None, batch_size: int = 32) -> dict:
+                    sampler: str = "euler", shift: float | None = None, batch_size: int = 32,
+                    device: str = "auto", precision: str = "auto", compile: bool = False) -> dict:
     t0 = time.time()
+    runtime = None
     if model == "world":
         generate = _world_generator(17, 64)
     else:
         from kinema.pipelines.pipeline import load_pipeline
 
-        pipe = load_pipeline(model)
-        cfg = pipe.cfg
+        pipe = load_pipeline(model, device=device, precision=precision, compile=compile)
+        cfg, runtime = pipe.cfg, pipe.runtime
 
         def generate(batch, batch_seeds):
             return pipe([canonical_caption(*c) for c in batch], num_frames=cfg.frames, steps=steps,
@@ -67,6 +69,8 @@ def evaluate_shapes(model: str = "shapes", seeds: int = 4, steps: int = 25, guid
     result = score(generate, seeds, batch_size)
     result["settings"] = {"model": model, "seeds": seeds, "steps": steps, "guidance": guidance, "sampler": sampler,
                           "shift": shift, "seconds": round(time.time() - t0, 1)}
+    if runtime is not None:
+        result["settings"].update(device=str(runtime.device), precision=runtime.precision)
     return result
 
 
@@ -92,6 +96,8 @@ def format_table(result: dict) -> str:
     head = f"Shapes oracle: model {s['model']}, {s['seeds']} seeds, {s['steps']} {s['sampler']} steps, guidance {s['guidance']}"
     if s.get("shift") is not None:
         head += f", shift {s['shift']}"
+    if s.get("device"):
+        head += f", {s['device']} {s['precision']}"
     lines = [head, "", "| split | clips | colour | shape | direction | all three | one-object frames |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for split in ("seen", "held_out"):

@@ -19,7 +19,7 @@ def rope_angles(positions: torch.Tensor, axes: tuple[int, int, int], theta: floa
     for i, dim in enumerate(axes):
         if dim % 2:
             raise ValueError(f"RoPE axis dims must be even, got {axes}")
-        freqs = theta ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # [dim / 2]
+        freqs = theta ** (-torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim)  # [dim / 2]
         parts.append(positions[:, i, None].double() * freqs)
     return torch.cat(parts, dim=-1).float()
 

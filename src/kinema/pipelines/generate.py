@@ -13,7 +13,7 @@ from kinema.dit.transformer import Conditioning
 from kinema.flow.guidance import cfg_combine
 from kinema.flow.samplers import SAMPLERS
 from kinema.flow.timesteps import sampling_schedule
-from kinema.nn.precision import autocast
+from kinema.runtime import Runtime
 
 
 def initial_noise(shape: tuple[int, ...], seeds: list[int]) -> torch.Tensor:
@@ -38,9 +38,9 @@ def guided_velocity(model: nn.Module, cond: Conditioning, uncond: Conditioning, 
 @torch.no_grad()
 def sample_latents(model: nn.Module, cond: Conditioning, uncond: Conditioning, noise: torch.Tensor, *,
                    steps: int, guidance: float, sampler: str = "euler", shift: float = 1.0,
-                   precision: str = "bf16") -> torch.Tensor:
-    """noise: [B, C, t, h, w] at t = 1 -> normalised latents at t = 0 (same shape)."""
+                   runtime: Runtime) -> torch.Tensor:
+    """noise: [B, C, t, h, w] at t = 1 -> normalised latents at t = 0 (same shape), on noise's device."""
     ts = sampling_schedule(steps, shift)
-    with autocast(noise.device, precision):
+    with runtime.autocast():
         out = SAMPLERS[sampler](guided_velocity(model, cond, uncond, guidance), noise, ts)
     return out.float()

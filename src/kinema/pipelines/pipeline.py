@@ -22,6 +22,7 @@ from kinema.flow.samplers import SAMPLERS
 from kinema.io.weights import load_json, load_weights, save_weights
 from kinema.pipelines.generate import initial_noise, sample_latents
 from kinema.pipelines.registry import resolve, shipped_models
+from kinema.runtime import Runtime, cpu_runtime, resolve_runtime
 from kinema.vae.autoencoder import CausalVAE
 
 
@@ -47,9 +48,22 @@ def _model_dir(name_or_path: str | Path) -> Path:
 
 
 class Pipeline:
-    def __init__(self, cfg: ModelConfig, vae: CausalVAE, dit: MMDiT, text_encoder, precision: str = "bf16"):
-        self.cfg, self.vae, self.dit, self.text_encoder = cfg, vae.eval(), dit.eval(), text_encoder
-        self.precision = precision
+    """Models on `runtime.device`; the denoiser runs under `runtime`'s autocast, the text encoder
+    and the VAE decoder in fp32. `compile=True` compiles the denoiser with torch.compile (one
+    graph per latent shape and batch; worth it on GPUs, where the first call pays the compile)."""
+
+    def __init__(self, cfg: ModelConfig, vae: CausalVAE, dit: MMDiT, text_encoder, runtime: Runtime | None = None,
+                 compile: bool = False):
+        self.runtime = runtime or cpu_runtime("fp32")
+        device = self.runtime.device
+        self.cfg, self.vae, self.dit = cfg, vae.eval().to(device), dit.eval().to(device)
+        self.text_encoder = text_encoder.to(device)
+        if compile:
+            self.dit.compile()
+
+    @property
+    def precision(self) -> str:
+        return self.runtime.precision
 
     def check_request(self, prompt: str | list[str], num_frames: int) -> list[str]:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -66,7 +80,7 @@ class Pipeline:
         return (v.latent_channels, self.vae.latent_frames(num_frames), self.cfg.height // s, self.cfg.width // s)
 
     def encode_prompts(self, prompts: list[str]) -> Conditioning:
-        return Conditioning(self.text_encoder(prompts))
+        return Conditioning(self.text_encoder(prompts))  # on the runtime's device
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], num_frames: int = 17, steps: int = 25, guidance: float = 5.0,
@@ -87,17 +101,21 @@ class Pipeline:
         cfg = self.cfg
         cond = self.encode_prompts(prompts)
         uncond = self.encode_prompts([""] * len(prompts))
-        z = sample_latents(self.dit, cond, uncond, initial_noise(self.latent_shape(num_frames), seeds), steps=steps, guidance=guidance,
-                           sampler=sampler, shift=shift, precision=self.precision)
+        noise = initial_noise(self.latent_shape(num_frames), seeds).to(self.runtime.device)  # drawn on the CPU: same on every device
+        z = sample_latents(self.dit, cond, uncond, noise, steps=steps, guidance=guidance, sampler=sampler, shift=shift,
+                           runtime=self.runtime)
         video = self.vae.decode(self.vae.denormalize(z))  # [B, 3, T, H, W]
-        frames = video.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
+        frames = video.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
         return frames[0] if isinstance(prompt, str) else frames
 
 
-def load_pipeline(name_or_path: str | Path = "shapes", precision: str = "bf16") -> Pipeline:
-    """Load a shipped model by name (see `kinema info`) or a model directory written by `kinema train`."""
+def load_pipeline(name_or_path: str | Path = "shapes", device: str = "auto", precision: str = "auto",
+                  compile: bool = False) -> Pipeline:
+    """Load a shipped model by name (see `kinema info`) or a model directory written by `kinema train`.
+    `device` / `precision`: "auto" (kinema.runtime's policy) or explicit ("cuda", "cpu", "fp32", "bf16", ...)."""
     from kinema.text.encoders import load_text_encoder
 
+    runtime = resolve_runtime(device, precision)  # bad names fail here, before any file is read
     root = _model_dir(name_or_path)
     cfg = from_dict(ModelConfig, load_json(root / "config.json"), where=str(root / "config.json"))
     vae, dit = CausalVAE(cfg.vae), MMDiT(cfg.dit)
@@ -106,7 +124,7 @@ def load_pipeline(name_or_path: str | Path = "shapes", precision: str = "bf16") 
             module.load_state_dict(load_weights(root / file))
         except RuntimeError as e:
             raise KinemaError(f"{root / file} does not match config.json ({str(e).splitlines()[0]}); re-export the model") from None
-    return Pipeline(cfg, vae, dit, load_text_encoder(cfg.text), precision=precision)
+    return Pipeline(cfg, vae, dit, load_text_encoder(cfg.text), runtime=runtime, compile=compile)
 
 
 def describe(name_or_path: str | Path) -> str:

@@ -24,6 +24,9 @@ class TextStates:
     def index(self, idx) -> "TextStates":
         return TextStates(self.tokens[idx], self.mask[idx], self.pooled[idx])
 
+    def to(self, device) -> "TextStates":
+        return TextStates(self.tokens.to(device), self.mask.to(device), self.pooled.to(device))
+
 
 def _finish(tokens: torch.Tensor, mask: torch.Tensor) -> TextStates:
     mask = mask.bool()
@@ -33,6 +36,8 @@ def _finish(tokens: torch.Tensor, mask: torch.Tensor) -> TextStates:
 
 
 class MiniLMEncoder:
+    """Runs in fp32 on the device it was moved to (`.to(device)`); states come back on that device."""
+
     def __init__(self, max_tokens: int):
         from tokenizers import Tokenizer
 
@@ -44,12 +49,18 @@ class MiniLMEncoder:
         self.tokenizer.enable_truncation(max_tokens)
         self.tokenizer.enable_padding(length=max_tokens, pad_id=0, pad_token="[PAD]")
 
+    def to(self, device: torch.device) -> "MiniLMEncoder":
+        self.model.to(device)
+        return self
+
     @torch.no_grad()
     def __call__(self, prompts: list[str]) -> TextStates:
         enc = self.tokenizer.encode_batch(list(prompts))
-        ids = torch.tensor([e.ids for e in enc])
-        mask = torch.tensor([e.attention_mask for e in enc])
-        return _finish(self.model(ids, mask), mask)
+        device = self.model.embeddings.word_embeddings.weight.device
+        ids = torch.tensor([e.ids for e in enc], device=device)
+        mask = torch.tensor([e.attention_mask for e in enc], device=device)
+        with torch.autocast(device.type, enabled=False):
+            return _finish(self.model(ids, mask), mask)
 
 
 class TransformersEncoder:
@@ -66,11 +77,17 @@ class TransformersEncoder:
         self.dim = self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.d_model
         self.max_tokens = max_tokens
 
+    def to(self, device: torch.device) -> "TransformersEncoder":
+        self.model.to(device)
+        return self
+
     @torch.no_grad()
     def __call__(self, prompts: list[str]) -> TextStates:
         b = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt")
-        out = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
-        return _finish(out.last_hidden_state, b["attention_mask"])
+        device = self.model.device
+        ids, mask = b["input_ids"].to(device), b["attention_mask"].to(device)
+        with torch.autocast(device.type, enabled=False):
+            return _finish(self.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
 
 
 def load_text_encoder(cfg: TextConfig):

@@ -26,6 +26,7 @@ from kinema.dit.transformer import Conditioning, MMDiT
 from kinema.flow.paths import interpolate, velocity
 from kinema.flow.timesteps import TimestepConfig, sample_timesteps
 from kinema.io.video import write_gif
+from kinema.runtime import Runtime, to_device
 from kinema.text.encoders import TextStates, load_text_encoder
 from kinema.train.trainer import Log, OptimConfig, fit, seeded
 from kinema.vae.autoencoder import CausalVAE
@@ -54,7 +55,8 @@ class DiTStage:
 
 @torch.no_grad()
 def build_cache(path: Path, mc: ModelConfig, stage: DiTStage, vae: CausalVAE, text_encoder, seed: int,
-                log: Log, encode_batch: int = 32) -> dict[str, torch.Tensor]:
+                log: Log, runtime: Runtime, encode_batch: int = 32) -> dict[str, torch.Tensor]:
+    """Encode once, on runtime.device in its precision; the cache is stored (and returned) on the CPU."""
     if path.is_file():
         return load_file(str(path))
     seen = shapes.combos(held_out=False)
@@ -67,10 +69,10 @@ def build_cache(path: Path, mc: ModelConfig, stage: DiTStage, vae: CausalVAE, te
         idx = range(start, min(start + encode_batch, stage.num_clips))
         x = torch.stack([shapes.to_tensor(shapes.sample_clip(int(clip_seeds[i]), seen[int(combo_idx[i])],
                                                             frames=mc.frames, size=mc.height)[0]) for i in idx])
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            m, lv = vae.encode(x)
-        means.append(m.float().half())
-        logvars.append(lv.float().half())
+        with runtime.autocast():
+            m, lv = vae.encode(to_device(x, runtime.device))
+        means.append(m.float().half().cpu())
+        logvars.append(lv.float().half().cpu())
     mean = torch.cat(means)
     # captions: canonical + a fixed random subset of the other phrasings, per combination
     texts, caption_combo = [], []
@@ -80,8 +82,8 @@ def build_cache(path: Path, mc: ModelConfig, stage: DiTStage, vae: CausalVAE, te
         chosen = [variants[0]] + rand.sample(variants[1:], min(stage.captions_per_combo - 1, len(variants) - 1))
         texts += chosen
         caption_combo += [ci] * len(chosen)
-    states = [text_encoder(texts[i:i + 256]) for i in tqdm(range(0, len(texts), 256), desc="cache text")]
-    empty = text_encoder([""])
+    states = [text_encoder(texts[i:i + 256]).to("cpu") for i in tqdm(range(0, len(texts), 256), desc="cache text")]
+    empty = text_encoder([""]).to("cpu")
     m32 = mean.float()
     cache = {
         "latent_mean": mean, "latent_logvar": torch.cat(logvars), "combo": combo_idx,
@@ -100,24 +102,26 @@ def build_cache(path: Path, mc: ModelConfig, stage: DiTStage, vae: CausalVAE, te
 
 
 class CaptionSampler:
-    """Picks a caption per clip: canonical with probability p, else any cached phrasing; or dropped."""
+    """Picks a caption per clip: canonical with probability p, else any cached phrasing; or dropped.
+    The choice is drawn on the CPU from `g`; the cached states live on `device`."""
 
-    def __init__(self, cache: dict[str, torch.Tensor], canonical_prob: float, dropout: float):
+    def __init__(self, cache: dict[str, torch.Tensor], canonical_prob: float, dropout: float,
+                 device: torch.device = torch.device("cpu")):
         combo = cache["caption_combo"]
         n_combos = int(combo.max()) + 1
         self.first = torch.stack([(combo == c).nonzero()[0, 0] for c in range(n_combos)])  # canonical rows
         self.count = torch.bincount(combo, minlength=n_combos)
-        self.text = TextStates(cache["text_tokens"], cache["text_mask"], cache["text_pooled"])
-        self.empty = TextStates(cache["empty_tokens"], cache["empty_mask"], cache["empty_pooled"])
-        self.canonical_prob, self.dropout = canonical_prob, dropout
+        self.text = TextStates(cache["text_tokens"], cache["text_mask"], cache["text_pooled"]).to(device)
+        self.empty = TextStates(cache["empty_tokens"], cache["empty_mask"], cache["empty_pooled"]).to(device)
+        self.canonical_prob, self.dropout, self.device = canonical_prob, dropout, device
 
     def __call__(self, combos: torch.Tensor, g: torch.Generator) -> TextStates:
         b = combos.shape[0]
         offset = (torch.rand(b, generator=g) * self.count[combos]).long()
         canonical = torch.rand(b, generator=g) < self.canonical_prob
         rows = self.first[combos] + torch.where(canonical, 0, offset)
-        s = self.text.index(rows)
-        drop = (torch.rand(b, generator=g) < self.dropout)[:, None]
+        s = self.text.index(rows.to(self.device))
+        drop = (torch.rand(b, generator=g) < self.dropout)[:, None].to(self.device)
         tokens = torch.where(drop[..., None], self.empty.tokens.expand_as(s.tokens), s.tokens).float()
         mask = torch.where(drop, self.empty.mask.expand_as(s.mask), s.mask)
         pooled = torch.where(drop, self.empty.pooled.expand_as(s.pooled), s.pooled)
@@ -126,33 +130,39 @@ class CaptionSampler:
 
 def flow_loss(model: MMDiT, z0: torch.Tensor, cond: Conditioning, tcfg: TimestepConfig, g: torch.Generator):
     """Rectified-flow regression: ||v(x_t, t) - (x1 - x0)||^2 with t ~ tcfg."""
-    t = sample_timesteps(tcfg, z0.shape[0], generator=g)
-    x1 = torch.randn(z0.shape, generator=g)
+    t = sample_timesteps(tcfg, z0.shape[0], generator=g).to(z0.device)  # drawn on the CPU: the same on every device
+    x1 = torch.randn(z0.shape, generator=g).to(z0.device)
     v = model(interpolate(z0, x1, t), t, cond)
     return F.mse_loss(v.float(), velocity(z0, x1))
 
 
-def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path, seed: int, precision: str,
-              resume: bool, log: Log) -> tuple[ModelConfig, dict[str, torch.Tensor], str]:
-    """Returns (model config with latent statistics, EMA weights of the DiT, text encoder name)."""
-    text_encoder = load_text_encoder(mc.text)
-    cache = build_cache(run_dir / "cache.safetensors", mc, stage, vae, text_encoder, seed, log)
+def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path, seed: int, runtime: Runtime,
+              resume: bool, log: Log, compile: bool = False) -> tuple[ModelConfig, dict[str, torch.Tensor], str]:
+    """Returns (model config with latent statistics, EMA weights of the DiT, text encoder name).
+    The cache lives on runtime.device for the whole stage; batches and noise are drawn on the CPU."""
+    device = runtime.device
+    text_encoder = load_text_encoder(mc.text).to(device)
+    vae.to(device)
+    cache = build_cache(run_dir / "cache.safetensors", mc, stage, vae, text_encoder, seed, log, runtime)
     mc = copy.deepcopy(mc)
     mc.vae.latent_mean = tuple(cache["channel_mean"].tolist())
     mc.vae.latent_std = tuple(cache["channel_std"].tolist())
     vae.cfg = mc.vae  # the VAE now (de)normalises with these statistics
-    captions = CaptionSampler(cache, stage.canonical_prob, stage.caption_dropout)
-    post_mean, post_logvar, combo = cache["latent_mean"], cache["latent_logvar"], cache["combo"]
+    captions = CaptionSampler(cache, stage.canonical_prob, stage.caption_dropout, device)
+    post_mean, post_logvar = (to_device(cache[k], device) for k in ("latent_mean", "latent_logvar"))
+    combo = cache["combo"]
 
     torch.manual_seed(seed)
-    model = MMDiT(mc.dit)
+    model = MMDiT(mc.dit).to(device)
+    if compile:
+        model.compile()  # in place: state_dict keys are unchanged
 
     def loss_fn(m: MMDiT, step: int):
         g = seeded(seed, step)
         idx = torch.randint(post_mean.shape[0], (stage.batch_size,), generator=g)
-        z0 = post_mean[idx].float()
+        z0 = post_mean[idx.to(device)].float()
         if stage.sample_posterior:
-            z0 = z0 + (0.5 * post_logvar[idx].float()).exp() * torch.randn(z0.shape, generator=g)
+            z0 = z0 + (0.5 * post_logvar[idx.to(device)].float()).exp() * torch.randn(z0.shape, generator=g).to(device)
         z0 = vae.normalize(z0)
         loss = flow_loss(m, z0, Conditioning(captions(combo[idx], g)), stage.timesteps, g)
         return loss, {}
@@ -160,13 +170,13 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
     def sample_fn(m: MMDiT, ema, step: int):
         from kinema.pipelines.pipeline import Pipeline
 
-        shadow = copy.deepcopy(m)
+        shadow = MMDiT(mc.dit).to(device)  # not a deepcopy: a compiled model's copy would still call the original
         shadow.load_state_dict(ema.state_dict())
-        pipe = Pipeline(mc, vae, shadow, text_encoder, precision=precision)
+        pipe = Pipeline(mc, vae, shadow, text_encoder, runtime=runtime)
         frames = pipe(list(stage.sample_prompts), num_frames=mc.frames, steps=25, guidance=5.0, seed=0)
         write_gif(np.concatenate(list(frames), axis=2), run_dir / "samples" / f"sample_{step:07d}.gif", scale=2)
 
     ema = fit(model, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(mc),
-              log=log, ema_decay=stage.ema_decay, resume=resume, precision=precision, log_every=stage.log_every,
+              log=log, ema_decay=stage.ema_decay, resume=resume, runtime=runtime, log_every=stage.log_every,
               ckpt_every=stage.ckpt_every, sample_fn=sample_fn, sample_every=stage.sample_every, desc="dit")
     return mc, ema.state_dict(), mc.text.encoder

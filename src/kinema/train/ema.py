@@ -34,5 +34,7 @@ class EMA:
         return self.shadow
 
     def load_state_dict(self, state: dict[str, torch.Tensor], updates: int) -> None:
-        self.shadow = {k: v.float().clone() for k, v in state.items()}
+        """`state` from disk (on the CPU) goes to the device the model's average lives on."""
+        device = next(iter(self.shadow.values())).device if self.shadow else None
+        self.shadow = {k: v.float().to(device, copy=True) for k, v in state.items()}
         self.updates = updates

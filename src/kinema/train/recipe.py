@@ -27,7 +27,9 @@ class Recipe:
     seed: int = 0
     run_dir: str = "runs/shapes"  # checkpoints, caches, samples, log
     export_dir: str | None = None  # where the finished model is written (default: run_dir/model)
-    precision: str = "bf16"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (kinema.runtime)
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32: auto picks bf16 where the hardware runs it fast, else fp32
+    compile: bool = False  # torch.compile the denoiser (GPUs; on a CPU the compile costs more than it saves)
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     model: ModelConfig = field(default_factory=ModelConfig)
     vae: VAEStage = field(default_factory=VAEStage)
@@ -55,18 +57,21 @@ def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
 def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | None:
     import torch
 
+    from kinema.runtime import resolve_runtime
     from kinema.train.vae_stage import train_vae, tune_decoder
 
     if stage not in STAGES:
         raise KinemaError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
+    runtime = resolve_runtime(recipe.device, recipe.precision)  # a bad device or precision fails before any work
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     run_dir = Path(recipe.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = Log(run_dir / "train_log.txt")
     (run_dir / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2))
+    log(f"[{recipe.name}] {runtime.describe()}")
     mc = recipe.model
-    common = dict(seed=recipe.seed, precision=recipe.precision, resume=resume, log=log)
+    common = dict(seed=recipe.seed, runtime=runtime, resume=resume, log=log)
 
     vae = train_vae(mc.vae, recipe.vae, run_dir=run_dir / "vae", size=mc.height, **common)
     if recipe.vae_decoder.steps:
@@ -75,7 +80,7 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
         return None
     from kinema.train.dit_stage import train_dit
 
-    model_cfg, dit, encoder_name = train_dit(mc, recipe.dit, vae, run_dir=run_dir / "dit", **common)
+    model_cfg, dit, encoder_name = train_dit(mc, recipe.dit, vae, run_dir=run_dir / "dit", compile=recipe.compile, **common)
 
     from kinema.pipelines.pipeline import save_model
 

@@ -1,5 +1,6 @@
-"""One training loop for every stage: AdamW, warmup + cosine LR, grad clipping, EMA, bf16 autocast,
-tqdm progress, a plain-text log, atomic checkpoints and exact resume.
+"""One training loop for every stage: AdamW, warmup + cosine LR, grad clipping, EMA, autocast in the
+runtime's precision (fp16 adds a GradScaler), tqdm progress, a plain-text log, atomic checkpoints
+and exact resume.
 
 Exact resume holds because a stage's `loss_fn(model, step)` draws its batch and noise from
 generators seeded by (seed, step): restoring weights, EMA, optimizer and step restores the run.
@@ -19,7 +20,7 @@ from tqdm import tqdm
 
 from kinema.errors import KinemaError
 from kinema.io.weights import load_weights
-from kinema.nn.precision import autocast
+from kinema.runtime import Runtime, cpu_runtime
 from kinema.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from kinema.train.ema import EMA
 
@@ -71,15 +72,18 @@ def fit(
     log: Log,
     ema_decay: float | None = None,
     resume: bool = False,
-    precision: str = "bf16",
+    runtime: Runtime | None = None,
     log_every: int = 25,
     ckpt_every: int = 250,
     sample_fn: Callable[[nn.Module, EMA | None, int], None] | None = None,
     sample_every: int = 0,
     desc: str = "train",
 ) -> EMA | None:
-    """Train `model` for `steps` optimizer steps; returns the EMA (None when ema_decay is None)."""
-    device = next(model.parameters()).device
+    """Train `model` (already on runtime.device) for `steps` optimizer steps; returns the EMA (None
+    when ema_decay is None). `loss_fn` returns its loss on that device."""
+    runtime = runtime or cpu_runtime("fp32")
+    # fp16 overflows without loss scaling; bf16 and fp32 have fp32's range and need none
+    scaler = torch.amp.GradScaler(runtime.device.type) if runtime.precision == "fp16" else None
     opt = torch.optim.AdamW(model.parameters(), lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
     ema = EMA(model, ema_decay) if ema_decay else None
     start = 0
@@ -90,6 +94,8 @@ def fit(
         model.load_state_dict(load_weights(ckpt / "model.safetensors"))
         state = load_trainer_state(ckpt)
         opt.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         if ema is not None:
             ema.load_state_dict(load_weights(ckpt / "ema.safetensors"), updates=int(state.get("ema_updates", start)))
         start = int(state["step"])
@@ -99,7 +105,8 @@ def fit(
         weights = {"model": model.state_dict()}
         if ema is not None:
             weights["ema"] = ema.state_dict()
-        state = {"step": step, "optimizer": opt.state_dict(), "ema_updates": ema.updates if ema is not None else 0}
+        state = {"step": step, "optimizer": opt.state_dict(), "ema_updates": ema.updates if ema is not None else 0,
+                 "scaler": scaler.state_dict() if scaler is not None else {}}
         save_checkpoint(run_dir, step, weights, config, state)
 
     model.train()
@@ -111,13 +118,21 @@ def fit(
             lr = lr_at(optim, step, steps)
             for group in opt.param_groups:
                 group["lr"] = lr
-            with autocast(device, precision):
+            with runtime.autocast():
                 loss, terms = loss_fn(model, step)
             if not torch.isfinite(loss):
                 raise KinemaError(f"[{desc}] loss became {loss.item()} at step {step}; lower the learning rate and --resume")
-            loss.backward()
+            if scaler is None:
+                loss.backward()
+            else:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)  # clip the true gradients
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip) if optim.grad_clip else None
-            opt.step()
+            if scaler is None:
+                opt.step()
+            else:
+                scaler.step(opt)  # skipped when the scaled gradients overflowed
+                scaler.update()
             opt.zero_grad(set_to_none=True)
             if ema is not None:
                 ema.update(model)

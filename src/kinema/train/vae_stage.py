@@ -17,6 +17,7 @@ import torch
 from kinema.config import VAEConfig, to_dict
 from kinema.data import shapes
 from kinema.io.video import write_gif
+from kinema.runtime import Runtime, to_device
 from kinema.train.trainer import Log, OptimConfig, fit, seeded
 from kinema.vae.autoencoder import CausalVAE
 from kinema.vae.losses import VAELossConfig, vae_loss
@@ -84,13 +85,16 @@ def clips_and_images(reconstruct, clips: torch.Tensor, images: torch.Tensor | No
 
 
 def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size: int,
-              precision: str, resume: bool, log: Log) -> CausalVAE:
+              runtime: Runtime, resume: bool, log: Log) -> CausalVAE:
     torch.manual_seed(seed)
-    vae = CausalVAE(cfg)
+    device = runtime.device
+    vae = CausalVAE(cfg).to(device)
 
     def reconstruction_loss(model: CausalVAE, x: torch.Tensor, g: torch.Generator):
+        x = to_device(x, device)
         mean, logvar = model.encode(x)
-        z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=g).to(mean.dtype)
+        eps = to_device(torch.randn(mean.shape, generator=g), device)  # drawn on the CPU: the same on every device
+        z = mean + (0.5 * logvar).exp() * eps.to(mean.dtype)
         return vae_loss(stage.loss, model.decode(z), x, mean, logvar)
 
     def loss_fn(model: CausalVAE, step: int):
@@ -101,18 +105,19 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
                                 shapes_batch(seed, step, batch_size, frames, size), images)
 
     fit(vae, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(cfg),
-        log=log, resume=resume, precision=precision, log_every=stage.log_every, ckpt_every=stage.ckpt_every,
+        log=log, resume=resume, runtime=runtime, log_every=stage.log_every, ckpt_every=stage.ckpt_every,
         sample_fn=recon_samples(run_dir, seed, size), sample_every=stage.sample_every, desc="vae")
     vae.eval()
     return vae
 
 
 def tune_decoder(vae: CausalVAE, stage: DecoderStage, *, run_dir: Path, seed: int, size: int,
-                 precision: str, resume: bool, log: Log) -> CausalVAE:
+                 runtime: Runtime, resume: bool, log: Log) -> CausalVAE:
     """Train `vae.decoder` to decode the frozen encoder's posterior means; the encoder is untouched."""
-    vae.encoder.requires_grad_(False)  # AdamW skips parameters that never receive a gradient
+    vae.to(runtime.device).encoder.requires_grad_(False)  # AdamW skips parameters that never receive a gradient
 
     def reconstruct(model: CausalVAE, x: torch.Tensor):
+        x = to_device(x, runtime.device)
         with torch.no_grad():
             mean, logvar = model.encode(x)
         return vae_loss(stage.loss, model.decode(mean), x, mean, logvar)
@@ -124,7 +129,7 @@ def tune_decoder(vae: CausalVAE, stage: DecoderStage, *, run_dir: Path, seed: in
                                 shapes_batch(seed, step, stage.batch_size, stage.frames, size, stream=2), images)
 
     fit(vae, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(vae.cfg),
-        log=log, resume=resume, precision=precision, log_every=stage.log_every, ckpt_every=stage.ckpt_every,
+        log=log, resume=resume, runtime=runtime, log_every=stage.log_every, ckpt_every=stage.ckpt_every,
         sample_fn=recon_samples(run_dir, seed, size), sample_every=stage.sample_every, desc="vae_decoder")
     vae.encoder.requires_grad_(True)
     vae.eval()
@@ -137,7 +142,7 @@ def recon_samples(run_dir: Path, seed: int, size: int):
         model.eval()
         x = shapes_batch(seed + 1, 0, 4, 17, size)
         with torch.no_grad():
-            recon = model.decode(model.encode(x)[0])
+            recon = model.decode(model.encode(x.to(next(model.parameters()).device))[0])
         top = np.concatenate([shapes.to_uint8(v) for v in x], axis=2)
         bottom = np.concatenate([shapes.to_uint8(v) for v in recon], axis=2)
         write_gif(np.concatenate([top, bottom], axis=1), run_dir / "samples" / f"recon_{step:07d}.gif", scale=2)
