@@ -288,3 +288,22 @@ def test_shipped_model_fp32_and_bf16_agree_and_both_pass_the_oracle():
         a, b = out["fp32"][i].astype(np.float64), out["bf16"][i].astype(np.float64)
         mse = ((a - b) ** 2).mean()
         assert np.abs(a - b).mean() < 1.0 and 10 * np.log10(255**2 / max(mse, 1e-10)) >= 35.0, combo
+
+
+@pytest.mark.slow
+def test_compiled_denoiser_matches_eager_on_the_cpu():
+    """`--compile` changes speed, not results (about 30 s of inductor compile on a 2-core CPU)."""
+    from conftest import random_text, randomize_, tiny_model_config
+
+    from kinema.dit.transformer import MMDiT
+
+    cfg = tiny_model_config()
+    dit = randomize_(MMDiT(cfg.dit)).eval()
+    cond = random_text(2, dim=cfg.dit.text_dim)
+    x, t = torch.randn(2, 4, 3, 4, 4), torch.rand(2)
+    with torch.no_grad():
+        eager = dit(x, t, cond)
+        dit.compile()
+        compiled = dit(x, t, cond)
+    assert dit._compiled_call_impl is not None
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)

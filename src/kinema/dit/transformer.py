@@ -34,6 +34,9 @@ class Conditioning:
     def index(self, idx) -> "Conditioning":
         return Conditioning(self.text.index(idx))
 
+    def to(self, device) -> "Conditioning":
+        return Conditioning(self.text.to(device))
+
     @staticmethod
     def cat(items: list["Conditioning"]) -> "Conditioning":
         t = [c.text for c in items]
