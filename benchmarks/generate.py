@@ -13,7 +13,8 @@ kinema/runtime.py), and the device and precision `auto` picks. Then:
    (the reference dual -> single stream MM-DiT) built with the same width, heads, depth, patch,
    RoPE split and text width, on the same inputs and device: 25 Euler steps with classifier-free
    guidance (batch 2) under each precision's autocast; median of `--runs` after one warm-up,
-   printed as a ratio. Skipped without diffusers.
+   printed as a ratio. Skipped without diffusers. On CUDA also kinema with `--compile` (the
+   warm-up pays the compile).
 
 To measure a CPU without fast bf16 on one that has it, cap oneDNN and ATen at AVX2 (the ISA of a
 Zen 3 or a laptop; the policy's probe then measures bf16 ~50x slower and picks fp32):
@@ -115,6 +116,16 @@ def denoiser_loops(model: str, runs: int, device: str, precisions: list[str]) ->
             r["diffusers_s"], r["diffusers_gpu_mib"] = timed(ref_velocity, rt)
             r["diffusers_params_m"] = sum(p.numel() for p in ref.parameters()) / 1e6
         results[rt.precision] = r
+    if dev.type == "cuda":  # `--compile` on the GPU, at the precision auto picks
+        from kinema.dit.transformer import MMDiT
+
+        rt = resolve_runtime(dev, "auto")
+        compiled = MMDiT(cfg.dit).to(dev).eval()
+        compiled.load_state_dict(pipe.dit.state_dict())
+        compiled.compile()
+        r = {"kinema_params_m": results[rt.precision]["kinema_params_m"]}
+        r["kinema_s"], r["kinema_gpu_mib"] = timed(guided_velocity(compiled, cond, uncond, 5.0), rt)
+        results[f"{rt.precision} --compile"] = r
     return results
 
 
