@@ -307,3 +307,54 @@ def test_compiled_denoiser_matches_eager_on_the_cpu():
         compiled = dit(x, t, cond)
     assert dit._compiled_call_impl is not None
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+
+
+def test_models_are_device_clean():
+    """Every tensor a model, loss or sampler makes lands on its input's device. Run on "meta" (no
+    data; an op mixing it with a CPU tensor fails), this stands in for CUDA on a machine without
+    one: it caught RoPE frequencies built on the CPU next to positions on the GPU."""
+    from conftest import random_text, tiny_model_config
+
+    from kinema.dit.transformer import MMDiT
+    from kinema.flow.timesteps import TimestepConfig
+    from kinema.pipelines.generate import sample_latents
+    from kinema.text.encoders import MiniLMEncoder
+    from kinema.train.dit_stage import CaptionSampler, flow_loss
+    from kinema.train.ema import EMA
+    from kinema.train.trainer import seeded
+    from kinema.vae.autoencoder import CausalVAE
+    from kinema.vae.losses import difference_error, kl_divergence, pixel_weights
+
+    meta = torch.device("meta")
+    cfg = tiny_model_config()
+    dit = MMDiT(cfg.dit).to(meta)
+    cond = random_text(2, dim=cfg.dit.text_dim).to(meta)
+    z = torch.randn(2, 4, 3, 4, 4, device=meta)
+    assert dit(z, torch.rand(2, device=meta), cond).device == meta
+    assert flow_loss(dit, z, cond, TimestepConfig(), seeded(0, 0)).device == meta
+    rt = Runtime(meta, "fp32")
+    assert sample_latents(dit, cond, cond, z, steps=2, guidance=3.0, sampler="heun", runtime=rt).device == meta
+
+    vae = CausalVAE(cfg.vae).to(meta)
+    x = torch.randn(1, 3, 9, 32, 32, device=meta)
+    mean, logvar = vae.encode(x)
+    recon = vae.decode(mean)
+    w = pixel_weights(x, 20.0, recon)
+    terms = (difference_error(recon, x, 3, w), difference_error(recon, x, 2), kl_divergence(mean, logvar), vae.normalize(mean))
+    assert all(term.device == meta for term in terms)  # (vae_loss itself logs floats, which meta cannot give)
+
+    text = MiniLMEncoder(max_tokens=8).to(meta)(["a red circle", ""])
+    assert text.tokens.device == meta and text.pooled.device == meta
+
+    n = 4
+    cache = {"caption_combo": torch.tensor([0, 0, 1, 1]), "text_tokens": torch.randn(n, 8, 384),
+             "text_mask": torch.ones(n, 8, dtype=torch.bool), "text_pooled": torch.randn(n, 384),
+             "empty_tokens": torch.zeros(1, 8, 384), "empty_mask": torch.ones(1, 8, dtype=torch.bool),
+             "empty_pooled": torch.zeros(1, 384)}
+    states = CaptionSampler(cache, 0.5, 0.5, meta)(torch.tensor([0, 1, 1]), seeded(0, 1))
+    assert states.tokens.device == meta and states.mask.device == meta
+
+    ema = EMA(dit, 0.9)
+    ema.load_state_dict({k: torch.zeros(v.shape) for k, v in dit.state_dict().items()}, updates=3)  # from disk: CPU
+    ema.update(dit)
+    assert all(v.device == meta for v in ema.state_dict().values())

@@ -192,6 +192,14 @@ def choose_precision(device: torch.device, requested: str = "auto", bf16_native:
     return ("bf16" if probe.native else "fp32"), probe.how
 
 
+def no_autocast(device: torch.device):
+    """A region computed in fp32 whatever autocast is active outside it (modulation, text encoders).
+    Devices without autocast (e.g. "meta", used to check that models are device-clean) need none."""
+    if device.type in ("cpu", "cuda", "mps", "xpu"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 @dataclass(frozen=True)
 class Runtime:
     device: torch.device

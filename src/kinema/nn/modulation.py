@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kinema.runtime import no_autocast
+
 
 @dataclass
 class ModulationOut:
@@ -30,7 +32,7 @@ class Modulation(nn.Module):
         nn.init.zeros_(self.lin.bias)
 
     def forward(self, vec: torch.Tensor) -> list[ModulationOut]:
-        with torch.autocast(vec.device.type, enabled=False):
+        with no_autocast(vec.device):
             out = self.lin(F.silu(vec.float()))[:, None, :]  # [B, 1, 3 * count * D]
         chunks = out.chunk(3 * self.count, dim=-1)
         return [ModulationOut(*chunks[3 * i: 3 * i + 3]) for i in range(self.count)]

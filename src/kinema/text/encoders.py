@@ -13,6 +13,7 @@ import torch
 
 from kinema.config import TextConfig
 from kinema.errors import KinemaError
+from kinema.runtime import no_autocast
 
 
 @dataclass
@@ -59,7 +60,7 @@ class MiniLMEncoder:
         device = self.model.embeddings.word_embeddings.weight.device
         ids = torch.tensor([e.ids for e in enc], device=device)
         mask = torch.tensor([e.attention_mask for e in enc], device=device)
-        with torch.autocast(device.type, enabled=False):
+        with no_autocast(device):
             return _finish(self.model(ids, mask), mask)
 
 
@@ -86,7 +87,7 @@ class TransformersEncoder:
         b = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt")
         device = self.model.device
         ids, mask = b["input_ids"].to(device), b["attention_mask"].to(device)
-        with torch.autocast(device.type, enabled=False):
+        with no_autocast(device):
             return _finish(self.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
 
 
