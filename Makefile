@@ -38,6 +38,7 @@ eval: $(VENV)/.kinema
 	$(BIN)/kinema eval shapes --seeds 4 --json outputs/eval_shapes.json
 
 bench: $(VENV)/.kinema-bench
+	$(BIN)/python benchmarks/cpu_bf16.py
 	$(BIN)/python benchmarks/generate.py
 	$(BIN)/python benchmarks/dit_compression.py
 

@@ -358,3 +358,19 @@ def test_models_are_device_clean():
     ema.load_state_dict({k: torch.zeros(v.shape) for k, v in dit.state_dict().items()}, updates=3)  # from disk: CPU
     ema.update(dit)
     assert all(v.device == meta for v in ema.state_dict().values())
+
+
+def test_resume_in_another_precision_is_noted_in_the_log(tmp_path):
+    from kinema.train.trainer import Log, OptimConfig, fit
+
+    def train(precision, resume=False):
+        model = torch.nn.Linear(4, 1)
+        fit(model, lambda m, step: (m(torch.ones(2, 4)).float().pow(2).mean(), {}), steps=4 if resume else 2,
+            optim=OptimConfig(warmup=1), run_dir=tmp_path / "ckpt", config={}, log=Log(tmp_path / "log.txt"),
+            resume=resume, runtime=cpu_runtime(precision))
+
+    train("fp32")
+    train("fp32", resume=True)
+    assert "note:" not in (tmp_path / "log.txt").read_text()
+    train("bf16", resume=True)  # nothing left to do at step 4, but the checkpoint says fp32
+    assert "trained on cpu fp32 and continues on cpu bf16" in (tmp_path / "log.txt").read_text()

@@ -61,6 +61,10 @@ class Log:
             tqdm.write(line)
 
 
+def _runtime_tag(runtime: Runtime) -> str:
+    return f"{runtime.device.type} {runtime.precision}"
+
+
 def fit(
     model: nn.Module,
     loss_fn: Callable[[nn.Module, int], tuple[torch.Tensor, dict[str, float]]],
@@ -100,13 +104,17 @@ def fit(
             ema.load_state_dict(load_weights(ckpt / "ema.safetensors"), updates=int(state.get("ema_updates", start)))
         start = int(state["step"])
         log(f"[{desc}] resumed from {ckpt} at step {start}")
+        before = state.get("runtime")
+        if before and before != _runtime_tag(runtime):
+            log(f"[{desc}] note: this run was trained on {before} and continues on {_runtime_tag(runtime)}; "
+                f"it will not match an uninterrupted run bit for bit")
 
     def save(step: int) -> None:
         weights = {"model": model.state_dict()}
         if ema is not None:
             weights["ema"] = ema.state_dict()
         state = {"step": step, "optimizer": opt.state_dict(), "ema_updates": ema.updates if ema is not None else 0,
-                 "scaler": scaler.state_dict() if scaler is not None else {}}
+                 "scaler": scaler.state_dict() if scaler is not None else {}, "runtime": _runtime_tag(runtime)}
         save_checkpoint(run_dir, step, weights, config, state)
 
     model.train()
