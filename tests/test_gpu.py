@@ -135,10 +135,11 @@ def test_training_runs_on_the_gpu_and_resumes(tmp_path, precision):
 @pytest.mark.skipif(not (resolve("shapes") / "config.json").is_file(), reason="shipped model not exported")
 def test_shipped_model_on_the_gpu_draws_what_is_asked():
     """bf16 on the GPU against fp32 on the CPU: the same verdicts, close pixels."""
+    from test_runtime import PROMPTS
+
     import kinema
     from kinema.data.captions import canonical_caption
     from kinema.eval.oracle import judge
-    from test_runtime import PROMPTS
 
     prompts = [canonical_caption(*c) for c in PROMPTS]
     seeds = list(range(len(prompts)))

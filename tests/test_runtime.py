@@ -234,32 +234,18 @@ def test_noise_is_drawn_on_the_cpu(monkeypatch, tiny_model_dir):
 def test_fp16_training_uses_a_grad_scaler_and_resumes_exactly(tmp_path):
     """fp16 (GPUs without bf16) trains through a GradScaler whose state is checkpointed. CPU autocast
     runs fp16 too, so the logic is checked here; tests/test_gpu.py runs it on CUDA."""
+    from test_train import _toy_fit
+
     from kinema.train.checkpoint import latest_checkpoint, load_trainer_state
-    from kinema.train.trainer import Log, OptimConfig, fit, seeded
 
-    def train(run_dir, steps, resume=False, interrupt_at=None):
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
-        target = torch.nn.Linear(8, 1)
-
-        def loss_fn(m, step):
-            if step == interrupt_at:
-                raise KeyboardInterrupt
-            x = torch.randn(64, 8, generator=seeded(0, step))
-            # a summed loss: its gradients overflow fp16 at the initial scale 2^16, so the scaler
-            # backs off over the first steps, and a resume that forgot its scale would redo that
-            return (m(x).float() - 10 * target(x).detach().float()).pow(2).sum(), {}
-
-        fit(model, loss_fn, steps=steps, optim=OptimConfig(lr=1e-2, warmup=2), run_dir=run_dir, config={},
-            log=Log(tmp_path / "log.txt"), resume=resume, runtime=Runtime(CPU, "fp16"), ckpt_every=1000)
-        return model
-
-    straight = train(tmp_path / "a", 30)
+    # a loss weighted 1e4: its gradients overflow fp16 at the initial scale 2^16, so the scaler
+    # backs off over the first steps, and a resume that forgot its scale would redo that
+    straight, _ = _toy_fit(tmp_path / "a", 30, precision="fp16", loss_weight=1e4)
     state = load_trainer_state(latest_checkpoint(tmp_path / "a"))
     assert 0 < state["scaler"]["scale"] < 2.0**16  # it backed off: the scaler is in the loop
     with pytest.raises(KinemaError):
-        train(tmp_path / "b", 30, interrupt_at=11)
-    resumed = train(tmp_path / "b", 30, resume=True)
+        _toy_fit(tmp_path / "b", 30, interrupt_at=11, precision="fp16", loss_weight=1e4)
+    resumed, _ = _toy_fit(tmp_path / "b", 30, resume=True, precision="fp16", loss_weight=1e4)
     assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
 
 

@@ -59,7 +59,7 @@ def test_lr_schedule_warms_up_then_decays():
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] == pytest.approx(0.1, abs=1e-3)
 
 
-def _toy_fit(tmp_path, steps, resume=False, interrupt_at=None):
+def _toy_fit(tmp_path, steps, resume=False, interrupt_at=None, precision="fp32", loss_weight=1.0):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
     target = torch.nn.Linear(8, 1)
@@ -68,10 +68,10 @@ def _toy_fit(tmp_path, steps, resume=False, interrupt_at=None):
         if step == interrupt_at:
             raise KeyboardInterrupt
         x = torch.randn(32, 8, generator=seeded(0, step))
-        return (m(x) - target(x).detach()).pow(2).mean(), {}
+        return loss_weight * (m(x).float() - target(x).detach()).pow(2).mean(), {}
 
     ema = fit(model, loss_fn, steps=steps, optim=OptimConfig(lr=1e-2, warmup=2), run_dir=tmp_path, config={},
-              log=Log(tmp_path / "log.txt"), ema_decay=0.9, resume=resume, runtime=cpu_runtime("fp32"), ckpt_every=1000)
+              log=Log(tmp_path / "log.txt"), ema_decay=0.9, resume=resume, runtime=cpu_runtime(precision), ckpt_every=1000)
     return model, ema
 
 

@@ -98,7 +98,6 @@ class Pipeline:
         if not shift > 0:
             raise KinemaError(f"shift must be positive (1 = no shift), got {shift}")
         seeds = [seed + i for i in range(len(prompts))] if isinstance(seed, int) else list(seed)
-        cfg = self.cfg
         cond = self.encode_prompts(prompts)
         uncond = self.encode_prompts([""] * len(prompts))
         noise = initial_noise(self.latent_shape(num_frames), seeds).to(self.runtime.device)  # drawn on the CPU: same on every device
