@@ -53,10 +53,12 @@ def score(generate: Callable[[list[tuple[str, str, str]], list[int]], np.ndarray
 def evaluate_shapes(model: str = "shapes", seeds: int = 4, steps: int = 25, guidance: float = 5.0,
                     sampler: str = "euler", shift: float | None = None, batch_size: int = 32,
                     device: str = "auto", precision: str = "auto", compile: bool = False) -> dict:
+    from kinema.runtime import resolve_runtime
+
     t0 = time.time()
-    runtime = None
+    runtime = resolve_runtime(device, precision)  # a bad device or precision fails before any work
     if model == "world":
-        generate = _world_generator(17, 64)
+        generate, runtime = _world_generator(17, 64), None
     else:
         from kinema.pipelines.pipeline import load_pipeline
 
