@@ -80,3 +80,47 @@ def test_param_count_of_shipped_preset():
     model = MMDiT(DIT_PRESETS["shapes"])
     n = sum(p.numel() for p in model.parameters())
     assert 5e6 < n < 15e6  # small enough to ship (< 40 MB with the VAE), big enough to learn Shapes
+
+
+# ---- attention patterns inside the model (kinema.nn.attention; DiTConfig.attention)
+
+def patterned(attention, **kw) -> MMDiT:
+    return make_model(DiTConfig(**{**CFG.__dict__, "attention": attention, **kw}))
+
+
+def test_block_patterns_repeat_over_dual_then_single_blocks():
+    cfg = DiTConfig(**{**CFG.__dict__, "dual_blocks": 2, "single_blocks": 3, "attention": ("spatial", "temporal", "full")})
+    assert cfg.block_patterns() == ["spatial", "temporal", "full", "spatial", "temporal"]
+    import pytest
+
+    from kinema.errors import KinemaError
+
+    with pytest.raises(KinemaError, match="dit.attention"):
+        DiTConfig(attention=("dilated",))
+
+
+@torch.no_grad()
+def test_patterns_equal_full_attention_where_they_coincide():
+    cond, t = random_text(2), torch.rand(2)
+    one_frame = torch.randn(2, 4, 1, 4, 4)  # a latent of one frame: spatial == full
+    full = make_model()
+    torch.testing.assert_close(patterned(("spatial",))(one_frame, t, cond), full(one_frame, t, cond))
+    one_token = torch.randn(2, 4, 3, 2, 2)  # one token a frame (patch 2x2): temporal == full
+    torch.testing.assert_close(patterned(("temporal",))(one_token, t, cond), full(one_token, t, cond))
+    x = torch.randn(2, 4, 3, 4, 4)  # a window covering the 3 x 2 x 2 grid: window == full
+    torch.testing.assert_close(patterned(("window",), window=(5, 3, 3))(x, t, cond), full(x, t, cond))
+    assert not torch.allclose(patterned(("spatial", "temporal"))(x, t, cond), full(x, t, cond))
+
+
+@torch.no_grad()
+def test_frame_causal_model_ignores_later_frames():
+    """Across blocks too: text tokens, which every frame reads, do not read video under "causal"."""
+    model = patterned(("causal",))
+    cond, t = random_text(2), torch.rand(2)
+    x = torch.randn(2, 4, 3, 4, 4)
+    y = x.clone()
+    y[:, :, 2] += 1.0  # change the last latent frame
+    a, b = model(x, t, cond), model(y, t, cond)
+    torch.testing.assert_close(a[:, :, :2], b[:, :, :2])
+    assert not torch.allclose(a[:, :, 2], b[:, :, 2])
+    assert not torch.allclose(make_model()(x, t, cond)[:, :, :2], make_model()(y, t, cond)[:, :, :2])  # full leaks

@@ -55,10 +55,29 @@ class DiTConfig:
     qk_norm: bool = True
     rope_axes: tuple[int, int, int] | None = None  # head-dim split for (t, h, w); None: derived
     rope_theta: float = 10000.0
+    # the video tokens' attention pattern of each block, repeated over the dual then the single
+    # blocks (SPEC §3): full, spatial, temporal, window, causal. ("spatial", "temporal") is
+    # factorized 2+1D (Latte); ("spatial", "temporal", "spatial", "full") adds a full block every
+    # fourth (Open-Sora-Plan, CogVideoX-style hybrids); ("full", "temporal") alternates global and
+    # temporal blocks (EasyAnimate's hybrid motion module)
+    attention: tuple[str, ...] = ("full",)
+    window: tuple[int, int, int] = (3, 5, 5)  # (t, h, w) box of the "window" pattern, in tokens
+
+    def __post_init__(self):
+        from kinema.nn.attention import PATTERNS
+
+        bad = [p for p in self.attention if p not in PATTERNS]
+        if bad or not self.attention:
+            raise KinemaError(f"dit.attention {list(self.attention)}: each entry must be one of {', '.join(PATTERNS)}")
 
     @property
     def head_dim(self) -> int:
         return self.dim // self.heads
+
+    def block_patterns(self) -> list[str]:
+        """The attention pattern of every block, dual blocks first."""
+        n = self.dual_blocks + self.single_blocks
+        return [self.attention[i % len(self.attention)] for i in range(n)]
 
 
 @dataclass

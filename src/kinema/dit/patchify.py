@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
+from kinema.nn.attention import grid_coords
+
 
 def patch_grid(shape: tuple[int, int, int], patch: tuple[int, int, int]) -> tuple[int, int, int]:
     """Latent (t, h, w) -> token grid (t/pt, h/ph, w/pw); each must divide."""
@@ -29,6 +31,4 @@ def unpatchify(tokens: torch.Tensor, patch: tuple[int, int, int], grid: tuple[in
 
 def grid_positions(grid: tuple[int, int, int], device=None) -> torch.Tensor:
     """(t, h, w) positions of each token in patchify order: [L, 3] float."""
-    t, h, w = grid
-    axes = [torch.arange(n, device=device, dtype=torch.float32) for n in (t, h, w)]
-    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+    return grid_coords(grid, device).float()

@@ -4,7 +4,8 @@
     text states [B, Lt, Dtext] --RMSNorm + Linear--> text tokens [B, Lt, D]
     vec = MLP(timestep) + MLP(pooled text)                       [B, D]   (drives AdaLN)
     blocks see [text; video] with RoPE-3D on video tokens (text tokens get angle 0 = no rotation)
-    and a key mask that hides text padding.
+    and a key mask that hides text padding; each block's video tokens follow its attention
+    pattern (cfg.attention: full, spatial, temporal, window, causal), applied as a joint mask.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import nn
 from kinema.config import DiTConfig
 from kinema.dit.blocks import DualStreamBlock, SingleStreamBlock
 from kinema.dit.patchify import grid_positions, patch_grid, patchify, unpatchify
-from kinema.nn.attention import key_padding_mask
+from kinema.nn.attention import key_padding_mask, pattern_mask
 from kinema.nn.embeddings import MLPEmbedder, timestep_embedding
 from kinema.nn.modulation import Modulation, modulate
 from kinema.nn.norms import RMSNorm
@@ -88,13 +89,25 @@ class MMDiT(nn.Module):
         # angles in float64 on the CPU (MPS has no float64), then to the device
         angles = rope_angles(grid_positions(grid), self.rope_axes, self.cfg.rope_theta).to(x.device)  # [Lv, Dh/2]
         rope = torch.cat([angles.new_zeros(lt, angles.shape[1]), angles])  # [L, Dh/2]
-        valid = torch.cat([cond.text.mask, cond.text.mask.new_ones(x.shape[0], img.shape[1])], dim=1)
-        mask = key_padding_mask(valid)  # [B, 1, 1, L]
+        masks = self.attention_masks(grid, cond.text.mask)
+        patterns = iter(self.cfg.block_patterns())
 
         for block in self.dual:
-            img, txt = block(img, txt, vec, rope, mask)
+            img, txt = block(img, txt, vec, rope, masks[next(patterns)])
         h = torch.cat([txt, img], dim=1)  # [B, L, D]
         for block in self.single:
-            h = block(h, vec, rope, mask)
+            h = block(h, vec, rope, masks[next(patterns)])
         out = self.final(h[:, lt:], vec)  # [B, Lv, C*pt*ph*pw]
         return unpatchify(out, self.cfg.patch, grid).float()
+
+    def attention_masks(self, grid: tuple[int, int, int], text_valid: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One joint [text; video] mask per pattern the blocks use: "full" is the key-padding mask
+        [B, 1, 1, L]; the others are [B, 1, L, L] (kinema.nn.attention.pattern_mask)."""
+        masks = {}
+        for p in set(self.cfg.block_patterns()):
+            if p == "full":
+                valid = torch.cat([text_valid, text_valid.new_ones(text_valid.shape[0], grid[0] * grid[1] * grid[2])], dim=1)
+                masks[p] = key_padding_mask(valid)
+            else:
+                masks[p] = pattern_mask(p, grid, text_valid, self.cfg.window)
+        return masks
