@@ -1,7 +1,7 @@
 """The Shapes world: procedurally rendered clips, deterministic from a seed.
 
-A clip is a list of `ObjectSpec`s (one object today; the renderer composites any number) moving
-in straight lines over a black background. Shapes are drawn from signed distance functions with
+A clip is a list of `ObjectSpec`s moving in straight lines over a black background: one object
+at level 1 (`sample_clip`), one or two at level 2 (`kinema.data.scenes`). Shapes are drawn from signed distance functions with
 analytic anti-aliasing (coverage = clamp(0.5 - sdf, 0, 1)), so motion is sub-pixel smooth.
 
 Frames are uint8 `[T, H, W, 3]`; `to_tensor` gives float `[3, T, H, W]` in [-1, 1].
@@ -74,11 +74,12 @@ class ObjectSpec:
 
 
 def sample_object(rng: np.random.Generator, colour: str, shape: str, direction: str,
-                  frames: int = 17, size: int = 64) -> ObjectSpec:
+                  frames: int = 17, size: int = 64, size_range: tuple[float, float] = SIZE_RANGE,
+                  speed_range: tuple[float, float] = SPEED_RANGE) -> ObjectSpec:
     """Random size, speed and a start that keeps the whole object in frame for every frame."""
     scale = size / 64.0
-    obj_size = float(rng.uniform(*SIZE_RANGE)) * scale
-    speed = float(rng.uniform(*SPEED_RANGE)) * scale if direction != "still" else 0.0
+    obj_size = float(rng.uniform(*size_range)) * scale
+    speed = float(rng.uniform(*speed_range)) * scale if direction != "still" else 0.0
     dx, dy = DIRECTIONS[direction]
     norm = math.hypot(dx, dy) or 1.0
     travel_x, travel_y = (frames - 1) * speed * dx / norm, (frames - 1) * speed * dy / norm
