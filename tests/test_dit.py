@@ -124,3 +124,33 @@ def test_frame_causal_model_ignores_later_frames():
     torch.testing.assert_close(a[:, :, :2], b[:, :, :2])
     assert not torch.allclose(a[:, :, 2], b[:, :, 2])
     assert not torch.allclose(make_model()(x, t, cond)[:, :, :2], make_model()(y, t, cond)[:, :, :2])  # full leaks
+
+
+# ---- per-frame timesteps (t of shape [B, frames])
+
+@torch.no_grad()
+def test_per_frame_times_all_equal_to_t_are_scalar_t():
+    model, cond = make_model(), random_text(2)
+    x, t = torch.randn(2, 4, 3, 4, 4), torch.tensor([0.3, 0.8])
+    torch.testing.assert_close(model(x, t[:, None].expand(2, 3), cond), model(x, t, cond), atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(model(x, torch.tensor([[0.3, 0.3, 0.9], [0.8, 0.8, 0.8]]), cond), model(x, t, cond))
+
+
+@torch.no_grad()
+def test_a_frames_time_reaches_that_frames_tokens_only():
+    """Frame-causal attention, so nothing flows backwards in time: lowering the last frame's time
+    (the clip's noisiest frame, which drives the text stream, stays the same) changes the last
+    frame's output only. A time broadcast along the wrong token axis fails this."""
+    model, cond = patterned(("causal",)), random_text(2)
+    x = torch.randn(2, 4, 3, 4, 4)
+    a = model(x, torch.tensor([[0.9, 0.5, 0.4], [0.2, 0.7, 0.6]]), cond)
+    b = model(x, torch.tensor([[0.9, 0.5, 0.1], [0.2, 0.7, 0.3]]), cond)
+    torch.testing.assert_close(a[:, :, :2], b[:, :, :2])
+    assert not torch.allclose(a[:, :, 2], b[:, :, 2])
+
+
+def test_per_frame_times_must_cover_every_latent_frame():
+    import pytest
+
+    with pytest.raises(ValueError, match="per-frame t has 2 frames"):
+        make_model()(torch.randn(1, 4, 3, 4, 4), torch.rand(1, 2), random_text(1))

@@ -317,6 +317,7 @@ def test_models_are_device_clean():
     cond = random_text(2, dim=cfg.dit.text_dim).to(meta)
     z = torch.randn(2, 4, 3, 4, 4, device=meta)
     assert dit(z, torch.rand(2, device=meta), cond).device == meta
+    assert dit(z, torch.rand(2, 3, device=meta), cond).device == meta  # per-frame timesteps
     assert flow_loss(dit, z, cond, TimestepConfig(), seeded(0, 0)).device == meta
     rt = Runtime(meta, "fp32")
     assert sample_latents(dit, cond, cond, z, steps=2, guidance=3.0, sampler="heun", runtime=rt).device == meta

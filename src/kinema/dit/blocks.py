@@ -79,9 +79,10 @@ class DualStreamBlock(nn.Module):
         self.img = Stream(dim, heads, mlp_ratio, qk_norm)
 
     def forward(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor,
-                mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """img: [B, Lv, D], txt: [B, Lt, D], vec: [B, D], rope: [L, Dh/2] angles, mask: [B, 1, 1, L]"""
-        img_mods, txt_mods = self.img.mod(vec), self.txt.mod(vec)
+                mask: torch.Tensor | None, txt_vec: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """img: [B, Lv, D], txt: [B, Lt, D], vec: [B, D] (or [B, Lv, D] per video token), rope: [L, Dh/2]
+        angles, mask: [B, 1, 1, L] or [B, 1, L, L]; txt_vec: [B, D] for the text stream (default: vec)"""
+        img_mods, txt_mods = self.img.mod(vec), self.txt.mod(vec if txt_vec is None else txt_vec)
         qi, ki, vi = self.img.qkv_heads(img, img_mods[0])
         qt, kt, vt = self.txt.qkv_heads(txt, txt_mods[0])
         q = apply_rope(torch.cat([qt, qi], dim=2), rope)  # [B, H, L, Dh]
@@ -104,7 +105,7 @@ class SingleStreamBlock(nn.Module):
         self.linear2 = nn.Linear(dim + self.hidden, dim)  # attention output and MLP output together
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """x: [B, L, D] (text then video) -> [B, L, D]"""
+        """x: [B, L, D] (text then video), vec: [B, D] or [B, L, D] per token -> [B, L, D]"""
         (mod,) = self.mod(vec)
         qkv, h = self.linear1(modulate(self.norm(x), mod)).split([3 * self.dim, self.hidden], dim=-1)
         q, k, v = split_heads(qkv, self.heads)

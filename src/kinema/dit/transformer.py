@@ -79,11 +79,12 @@ class MMDiT(nn.Module):
         self.final = FinalLayer(cfg.dim, patch_dim)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        """x: [B, C, t, h, w] noisy latent, t: [B] in [0, 1] -> velocity [B, C, t, h, w]"""
+        """x: [B, C, t, h, w] noisy latent, t: [B] in [0, 1], or [B, t] one time per latent frame
+        (image conditioning, long video) -> velocity [B, C, t, h, w]"""
         grid = patch_grid(tuple(x.shape[2:]), self.cfg.patch)
         img = self.patch_in(patchify(x, self.cfg.patch))  # [B, Lv, D]
         txt = self.text_in(cond.text.tokens.to(img.dtype))  # [B, Lt, D]
-        vec = self.time_in(timestep_embedding(t)) + self.pooled_in(cond.text.pooled)  # [B, D]
+        vec, txt_vec = self.conditioning_vectors(t, cond.text.pooled, grid)
         lt = txt.shape[1]
 
         # angles in float64 on the CPU (MPS has no float64), then to the device
@@ -93,12 +94,30 @@ class MMDiT(nn.Module):
         patterns = iter(self.cfg.block_patterns())
 
         for block in self.dual:
-            img, txt = block(img, txt, vec, rope, masks[next(patterns)])
+            img, txt = block(img, txt, vec, rope, masks[next(patterns)], txt_vec)
         h = torch.cat([txt, img], dim=1)  # [B, L, D]
+        joint_vec = vec if vec.dim() == 2 else torch.cat([txt_vec[:, None].expand(-1, lt, -1), vec], dim=1)  # [B, L, D]
         for block in self.single:
-            h = block(h, vec, rope, masks[next(patterns)])
+            h = block(h, joint_vec, rope, masks[next(patterns)])
         out = self.final(h[:, lt:], vec)  # [B, Lv, C*pt*ph*pw]
         return unpatchify(out, self.cfg.patch, grid).float()
+
+    def conditioning_vectors(self, t: torch.Tensor, pooled: torch.Tensor, grid: tuple[int, int, int]):
+        """-> (video vec, text vec) driving AdaLN. t [B]: both [B, D], the same tensor. t [B, frames]:
+        video vec [B, Lv, D], each token from its frame's time (a temporal patch takes its noisiest
+        frame), and text vec [B, D] from the clip's noisiest frame, so a clean conditioning frame
+        (t = 0) beside noisy ones leaves the text stream as it is at the noisy time."""
+        p = self.pooled_in(pooled)  # [B, D]
+        if t.dim() == 1:
+            vec = self.time_in(timestep_embedding(t)) + p
+            return vec, vec
+        b, frames = t.shape
+        if frames != grid[0] * self.cfg.patch[0]:
+            raise ValueError(f"per-frame t has {frames} frames; the latent has {grid[0] * self.cfg.patch[0]}")
+        t_tok = t.unflatten(1, (grid[0], self.cfg.patch[0])).amax(-1)  # [B, T] per token frame
+        per_frame = self.time_in(timestep_embedding(t_tok.flatten())).view(b, grid[0], -1) + p[:, None]  # [B, T, D]
+        vec = per_frame.repeat_interleave(grid[1] * grid[2], dim=1)  # [B, Lv, D], time-major like the tokens
+        return vec, self.time_in(timestep_embedding(t.amax(1))) + p
 
     def attention_masks(self, grid: tuple[int, int, int], text_valid: torch.Tensor) -> dict[str, torch.Tensor]:
         """One joint [text; video] mask per pattern the blocks use: "full" is the key-padding mask

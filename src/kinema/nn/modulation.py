@@ -16,13 +16,14 @@ from kinema.runtime import no_autocast
 
 @dataclass
 class ModulationOut:
-    shift: torch.Tensor  # [B, 1, D]
+    shift: torch.Tensor  # [B, 1, D], or [B, L, D] per token
     scale: torch.Tensor  # [B, 1, D]
     gate: torch.Tensor  # [B, 1, D]
 
 
 class Modulation(nn.Module):
-    """vec [B, D] -> `count` ModulationOut groups (e.g. 2: one for attention, one for the MLP)."""
+    """vec [B, D] -> `count` ModulationOut groups of [B, 1, D] (e.g. 2: one for attention, one for
+    the MLP); a per-token vec [B, L, D] (per-frame timesteps) gives groups of [B, L, D]."""
 
     def __init__(self, dim: int, count: int):
         super().__init__()
@@ -33,7 +34,9 @@ class Modulation(nn.Module):
 
     def forward(self, vec: torch.Tensor) -> list[ModulationOut]:
         with no_autocast(vec.device):
-            out = self.lin(F.silu(vec.float()))[:, None, :]  # [B, 1, 3 * count * D]
+            out = self.lin(F.silu(vec.float()))  # [B, 3 * count * D] or [B, L, 3 * count * D]
+        if out.dim() == 2:
+            out = out[:, None, :]
         chunks = out.chunk(3 * self.count, dim=-1)
         return [ModulationOut(*chunks[3 * i: 3 * i + 3]) for i in range(self.count)]
 
