@@ -45,11 +45,12 @@ def test_pair_counts_equal_the_masks(pattern, window):
     assert joint_pairs(pattern, grid, 7, window) == int(joint.sum())
 
 
-@pytest.mark.parametrize("attention", [("full",), ("spatial", "temporal", "window")])
-def test_flops_equal_torch_flop_counter(attention):
+@pytest.mark.parametrize("attention,extra", [(("full",), {}), (("spatial", "temporal", "window"), {}),
+                                             (("full",), {"refiner_blocks": 2, "text_adapter": "linear", "pooled_dim": 384})])
+def test_flops_equal_torch_flop_counter(attention, extra):
     """Linear FLOPs against FlopCounterMode's addmm exactly; attention against its bmm under the
     math SDPA kernel (which computes every pair of the joint sequence, masked or not)."""
-    cfg = DiTConfig(**{**DIT_PRESETS["shapes"].__dict__, "attention": attention, "window": (3, 3, 3)})
+    cfg = DiTConfig(**{**DIT_PRESETS["shapes"].__dict__, "attention": attention, "window": (3, 3, 3), **extra})
     model = MMDiT(cfg).eval()
     x, cond = torch.randn(1, 16, 5, 8, 8), random_text(1, tokens=24, dim=384)
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:

@@ -62,6 +62,11 @@ class DiTConfig:
     # temporal blocks (EasyAnimate's hybrid motion module)
     attention: tuple[str, ...] = ("full",)
     window: tuple[int, int, int] = (3, 5, 5)  # (t, h, w) box of the "window" pattern, in tokens
+    # how text states enter: "rmsnorm" (RMSNorm + Linear, for LLM-style features) or "linear";
+    # refiner_blocks > 0 adds HunyuanVideo's token refiner after the projection
+    text_adapter: str = "rmsnorm"
+    refiner_blocks: int = 0
+    pooled_dim: int | None = None  # width of the pooled text vector (HunyuanVideo: CLIP's); None: text_dim
 
     def __post_init__(self):
         from kinema.nn.attention import PATTERNS
@@ -69,6 +74,8 @@ class DiTConfig:
         bad = [p for p in self.attention if p not in PATTERNS]
         if bad or not self.attention:
             raise KinemaError(f"dit.attention {list(self.attention)}: each entry must be one of {', '.join(PATTERNS)}")
+        if self.text_adapter not in ("rmsnorm", "linear"):
+            raise KinemaError(f"dit.text_adapter {self.text_adapter!r}: use 'rmsnorm' or 'linear'")
 
     @property
     def head_dim(self) -> int:

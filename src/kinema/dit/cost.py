@@ -84,8 +84,12 @@ def dit_flops(cfg: DiTConfig, grid: Grid, text_tokens: int, computed: bool = Fal
     linear = cfg.dual_blocks * per_stream * (n + lt) + cfg.single_blocks * single * (n + lt)
     linear += patch_dim * d * n + cfg.text_dim * d * lt + patch_dim * d * n  # patch in, text in, final out
     # per sample, not per token: timestep and pooled-text MLPs and every AdaLN projection
-    linear += 256 * d + d * d + cfg.text_dim * d + d * d
+    linear += 256 * d + d * d + (cfg.pooled_dim or cfg.text_dim) * d + d * d
     linear += cfg.dual_blocks * 2 * (6 * d * d) + cfg.single_blocks * 3 * d * d + 3 * d * d  # final AdaLN: 3D
     pairs = sum((n + lt) ** 2 if computed else joint_pairs(p, grid, lt, cfg.window) for p in cfg.block_patterns())
+    if cfg.refiner_blocks:  # HunyuanVideo's token refiner: its own time / pooled MLPs, blocks over the text
+        linear += 256 * d + d * d + cfg.text_dim * d + d * d
+        linear += cfg.refiner_blocks * ((4 * d * d + 2 * d * 4 * d) * lt + 2 * d * d)  # its MLP is 4x wide
+        pairs += cfg.refiner_blocks * lt * lt
     attention = 2 * 2 * pairs * d  # QK^T and AV, H heads x Dh = D
     return {"linear": 2.0 * linear, "attention": float(attention), "total": 2.0 * linear + attention}

@@ -18,6 +18,7 @@ from torch import nn
 from kinema.config import DiTConfig
 from kinema.dit.blocks import DualStreamBlock, SingleStreamBlock
 from kinema.dit.patchify import grid_positions, patch_grid, patchify, unpatchify
+from kinema.dit.refiner import TokenRefiner
 from kinema.nn.attention import key_padding_mask, pattern_mask
 from kinema.nn.embeddings import MLPEmbedder, timestep_embedding
 from kinema.nn.modulation import Modulation, modulate
@@ -71,9 +72,11 @@ class MMDiT(nn.Module):
         if sum(self.rope_axes) != cfg.head_dim:
             raise ValueError(f"rope_axes {self.rope_axes} must sum to the head dim {cfg.head_dim}")
         self.patch_in = nn.Linear(patch_dim, cfg.dim)
-        self.text_in = nn.Sequential(RMSNorm(cfg.text_dim), nn.Linear(cfg.text_dim, cfg.dim))
+        norm = [RMSNorm(cfg.text_dim)] if cfg.text_adapter == "rmsnorm" else []
+        self.text_in = nn.Sequential(*norm, nn.Linear(cfg.text_dim, cfg.dim))
+        self.refiner = TokenRefiner(cfg.dim, cfg.heads, cfg.text_dim, cfg.refiner_blocks) if cfg.refiner_blocks else None
         self.time_in = MLPEmbedder(256, cfg.dim)
-        self.pooled_in = MLPEmbedder(cfg.text_dim, cfg.dim)
+        self.pooled_in = MLPEmbedder(cfg.pooled_dim or cfg.text_dim, cfg.dim)
         self.dual = nn.ModuleList(DualStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm) for _ in range(cfg.dual_blocks))
         self.single = nn.ModuleList(SingleStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm) for _ in range(cfg.single_blocks))
         self.final = FinalLayer(cfg.dim, patch_dim)
@@ -84,6 +87,8 @@ class MMDiT(nn.Module):
         grid = patch_grid(tuple(x.shape[2:]), self.cfg.patch)
         img = self.patch_in(patchify(x, self.cfg.patch))  # [B, Lv, D]
         txt = self.text_in(cond.text.tokens.to(img.dtype))  # [B, Lt, D]
+        if self.refiner is not None:
+            txt = self.refiner(txt, cond.text.tokens, cond.text.mask, t if t.dim() == 1 else t.amax(1))
         vec, txt_vec = self.conditioning_vectors(t, cond.text.pooled, grid)
         lt = txt.shape[1]
 
