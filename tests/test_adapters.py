@@ -56,3 +56,27 @@ def test_adapter_refuses_what_it_cannot_place():
         hunyuan_video.convert(state, cfg)
     with pytest.raises(KinemaError, match="guidance"):
         hunyuan_video.dit_config({**ref.config, "guidance_embeds": True})
+
+
+@pytest.mark.parametrize("patch", [(1, 2, 2), (2, 2, 2)])
+def test_wan_matches_diffusers(patch):
+    from kinema.adapters import wan
+
+    ref = diffusers.WanTransformer3DModel(
+        patch_size=patch, num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4, text_dim=24,
+        freq_dim=256, ffn_dim=40, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
+        rope_max_seq_len=32)
+    randomize_(ref, std=0.1)
+    ref.eval()
+    cfg = wan.dit_config(ref.config)
+    model = MMDiT(cfg).eval()
+    model.load_state_dict(wan.convert(ref.state_dict(), cfg))
+
+    x = torch.randn(2, 4, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.3, 0.85])
+    states, mask, pooled = text(2, 6, 24, 24, valid=[4, 2])  # Wan's text: zero-padded, and attended whole
+    with torch.no_grad():
+        expected = ref(x, t * 1000.0, states, return_dict=False)[0]
+        got = model(x, t, Conditioning(TextStates(states, mask, pooled)))
+    assert expected.abs().mean() > 0.1
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

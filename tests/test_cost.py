@@ -45,8 +45,13 @@ def test_pair_counts_equal_the_masks(pattern, window):
     assert joint_pairs(pattern, grid, 7, window) == int(joint.sum())
 
 
+WAN = {"dual_blocks": 0, "single_blocks": 0, "cross_blocks": 4, "modulation": "shared", "text_adapter": "mlp", "pooled": False}
+
+
 @pytest.mark.parametrize("attention,extra", [(("full",), {}), (("spatial", "temporal", "window"), {}),
-                                             (("full",), {"refiner_blocks": 2, "text_adapter": "linear", "pooled_dim": 384})])
+                                             (("full",), {"refiner_blocks": 2, "text_adapter": "linear", "pooled_dim": 384}),
+                                             (("spatial", "temporal", "full", "window"), WAN),
+                                             (("full",), {**WAN, "modulation": "per_block", "pooled": True, "mlp_ratio": 2.5})])
 def test_flops_equal_torch_flop_counter(attention, extra):
     """Linear FLOPs against FlopCounterMode's addmm exactly; attention against its bmm under the
     math SDPA kernel (which computes every pair of the joint sequence, masked or not)."""

@@ -42,7 +42,9 @@ class VAEConfig:
 
 @dataclass
 class DiTConfig:
-    """MM-DiT: `dual_blocks` dual-stream blocks, then `single_blocks` single-stream blocks."""
+    """The one denoiser: `dual_blocks` MM-DiT dual-stream blocks, then `single_blocks` single-stream
+    blocks, then `cross_blocks` cross-attention blocks (Wan / Latte: text enters by cross-attention).
+    The presets (DIT_PRESETS) pick the families of the sources out of these parts."""
 
     in_channels: int = 16
     patch: tuple[int, int, int] = (1, 2, 2)  # (p_t, p_h, p_w)
@@ -62,11 +64,19 @@ class DiTConfig:
     # temporal blocks (EasyAnimate's hybrid motion module)
     attention: tuple[str, ...] = ("full",)
     window: tuple[int, int, int] = (3, 5, 5)  # (t, h, w) box of the "window" pattern, in tokens
-    # how text states enter: "rmsnorm" (RMSNorm + Linear, for LLM-style features) or "linear";
-    # refiner_blocks > 0 adds HunyuanVideo's token refiner after the projection
+    # how text states enter: "rmsnorm" (RMSNorm + Linear, for LLM-style features), "linear", or
+    # "mlp" (Linear, GELU, Linear: Wan / PixArt); refiner_blocks > 0 adds HunyuanVideo's token refiner
     text_adapter: str = "rmsnorm"
     refiner_blocks: int = 0
+    pooled: bool = True  # add an MLP of the pooled text to the time vector (MM-DiT); Wan uses time alone
     pooled_dim: int | None = None  # width of the pooled text vector (HunyuanVideo: CLIP's); None: text_dim
+    cross_blocks: int = 0
+    # "per_block": each block projects the time vector to its own AdaLN parameters; "shared": one
+    # projection for the model, each block adds a learned table (Wan; cross blocks only)
+    modulation: str = "per_block"
+    qk_norm_across_heads: bool = False  # Wan normalises q and k over all heads at once
+    cross_attn_norm: bool = True  # an affine LayerNorm before the cross-attention (Wan)
+    cross_attn_mask: bool = True  # hide text padding from the cross-attention; Wan's released model sees it
 
     def __post_init__(self):
         from kinema.nn.attention import PATTERNS
@@ -74,16 +84,22 @@ class DiTConfig:
         bad = [p for p in self.attention if p not in PATTERNS]
         if bad or not self.attention:
             raise KinemaError(f"dit.attention {list(self.attention)}: each entry must be one of {', '.join(PATTERNS)}")
-        if self.text_adapter not in ("rmsnorm", "linear"):
-            raise KinemaError(f"dit.text_adapter {self.text_adapter!r}: use 'rmsnorm' or 'linear'")
+        if self.text_adapter not in ("rmsnorm", "linear", "mlp"):
+            raise KinemaError(f"dit.text_adapter {self.text_adapter!r}: use 'rmsnorm', 'linear' or 'mlp'")
+        if self.modulation not in ("per_block", "shared"):
+            raise KinemaError(f"dit.modulation {self.modulation!r}: use 'per_block' or 'shared'")
+        if self.modulation == "shared" and (self.dual_blocks or self.single_blocks):
+            raise KinemaError("dit.modulation 'shared' (Wan) is for cross blocks only; set dual_blocks and single_blocks to 0")
+        if self.dual_blocks + self.single_blocks + self.cross_blocks == 0:
+            raise KinemaError("the denoiser needs at least one block (dual_blocks, single_blocks or cross_blocks)")
 
     @property
     def head_dim(self) -> int:
         return self.dim // self.heads
 
     def block_patterns(self) -> list[str]:
-        """The attention pattern of every block, dual blocks first."""
-        n = self.dual_blocks + self.single_blocks
+        """The attention pattern of every block: dual blocks, then single, then cross blocks."""
+        n = self.dual_blocks + self.single_blocks + self.cross_blocks
         return [self.attention[i % len(self.attention)] for i in range(n)]
 
 

@@ -4,6 +4,7 @@ DualStreamBlock: text and video keep their own norms, QKV, projections, MLPs and
 and meet in one attention over the concatenated sequence [text; video].
 SingleStreamBlock: one set of weights over the concatenated sequence, attention and MLP in
 parallel from one input projection.
+CrossBlock: video tokens only; text enters through cross-attention (Wan / Latte / Open-Sora).
 
 Shapes: B batch, Lt text tokens, Lv video tokens, L = Lt + Lv, D width, H heads, Dh head dim.
 """
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kinema.nn.attention import attention
-from kinema.nn.modulation import Modulation, ModulationOut, modulate
+from kinema.nn.modulation import Modulation, ModulationOut, ModulationTable, modulate
 from kinema.nn.norms import RMSNorm
 from kinema.nn.rope import apply_rope
 
@@ -25,15 +26,26 @@ def _layer_norm(dim: int) -> nn.LayerNorm:
 
 
 class QKNorm(nn.Module):
-    """RMSNorm on queries and keys per head (SD3); identity when disabled."""
+    """RMSNorm on queries and keys: per head (SD3, HunyuanVideo), or over all heads at once
+    (`across_heads`, Wan); identity when disabled. q, k: [B, H, L, Dh]."""
 
-    def __init__(self, head_dim: int, enabled: bool):
+    def __init__(self, head_dim: int, enabled: bool, heads: int = 1, across_heads: bool = False):
         super().__init__()
-        self.q = RMSNorm(head_dim) if enabled else nn.Identity()
-        self.k = RMSNorm(head_dim) if enabled else nn.Identity()
+        width = head_dim * heads if across_heads else head_dim
+        self.across = across_heads
+        self.q = RMSNorm(width) if enabled else nn.Identity()
+        self.k = RMSNorm(width) if enabled else nn.Identity()
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.q(q), self.k(k)
+        if not self.across:
+            return self.q(q), self.k(k)
+        return tuple(_across(norm, x) for norm, x in ((self.q, q), (self.k, k)))
+
+
+def _across(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply `norm` over (H, Dh) together: [B, H, L, Dh] -> [B, L, H * Dh] -> norm -> back."""
+    b, h, n, d = x.shape
+    return norm(x.transpose(1, 2).reshape(b, n, h * d)).view(b, n, h, d).transpose(1, 2)
 
 
 def split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -45,6 +57,11 @@ def split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tens
 
 def mlp(dim: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+
+
+def heads_of(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """[B, L, D] -> [B, H, L, Dh]"""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
 
 
 class Stream(nn.Module):
@@ -112,3 +129,42 @@ class SingleStreamBlock(nn.Module):
         q, k = self.qk_norm(q, k)
         a = attention(apply_rope(q, rope), apply_rope(k, rope), v, mask)  # [B, L, D]
         return x + mod.gate * self.linear2(torch.cat([a, F.gelu(h, approximate="tanh")], dim=-1))
+
+
+class CrossBlock(nn.Module):
+    """Cross-attention DiT block (Wan, Latte, Open-Sora, PixArt): self-attention over the video
+    tokens (any layout: full, spatial, temporal, or a mask), cross-attention from video to text,
+    then the MLP. AdaLN (shift, scale, gate) around self-attention and the MLP; the cross-attention
+    is ungated, after an optional affine LayerNorm (Wan's cross_attn_norm). `shared_modulation`:
+    the block adds its learned table to the model's one time projection (Wan) instead of
+    projecting the time vector itself."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True, across_heads: bool = False,
+                 cross_norm: bool = True, shared_modulation: bool = False):
+        super().__init__()
+        self.heads = heads
+        self.mod = ModulationTable(dim, 2) if shared_modulation else Modulation(dim, 2)
+        self.norm1, self.norm3 = _layer_norm(dim), _layer_norm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.qk_norm = QKNorm(dim // heads, qk_norm, heads, across_heads)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6) if cross_norm else nn.Identity()
+        self.cross_q = nn.Linear(dim, dim)
+        self.cross_kv = nn.Linear(dim, 2 * dim)
+        self.cross_qk_norm = QKNorm(dim // heads, qk_norm, heads, across_heads)
+        self.cross_proj = nn.Linear(dim, dim)
+        self.mlp = mlp(dim, round(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor | None,
+                text_mask: torch.Tensor | None, layout: str = "full", grid: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """x: [B, Lv, D] video, txt: [B, Lt, D], vec: [B, D] / [B, Lv, D] (or the shared projection),
+        rope: [Lv, Dh/2], mask: video mask for `layout`, text_mask: [B, 1, 1, Lt] or None -> [B, Lv, D]"""
+        mods = self.mod(vec)
+        q, k, v = split_heads(self.qkv(modulate(self.norm1(x), mods[0])), self.heads)
+        q, k = self.qk_norm(q, k)
+        x = x + mods[0].gate * self.proj(attention(apply_rope(q, rope), apply_rope(k, rope), v, mask, layout=layout, grid=grid))
+        q = heads_of(self.cross_q(self.norm2(x)), self.heads)
+        k, v = (heads_of(y, self.heads) for y in self.cross_kv(txt).chunk(2, dim=-1))
+        q, k = self.cross_qk_norm(q, k)
+        x = x + self.cross_proj(attention(q, k, v, text_mask))
+        return x + mods[1].gate * self.mlp(modulate(self.norm3(x), mods[1]))

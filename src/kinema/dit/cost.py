@@ -72,21 +72,35 @@ def joint_pairs(pattern: str, grid: Grid, text_tokens: int, window: Grid | None 
 
 
 def dit_flops(cfg: DiTConfig, grid: Grid, text_tokens: int, computed: bool = False) -> dict[str, float]:
-    """Forward FLOPs of kinema's MM-DiT for one sample on a token grid with `text_tokens` text tokens.
+    """Forward FLOPs of kinema's denoiser for one sample on a token grid with `text_tokens` text tokens.
 
-    computed=True counts the attention SDPA actually runs with a mask (every pair of the joint
-    sequence, L^2), which is what `torch.utils.flop_counter` sees; False counts each block's pattern."""
+    computed=True counts the attention the kernels actually run: SDPA with a mask computes every
+    pair (joint MM-DiT attention: L^2; a masked cross block: N^2), while the spatial / temporal
+    layouts of cross blocks compute only their own pairs. That is what `torch.utils.flop_counter`
+    sees. computed=False counts each block's pattern, what a block-sparse kernel would run."""
     n, lt = grid[0] * grid[1] * grid[2], text_tokens
     d, hidden = cfg.dim, int(cfg.dim * cfg.mlp_ratio)
     patch_dim = cfg.in_channels * math.prod(cfg.patch)
-    per_stream = 3 * d * d + d * d + 2 * d * hidden  # qkv, proj, MLP in and out (per token)
-    single = (3 * d + hidden) * d + (d + hidden) * d  # linear1, linear2 (per token)
-    linear = cfg.dual_blocks * per_stream * (n + lt) + cfg.single_blocks * single * (n + lt)
-    linear += patch_dim * d * n + cfg.text_dim * d * lt + patch_dim * d * n  # patch in, text in, final out
-    # per sample, not per token: timestep and pooled-text MLPs and every AdaLN projection
-    linear += 256 * d + d * d + (cfg.pooled_dim or cfg.text_dim) * d + d * d
-    linear += cfg.dual_blocks * 2 * (6 * d * d) + cfg.single_blocks * 3 * d * d + 3 * d * d  # final AdaLN: 3D
-    pairs = sum((n + lt) ** 2 if computed else joint_pairs(p, grid, lt, cfg.window) for p in cfg.block_patterns())
+    text_in = {"mlp": cfg.text_dim * d + d * d}.get(cfg.text_adapter, cfg.text_dim * d)
+    linear = 2 * patch_dim * d * n + text_in * lt  # patch in, final out; the text adapter
+    linear += 256 * d + d * d  # the timestep MLP (per sample)
+    if cfg.pooled:
+        linear += (cfg.pooled_dim or cfg.text_dim) * d + d * d
+    per_stream = 4 * d * d + 2 * d * hidden  # qkv, proj, MLP in and out (per token)
+    linear += cfg.dual_blocks * (per_stream * (n + lt) + 2 * 6 * d * d)  # + the two streams' AdaLN
+    linear += cfg.single_blocks * (((3 * d + hidden) * d + (d + hidden) * d) * (n + lt) + 3 * d * d)
+    cross_hidden = round(d * cfg.mlp_ratio)
+    linear += cfg.cross_blocks * ((6 * d * d + 2 * d * cross_hidden) * n + 2 * d * d * lt)
+    if cfg.modulation == "shared":
+        linear += 6 * d * d  # one time projection for all blocks; the final layer adds a table
+    else:
+        linear += cfg.cross_blocks * 6 * d * d + 3 * d * d  # each block's AdaLN, the final AdaLN
+    patterns = cfg.block_patterns()
+    mm = cfg.dual_blocks + cfg.single_blocks
+    pairs = sum((n + lt) ** 2 if computed else joint_pairs(p, grid, lt, cfg.window) for p in patterns[:mm])
+    for p in patterns[mm:]:
+        full_kernel = computed and p not in ("spatial", "temporal")
+        pairs += (n * n if full_kernel else attention_pairs(p, grid, cfg.window)) + n * lt  # self, cross
     if cfg.refiner_blocks:  # HunyuanVideo's token refiner: its own time / pooled MLPs, blocks over the text
         linear += 256 * d + d * d + cfg.text_dim * d + d * d
         linear += cfg.refiner_blocks * ((4 * d * d + 2 * d * 4 * d) * lt + 2 * d * d)  # its MLP is 4x wide

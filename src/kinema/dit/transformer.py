@@ -1,4 +1,5 @@
-"""MM-DiT over spacetime patches (HunyuanVideo layout): dual-stream blocks, then single-stream.
+"""The one denoiser over spacetime patches. MM-DiT (HunyuanVideo layout): dual-stream blocks, then
+single-stream blocks; cross-attention DiT (Wan / Latte): cross blocks; DiTConfig picks the parts.
 
     latent [B, C, t, h, w] --patchify--> video tokens [B, Lv, D]
     text states [B, Lt, Dtext] --RMSNorm + Linear--> text tokens [B, Lt, D]
@@ -13,17 +14,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kinema.config import DiTConfig
-from kinema.dit.blocks import DualStreamBlock, SingleStreamBlock
+from kinema.dit.blocks import CrossBlock, DualStreamBlock, SingleStreamBlock
 from kinema.dit.patchify import grid_positions, patch_grid, patchify, unpatchify
 from kinema.dit.refiner import TokenRefiner
-from kinema.nn.attention import key_padding_mask, pattern_mask
+from kinema.nn.attention import key_padding_mask, pattern_mask, video_mask
 from kinema.nn.embeddings import MLPEmbedder, timestep_embedding
-from kinema.nn.modulation import Modulation, modulate
+from kinema.nn.modulation import Modulation, ModulationOut, modulate
 from kinema.nn.norms import RMSNorm
 from kinema.nn.rope import default_axes, rope_angles
+from kinema.runtime import no_autocast
 from kinema.text.encoders import TextStates
 
 
@@ -47,19 +50,33 @@ class Conditioning:
 
 
 class FinalLayer(nn.Module):
-    """AdaLN (shift, scale) then a zero-initialised projection back to patch values."""
+    """AdaLN (shift, scale) then a zero-initialised projection back to patch values. `shared`:
+    Wan's form, a learned (shift, scale) table added to the time vector itself, no projection."""
 
-    def __init__(self, dim: int, out_dim: int):
+    def __init__(self, dim: int, out_dim: int, shared: bool = False):
         super().__init__()
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.mod = Modulation(dim, 1)
+        self.mod = None if shared else Modulation(dim, 1)
+        self.table = nn.Parameter(torch.zeros(2, dim)) if shared else None
         self.linear = nn.Linear(dim, out_dim)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
-        (mod,) = self.mod(vec)  # its gate is unused
+        if self.table is None:
+            (mod,) = self.mod(vec)  # its gate is unused
+        else:
+            v = vec.float()[:, None] if vec.dim() == 2 else vec.float()  # [B, 1, D] or [B, Lv, D]
+            mod = ModulationOut(self.table[0] + v, self.table[1] + v, None)
         return self.linear(modulate(self.norm(x), mod))
+
+
+def text_adapter(cfg: DiTConfig) -> nn.Sequential:
+    """Text states [B, Lt, Dtext] -> [B, Lt, D]: RMSNorm + Linear, Linear, or Linear-GELU-Linear (Wan)."""
+    if cfg.text_adapter == "mlp":
+        return nn.Sequential(nn.Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.dim, cfg.dim))
+    norm = [RMSNorm(cfg.text_dim)] if cfg.text_adapter == "rmsnorm" else []
+    return nn.Sequential(*norm, nn.Linear(cfg.text_dim, cfg.dim))
 
 
 class MMDiT(nn.Module):
@@ -72,14 +89,21 @@ class MMDiT(nn.Module):
         if sum(self.rope_axes) != cfg.head_dim:
             raise ValueError(f"rope_axes {self.rope_axes} must sum to the head dim {cfg.head_dim}")
         self.patch_in = nn.Linear(patch_dim, cfg.dim)
-        norm = [RMSNorm(cfg.text_dim)] if cfg.text_adapter == "rmsnorm" else []
-        self.text_in = nn.Sequential(*norm, nn.Linear(cfg.text_dim, cfg.dim))
+        self.text_in = text_adapter(cfg)
         self.refiner = TokenRefiner(cfg.dim, cfg.heads, cfg.text_dim, cfg.refiner_blocks) if cfg.refiner_blocks else None
         self.time_in = MLPEmbedder(256, cfg.dim)
-        self.pooled_in = MLPEmbedder(cfg.pooled_dim or cfg.text_dim, cfg.dim)
+        self.pooled_in = MLPEmbedder(cfg.pooled_dim or cfg.text_dim, cfg.dim) if cfg.pooled else None
         self.dual = nn.ModuleList(DualStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm) for _ in range(cfg.dual_blocks))
         self.single = nn.ModuleList(SingleStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm) for _ in range(cfg.single_blocks))
-        self.final = FinalLayer(cfg.dim, patch_dim)
+        shared = cfg.modulation == "shared"
+        self.cross = nn.ModuleList(
+            CrossBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.qk_norm_across_heads, cfg.cross_attn_norm, shared)
+            for _ in range(cfg.cross_blocks))
+        self.time_proj = nn.Linear(cfg.dim, 6 * cfg.dim) if shared else None  # Wan: one AdaLN projection for all blocks
+        if self.time_proj is not None:
+            nn.init.zeros_(self.time_proj.weight)
+            nn.init.zeros_(self.time_proj.bias)
+        self.final = FinalLayer(cfg.dim, patch_dim, shared)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """x: [B, C, t, h, w] noisy latent, t: [B] in [0, 1], or [B, t] one time per latent frame
@@ -94,17 +118,27 @@ class MMDiT(nn.Module):
 
         # angles in float64 on the CPU (MPS has no float64), then to the device
         angles = rope_angles(grid_positions(grid), self.rope_axes, self.cfg.rope_theta).to(x.device)  # [Lv, Dh/2]
-        rope = torch.cat([angles.new_zeros(lt, angles.shape[1]), angles])  # [L, Dh/2]
-        masks = self.attention_masks(grid, cond.text.mask)
         patterns = iter(self.cfg.block_patterns())
-
-        for block in self.dual:
-            img, txt = block(img, txt, vec, rope, masks[next(patterns)], txt_vec)
-        h = torch.cat([txt, img], dim=1)  # [B, L, D]
-        joint_vec = vec if vec.dim() == 2 else torch.cat([txt_vec[:, None].expand(-1, lt, -1), vec], dim=1)  # [B, L, D]
-        for block in self.single:
-            h = block(h, joint_vec, rope, masks[next(patterns)])
-        out = self.final(h[:, lt:], vec)  # [B, Lv, C*pt*ph*pw]
+        if self.dual or self.single:  # MM-DiT: joint attention over [text; video]
+            rope = torch.cat([angles.new_zeros(lt, angles.shape[1]), angles])  # [L, Dh/2], text unrotated
+            masks = self.attention_masks(grid, cond.text.mask)
+            for block in self.dual:
+                img, txt = block(img, txt, vec, rope, masks[next(patterns)], txt_vec)
+            h = torch.cat([txt, img], dim=1)  # [B, L, D]
+            joint_vec = vec if vec.dim() == 2 else torch.cat([txt_vec[:, None].expand(-1, lt, -1), vec], dim=1)  # [B, L, D]
+            for block in self.single:
+                h = block(h, joint_vec, rope, masks[next(patterns)])
+            img = h[:, lt:]
+        if self.cross:  # cross-attention DiT: video self-attention in its layout, text by cross-attention
+            with no_autocast(x.device):
+                mod_in = vec if self.time_proj is None else self.time_proj(F.silu(vec.float()))  # [B, (L,) 6D]
+            text_mask = key_padding_mask(cond.text.mask) if self.cfg.cross_attn_mask else None
+            for block in self.cross:
+                p = next(patterns)
+                layout = p if p in ("spatial", "temporal") else "full"
+                mask = video_mask(p, grid, self.cfg.window, x.device) if layout == "full" else None
+                img = block(img, txt, mod_in, angles, mask, text_mask, layout=layout, grid=grid)
+        out = self.final(img, vec)  # [B, Lv, C*pt*ph*pw]
         return unpatchify(out, self.cfg.patch, grid).float()
 
     def conditioning_vectors(self, t: torch.Tensor, pooled: torch.Tensor, grid: tuple[int, int, int]):
@@ -112,7 +146,7 @@ class MMDiT(nn.Module):
         video vec [B, Lv, D], each token from its frame's time (a temporal patch takes its noisiest
         frame), and text vec [B, D] from the clip's noisiest frame, so a clean conditioning frame
         (t = 0) beside noisy ones leaves the text stream as it is at the noisy time."""
-        p = self.pooled_in(pooled)  # [B, D]
+        p = self.pooled_in(pooled) if self.pooled_in is not None else 0.0  # [B, D]
         if t.dim() == 1:
             vec = self.time_in(timestep_embedding(t)) + p
             return vec, vec
@@ -120,7 +154,8 @@ class MMDiT(nn.Module):
         if frames != grid[0] * self.cfg.patch[0]:
             raise ValueError(f"per-frame t has {frames} frames; the latent has {grid[0] * self.cfg.patch[0]}")
         t_tok = t.unflatten(1, (grid[0], self.cfg.patch[0])).amax(-1)  # [B, T] per token frame
-        per_frame = self.time_in(timestep_embedding(t_tok.flatten())).view(b, grid[0], -1) + p[:, None]  # [B, T, D]
+        per_frame = self.time_in(timestep_embedding(t_tok.flatten())).view(b, grid[0], -1)  # [B, T, D]
+        per_frame = per_frame + (p[:, None] if torch.is_tensor(p) else p)
         vec = per_frame.repeat_interleave(grid[1] * grid[2], dim=1)  # [B, Lv, D], time-major like the tokens
         return vec, self.time_in(timestep_embedding(t.amax(1))) + p
 
@@ -128,7 +163,7 @@ class MMDiT(nn.Module):
         """One joint [text; video] mask per pattern the blocks use: "full" is the key-padding mask
         [B, 1, 1, L]; the others are [B, 1, L, L] (kinema.nn.attention.pattern_mask)."""
         masks = {}
-        for p in set(self.cfg.block_patterns()):
+        for p in set(self.cfg.block_patterns()[:self.cfg.dual_blocks + self.cfg.single_blocks]):
             if p == "full":
                 valid = torch.cat([text_valid, text_valid.new_ones(text_valid.shape[0], grid[0] * grid[1] * grid[2])], dim=1)
                 masks[p] = key_padding_mask(valid)

@@ -44,3 +44,22 @@ class Modulation(nn.Module):
 def modulate(x: torch.Tensor, mod: ModulationOut) -> torch.Tensor:
     """x: [B, L, D] (already normalised) -> x * (1 + scale) + shift"""
     return (x.float() * (1 + mod.scale) + mod.shift).to(x.dtype)
+
+
+class ModulationTable(nn.Module):
+    """Wan's shared modulation: the model projects the time vector once to 3 * count * D (`shared`),
+    and each block adds its own learned table [3 * count, D]. Zero-initialised, as the shared
+    projection is, so every block starts as the identity.
+
+    shared [B, 3 * count * D] (or [B, L, 3 * count * D] per token) -> `count` ModulationOut groups."""
+
+    def __init__(self, dim: int, count: int):
+        super().__init__()
+        self.count = count
+        self.table = nn.Parameter(torch.zeros(3 * count, dim))
+
+    def forward(self, shared: torch.Tensor) -> list[ModulationOut]:
+        with no_autocast(shared.device):
+            out = shared.float().unflatten(-1, (3 * self.count, -1)) + self.table  # [B, 3c, D] or [B, L, 3c, D]
+        chunks = [c[:, None] if c.dim() == 2 else c for c in out.unbind(-2)]
+        return [ModulationOut(*chunks[3 * i: 3 * i + 3]) for i in range(self.count)]

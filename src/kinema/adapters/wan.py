@@ -1,0 +1,77 @@
+"""diffusers `WanTransformer3DModel` (Wan 2.1 / 2.2 text-to-video) -> kinema's cross-attention DiT
+(the `wan` layout: cross blocks, shared modulation, MLP text adapter, no pooled text).
+
+    cfg = dit_config(reference.config)
+    model = MMDiT(cfg)
+    model.load_state_dict(convert(reference.state_dict(), cfg))
+
+The two compute the same function (tests/test_adapters.py: 1e-5 in fp32). Differences are only
+in packing: kinema fuses q, k, v (and the cross-attention's k, v) into one Linear, patchifies with
+a Linear instead of a stride-p Conv3d, and orders each output patch as (channel, pt, ph, pw)
+where Wan has (pt, ph, pw, channel).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kinema.adapters.hunyuan_video import _Source
+from kinema.config import DiTConfig
+from kinema.errors import KinemaError
+
+
+def dit_config(c) -> DiTConfig:
+    """A diffusers config (its `.config` or a dict) -> DiTConfig."""
+    c = dict(c)
+    if c.get("image_dim") or c.get("added_kv_proj_dim"):
+        raise KinemaError("Wan image-to-video (image_dim / added_kv_proj_dim) has no kinema preset yet")
+    if c.get("qk_norm") != "rms_norm_across_heads" or c.get("freq_dim", 256) != 256 or c.get("eps", 1e-6) != 1e-6:
+        raise KinemaError("only Wan with rms_norm_across_heads, freq_dim 256 and eps 1e-6 maps onto kinema")
+    if c.get("out_channels", c["in_channels"]) not in (None, c["in_channels"]):
+        raise KinemaError("only Wan with out_channels == in_channels maps onto kinema")
+    heads, head_dim = c["num_attention_heads"], c["attention_head_dim"]
+    dim = heads * head_dim
+    h = w = 2 * (head_dim // 6)  # Wan's RoPE split: space 1/3 each, time the rest
+    return DiTConfig(
+        in_channels=c["in_channels"], patch=tuple(c["patch_size"]), dim=dim, heads=heads, dual_blocks=0, single_blocks=0,
+        cross_blocks=c["num_layers"], mlp_ratio=c["ffn_dim"] / dim, text_dim=c["text_dim"], qk_norm=True,
+        qk_norm_across_heads=True, rope_axes=(head_dim - h - w, h, w), rope_theta=10000.0, text_adapter="mlp",
+        pooled=False, modulation="shared", cross_attn_norm=bool(c.get("cross_attn_norm", True)), cross_attn_mask=False)
+
+
+def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.Tensor]:
+    src, out = _Source(state), {}
+    w = src("patch_embedding.weight")  # Conv3d [D, C, pt, ph, pw] -> Linear over (c pt ph pw)
+    out["patch_in.weight"], out["patch_in.bias"] = w.reshape(w.shape[0], -1), src("patch_embedding.bias")
+    ce = "condition_embedder"
+    src.linear(out, "time_in.net.0", f"{ce}.time_embedder.linear_1")
+    src.linear(out, "time_in.net.2", f"{ce}.time_embedder.linear_2")
+    src.linear(out, "time_proj", f"{ce}.time_proj")
+    src.linear(out, "text_in.0", f"{ce}.text_embedder.linear_1")
+    src.linear(out, "text_in.2", f"{ce}.text_embedder.linear_2")
+    for i in range(cfg.cross_blocks):
+        a, b = f"blocks.{i}", f"cross.{i}"
+        out[f"{b}.mod.table"] = src(f"{a}.scale_shift_table")[0]  # [1, 6, D] -> [6, D]
+        src.linear(out, f"{b}.qkv", f"{a}.attn1.to_q", f"{a}.attn1.to_k", f"{a}.attn1.to_v")
+        src.linear(out, f"{b}.proj", f"{a}.attn1.to_out.0")
+        src.linear(out, f"{b}.cross_q", f"{a}.attn2.to_q")
+        src.linear(out, f"{b}.cross_kv", f"{a}.attn2.to_k", f"{a}.attn2.to_v")
+        src.linear(out, f"{b}.cross_proj", f"{a}.attn2.to_out.0")
+        for attn, norm in (("attn1", "qk_norm"), ("attn2", "cross_qk_norm")):
+            out[f"{b}.{norm}.q.weight"] = src(f"{a}.{attn}.norm_q.weight")
+            out[f"{b}.{norm}.k.weight"] = src(f"{a}.{attn}.norm_k.weight")
+        if cfg.cross_attn_norm:
+            src.linear(out, f"{b}.norm2", f"{a}.norm2")
+        src.linear(out, f"{b}.mlp.0", f"{a}.ffn.net.0.proj")
+        src.linear(out, f"{b}.mlp.2", f"{a}.ffn.net.2")
+    out["final.table"] = src("scale_shift_table")[0]  # [1, 2, D] -> [2, D]: (shift, scale)
+    pt, ph, pw = cfg.patch
+    weight, bias = src("proj_out.weight"), src("proj_out.bias")  # rows ordered (pt, ph, pw, c)
+    d = weight.shape[1]
+    out["final.linear.weight"] = weight.view(pt, ph, pw, -1, d).permute(3, 0, 1, 2, 4).reshape(-1, d)
+    out["final.linear.bias"] = bias.view(pt, ph, pw, -1).permute(3, 0, 1, 2).reshape(-1)
+    left = sorted(set(state) - src.used)
+    if left:
+        raise KinemaError(f"{len(left)} Wan tensors have no place in kinema's model (e.g. {left[0]}); "
+                          f"the checkpoint uses a feature kinema does not implement")
+    return out
