@@ -154,3 +154,64 @@ def test_per_frame_times_must_cover_every_latent_frame():
 
     with pytest.raises(ValueError, match="per-frame t has 2 frames"):
         make_model()(torch.randn(1, 4, 3, 4, 4), torch.rand(1, 2), random_text(1))
+
+
+# ---- cross-attention DiT (Wan / Latte layout)
+
+WAN_TINY = {**CFG.__dict__, "dual_blocks": 0, "single_blocks": 0, "cross_blocks": 2, "modulation": "shared",
+            "text_adapter": "mlp", "pooled": False, "qk_norm_across_heads": True}
+
+
+def cross_model(attention=("full",), **kw) -> MMDiT:
+    return make_model(DiTConfig(**{**WAN_TINY, "attention": attention, **kw}))
+
+
+@torch.no_grad()
+def test_cross_blocks_layouts_reduce_to_full_attention_where_they_coincide():
+    """In cross blocks, spatial / temporal are reshapes (not masks): they must still agree with full
+    attention where the patterns coincide, and differ elsewhere."""
+    cond, t = random_text(2), torch.rand(2)
+    one_frame, one_token = torch.randn(2, 4, 1, 4, 4), torch.randn(2, 4, 3, 2, 2)
+    torch.testing.assert_close(cross_model(("spatial",))(one_frame, t, cond), cross_model()(one_frame, t, cond))
+    torch.testing.assert_close(cross_model(("temporal",))(one_token, t, cond), cross_model()(one_token, t, cond))
+    x = torch.randn(2, 4, 3, 4, 4)
+    assert not torch.allclose(cross_model(("spatial", "temporal"))(x, t, cond), cross_model()(x, t, cond))
+
+
+@torch.no_grad()
+def test_cross_blocks_causal_and_text_masking():
+    model, cond, t = cross_model(("causal",), modulation="per_block", pooled=True), random_text(2), torch.rand(2)
+    x = torch.randn(2, 4, 3, 4, 4)
+    y = x.clone()
+    y[:, :, 2] -= 1.0
+    torch.testing.assert_close(model(x, t, cond)[:, :, :2], model(y, t, cond)[:, :, :2])
+    # padding is hidden from the cross-attention unless cross_attn_mask is off (Wan's released model)
+    garbage = Conditioning(TextStates(cond.text.tokens.clone(), cond.text.mask, cond.text.pooled))
+    garbage.text.tokens[:, 4:] = 3.0
+    torch.testing.assert_close(model(x, t, cond), model(x, t, garbage))
+    unmasked = cross_model(cross_attn_mask=False)
+    assert not torch.allclose(unmasked(x, t, cond), unmasked(x, t, garbage))
+
+
+def test_modulation_table_adds_to_the_shared_projection_in_order():
+    """Wan's order: (shift, scale, gate) for attention, then for the MLP; per token too."""
+    from kinema.nn.modulation import ModulationTable
+
+    table = ModulationTable(3, 2)
+    with torch.no_grad():
+        table.table.copy_(torch.arange(18.0).view(6, 3) * 100)
+    shared = torch.arange(18.0)[None]  # [1, 6 * 3]
+    attn, mlp = table(shared)
+    assert attn.shift.tolist() == [[[0.0, 101.0, 202.0]]] and attn.gate.shape == (1, 1, 3)
+    assert mlp.gate.tolist() == [[[15 * 101.0, 16 * 101.0, 17 * 101.0]]]
+    per_token = table(shared[:, None].expand(1, 4, 18))
+    assert per_token[1].gate.shape == (1, 4, 3) and torch.equal(per_token[1].gate[0, 2], mlp.gate[0, 0])
+
+
+def test_shared_modulation_needs_cross_blocks():
+    import pytest
+
+    from kinema.errors import KinemaError
+
+    with pytest.raises(KinemaError, match="cross blocks only"):
+        DiTConfig(**{**CFG.__dict__, "modulation": "shared"})
