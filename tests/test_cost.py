@@ -51,7 +51,10 @@ WAN = {"dual_blocks": 0, "single_blocks": 0, "cross_blocks": 4, "modulation": "s
 @pytest.mark.parametrize("attention,extra", [(("full",), {}), (("spatial", "temporal", "window"), {}),
                                              (("full",), {"refiner_blocks": 2, "text_adapter": "linear", "pooled_dim": 384}),
                                              (("spatial", "temporal", "full", "window"), WAN),
-                                             (("full",), {**WAN, "modulation": "per_block", "pooled": True, "mlp_ratio": 2.5})])
+                                             (("full",), {**WAN, "modulation": "per_block", "pooled": True, "mlp_ratio": 2.5}),
+                                             (("full",), {"single_blocks": 0, "dual_blocks": 3, "text_width": 128,
+                                                          "refiner_blocks": 1}),  # AsymmDiT (Mochi)
+                                             (("full", "spatial"), {"dual_blocks": 0, "expert_adaln": True})])  # CogVideoX
 def test_flops_equal_torch_flop_counter(attention, extra):
     """Linear FLOPs against FlopCounterMode's addmm exactly; attention against its bmm under the
     math SDPA kernel (which computes every pair of the joint sequence, masked or not)."""

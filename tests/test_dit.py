@@ -215,3 +215,37 @@ def test_shared_modulation_needs_cross_blocks():
 
     with pytest.raises(KinemaError, match="cross blocks only"):
         DiTConfig(**{**CFG.__dict__, "modulation": "shared"})
+
+
+# ---- AsymmDiT (Mochi) and expert AdaLN (CogVideoX)
+
+@torch.no_grad()
+def test_asymmetric_text_stream_and_its_equal_width_reduction():
+    cfg = DiTConfig(**{**CFG.__dict__, "dual_blocks": 2, "single_blocks": 0, "text_width": 16})
+    model = make_model(cfg)
+    assert model.dual[0].txt.qkv.weight.shape == (3 * 32, 16) and model.dual[0].txt.proj.weight.shape == (16, 32)
+    assert model.dual[0].txt.mod.lin.weight.shape == (6 * 16, 32)  # the text AdaLN reads the 32-wide time vector
+    x, t, cond = torch.randn(2, 4, 3, 4, 4), torch.rand(2), random_text(2)
+    assert model(x, t, cond).shape == x.shape
+    # at equal widths the AsymmDiT is the MM-DiT: the same weights load and give the same output
+    equal = make_model(DiTConfig(**{**CFG.__dict__, "dual_blocks": 2, "single_blocks": 0, "text_width": 32}))
+    plain = MMDiT(DiTConfig(**{**CFG.__dict__, "dual_blocks": 2, "single_blocks": 0})).eval()
+    plain.load_state_dict(equal.state_dict())
+    torch.testing.assert_close(plain(x, t, cond), equal(x, t, cond))
+
+
+def test_expert_adaln_modulates_text_and_video_tokens_separately(monkeypatch):
+    from kinema.dit import blocks
+
+    block = SingleStreamBlock(8, 2, expert=True)
+    with torch.no_grad():
+        block.mod_txt.lin.bias.fill_(1.0)  # text shift = scale = gate = 1
+        block.mod.lin.bias.fill_(2.0)  # video: 2
+    seen = []
+    real = blocks.modulate
+    monkeypatch.setattr(blocks, "modulate", lambda x, mod: seen.append(mod) or real(x, mod))
+    x = torch.randn(2, 7, 8)  # 3 text tokens, then 4 video tokens
+    out = block(x, torch.randn(2, 8), torch.zeros(7, 2), None, text_len=3, txt_vec=torch.randn(2, 8))
+    shift = seen[0].shift
+    assert shift.shape == (2, 7, 8) and (shift[:, :3] == 1).all() and (shift[:, 3:] == 2).all()
+    assert out.shape == x.shape

@@ -77,6 +77,8 @@ class DiTConfig:
     qk_norm_across_heads: bool = False  # Wan normalises q and k over all heads at once
     cross_attn_norm: bool = True  # an affine LayerNorm before the cross-attention (Wan)
     cross_attn_mask: bool = True  # hide text padding from the cross-attention; Wan's released model sees it
+    text_width: int | None = None  # AsymmDiT (Mochi): a text stream narrower than the video's; None: dim
+    expert_adaln: bool = False  # CogVideoX: single-stream blocks modulate text and video tokens separately
 
     def __post_init__(self):
         from kinema.nn.attention import PATTERNS
@@ -90,6 +92,8 @@ class DiTConfig:
             raise KinemaError(f"dit.modulation {self.modulation!r}: use 'per_block' or 'shared'")
         if self.modulation == "shared" and (self.dual_blocks or self.single_blocks):
             raise KinemaError("dit.modulation 'shared' (Wan) is for cross blocks only; set dual_blocks and single_blocks to 0")
+        if self.text_width not in (None, self.dim) and (self.single_blocks or self.cross_blocks):
+            raise KinemaError("dit.text_width (AsymmDiT) needs dual blocks only: single and cross blocks see text at the full width")
         if self.dual_blocks + self.single_blocks + self.cross_blocks == 0:
             raise KinemaError("the denoiser needs at least one block (dual_blocks, single_blocks or cross_blocks)")
 

@@ -65,16 +65,20 @@ def heads_of(x: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 class Stream(nn.Module):
-    """One stream's weights in a dual-stream block."""
+    """One stream's weights in a dual-stream block. A stream narrower than the attention (AsymmDiT,
+    Mochi's text stream) projects up to `attn_dim` for q, k, v and back down after attention; its
+    AdaLN reads the model's `cond_dim`-wide time vector."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, qk_norm: bool):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, qk_norm: bool, attn_dim: int | None = None,
+                 cond_dim: int | None = None):
         super().__init__()
+        attn_dim = attn_dim or dim
         self.heads = heads
-        self.mod = Modulation(dim, 2)  # [attention, MLP] x (shift, scale, gate)
+        self.mod = Modulation(dim, 2, cond_dim)  # [attention, MLP] x (shift, scale, gate)
         self.norm1, self.norm2 = _layer_norm(dim), _layer_norm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.qk_norm = QKNorm(dim // heads, qk_norm)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = nn.Linear(dim, 3 * attn_dim)
+        self.qk_norm = QKNorm(attn_dim // heads, qk_norm)
+        self.proj = nn.Linear(attn_dim, dim)
         self.mlp = mlp(dim, int(dim * mlp_ratio))
 
     def qkv_heads(self, x: torch.Tensor, mod: ModulationOut):
@@ -90,14 +94,16 @@ class Stream(nn.Module):
 
 
 class DualStreamBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True):
+    """`text_dim` < dim makes it asymmetric (AsymmDiT): a narrower text stream, one attention width."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True, text_dim: int | None = None):
         super().__init__()
-        self.txt = Stream(dim, heads, mlp_ratio, qk_norm)
+        self.txt = Stream(text_dim or dim, heads, mlp_ratio, qk_norm, attn_dim=dim, cond_dim=dim)
         self.img = Stream(dim, heads, mlp_ratio, qk_norm)
 
     def forward(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor,
                 mask: torch.Tensor | None, txt_vec: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """img: [B, Lv, D], txt: [B, Lt, D], vec: [B, D] (or [B, Lv, D] per video token), rope: [L, Dh/2]
+        """img: [B, Lv, D], txt: [B, Lt, Dt], vec: [B, D] (or [B, Lv, D] per video token), rope: [L, Dh/2]
         angles, mask: [B, 1, 1, L] or [B, 1, L, L]; txt_vec: [B, D] for the text stream (default: vec)"""
         img_mods, txt_mods = self.img.mod(vec), self.txt.mod(vec if txt_vec is None else txt_vec)
         qi, ki, vi = self.img.qkv_heads(img, img_mods[0])
@@ -111,19 +117,29 @@ class DualStreamBlock(nn.Module):
 
 
 class SingleStreamBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True):
+    """`expert`: CogVideoX's expert AdaLN, one modulation for the text tokens and another for the
+    video tokens, all other weights shared."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True, expert: bool = False):
         super().__init__()
         self.heads, self.dim = heads, dim
         self.hidden = int(dim * mlp_ratio)
         self.mod = Modulation(dim, 1)
+        self.mod_txt = Modulation(dim, 1) if expert else None
         self.norm = _layer_norm(dim)
         self.linear1 = nn.Linear(dim, 3 * dim + self.hidden)  # qkv and MLP input in one matmul
         self.qk_norm = QKNorm(dim // heads, qk_norm)
         self.linear2 = nn.Linear(dim + self.hidden, dim)  # attention output and MLP output together
 
-    def forward(self, x: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """x: [B, L, D] (text then video), vec: [B, D] or [B, L, D] per token -> [B, L, D]"""
+    def forward(self, x: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor | None,
+                text_len: int = 0, txt_vec: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, L, D] (text then video), vec: [B, D] or [B, L, D] per token -> [B, L, D].
+        With expert AdaLN, vec drives the video tokens and txt_vec [B, D] the first `text_len` tokens."""
         (mod,) = self.mod(vec)
+        if self.mod_txt is not None:
+            (mod_t,) = self.mod_txt(txt_vec)
+            mod = ModulationOut(*(torch.cat([a.expand(-1, text_len, -1), b.expand(-1, x.shape[1] - text_len, -1)], dim=1)
+                                  for a, b in ((mod_t.shift, mod.shift), (mod_t.scale, mod.scale), (mod_t.gate, mod.gate))))
         qkv, h = self.linear1(modulate(self.norm(x), mod)).split([3 * self.dim, self.hidden], dim=-1)
         q, k, v = split_heads(qkv, self.heads)
         q, k = self.qk_norm(q, k)

@@ -81,14 +81,17 @@ def dit_flops(cfg: DiTConfig, grid: Grid, text_tokens: int, computed: bool = Fal
     n, lt = grid[0] * grid[1] * grid[2], text_tokens
     d, hidden = cfg.dim, int(cfg.dim * cfg.mlp_ratio)
     patch_dim = cfg.in_channels * math.prod(cfg.patch)
-    text_in = {"mlp": cfg.text_dim * d + d * d}.get(cfg.text_adapter, cfg.text_dim * d)
+    dt = cfg.text_width or d  # the text stream's width (AsymmDiT)
+    text_in = {"mlp": cfg.text_dim * dt + dt * dt}.get(cfg.text_adapter, cfg.text_dim * dt)
     linear = 2 * patch_dim * d * n + text_in * lt  # patch in, final out; the text adapter
     linear += 256 * d + d * d  # the timestep MLP (per sample)
     if cfg.pooled:
         linear += (cfg.pooled_dim or cfg.text_dim) * d + d * d
     per_stream = 4 * d * d + 2 * d * hidden  # qkv, proj, MLP in and out (per token)
-    linear += cfg.dual_blocks * (per_stream * (n + lt) + 2 * 6 * d * d)  # + the two streams' AdaLN
-    linear += cfg.single_blocks * (((3 * d + hidden) * d + (d + hidden) * d) * (n + lt) + 3 * d * d)
+    text_stream = 4 * dt * d + 2 * dt * int(dt * cfg.mlp_ratio)  # qkv up to d, proj back to dt, its MLP
+    linear += cfg.dual_blocks * (per_stream * n + text_stream * lt + 6 * d * d + 6 * dt * d)  # + both AdaLNs
+    expert = 2 if cfg.expert_adaln else 1  # CogVideoX: a second AdaLN for the text tokens
+    linear += cfg.single_blocks * (((3 * d + hidden) * d + (d + hidden) * d) * (n + lt) + expert * 3 * d * d)
     cross_hidden = round(d * cfg.mlp_ratio)
     linear += cfg.cross_blocks * ((6 * d * d + 2 * d * cross_hidden) * n + 2 * d * d * lt)
     if cfg.modulation == "shared":
@@ -101,9 +104,9 @@ def dit_flops(cfg: DiTConfig, grid: Grid, text_tokens: int, computed: bool = Fal
     for p in patterns[mm:]:
         full_kernel = computed and p not in ("spatial", "temporal")
         pairs += (n * n if full_kernel else attention_pairs(p, grid, cfg.window)) + n * lt  # self, cross
-    if cfg.refiner_blocks:  # HunyuanVideo's token refiner: its own time / pooled MLPs, blocks over the text
-        linear += 256 * d + d * d + cfg.text_dim * d + d * d
-        linear += cfg.refiner_blocks * ((4 * d * d + 2 * d * 4 * d) * lt + 2 * d * d)  # its MLP is 4x wide
-        pairs += cfg.refiner_blocks * lt * lt
     attention = 2 * 2 * pairs * d  # QK^T and AV, H heads x Dh = D
+    if cfg.refiner_blocks:  # HunyuanVideo's token refiner at the text width: time / pooled MLPs, blocks over the text
+        linear += 256 * dt + dt * dt + cfg.text_dim * dt + dt * dt
+        linear += cfg.refiner_blocks * ((4 * dt * dt + 2 * dt * 4 * dt) * lt + 2 * dt * dt)  # its MLP is 4x wide
+        attention += 2 * 2 * cfg.refiner_blocks * lt * lt * dt
     return {"linear": 2.0 * linear, "attention": float(attention), "total": 2.0 * linear + attention}

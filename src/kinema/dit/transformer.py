@@ -72,11 +72,13 @@ class FinalLayer(nn.Module):
 
 
 def text_adapter(cfg: DiTConfig) -> nn.Sequential:
-    """Text states [B, Lt, Dtext] -> [B, Lt, D]: RMSNorm + Linear, Linear, or Linear-GELU-Linear (Wan)."""
+    """Text states [B, Lt, Dtext] -> [B, Lt, text width]: RMSNorm + Linear, Linear, or
+    Linear-GELU-Linear (Wan)."""
+    width = cfg.text_width or cfg.dim
     if cfg.text_adapter == "mlp":
-        return nn.Sequential(nn.Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.dim, cfg.dim))
+        return nn.Sequential(nn.Linear(cfg.text_dim, width), nn.GELU(approximate="tanh"), nn.Linear(width, width))
     norm = [RMSNorm(cfg.text_dim)] if cfg.text_adapter == "rmsnorm" else []
-    return nn.Sequential(*norm, nn.Linear(cfg.text_dim, cfg.dim))
+    return nn.Sequential(*norm, nn.Linear(cfg.text_dim, width))
 
 
 class MMDiT(nn.Module):
@@ -90,11 +92,14 @@ class MMDiT(nn.Module):
             raise ValueError(f"rope_axes {self.rope_axes} must sum to the head dim {cfg.head_dim}")
         self.patch_in = nn.Linear(patch_dim, cfg.dim)
         self.text_in = text_adapter(cfg)
-        self.refiner = TokenRefiner(cfg.dim, cfg.heads, cfg.text_dim, cfg.refiner_blocks) if cfg.refiner_blocks else None
+        width = cfg.text_width or cfg.dim
+        self.refiner = TokenRefiner(width, cfg.heads, cfg.text_dim, cfg.refiner_blocks) if cfg.refiner_blocks else None
         self.time_in = MLPEmbedder(256, cfg.dim)
         self.pooled_in = MLPEmbedder(cfg.pooled_dim or cfg.text_dim, cfg.dim) if cfg.pooled else None
-        self.dual = nn.ModuleList(DualStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm) for _ in range(cfg.dual_blocks))
-        self.single = nn.ModuleList(SingleStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm) for _ in range(cfg.single_blocks))
+        self.dual = nn.ModuleList(DualStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, width)
+                                  for _ in range(cfg.dual_blocks))
+        self.single = nn.ModuleList(SingleStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.expert_adaln)
+                                    for _ in range(cfg.single_blocks))
         shared = cfg.modulation == "shared"
         self.cross = nn.ModuleList(
             CrossBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.qk_norm_across_heads, cfg.cross_attn_norm, shared)
@@ -124,11 +129,12 @@ class MMDiT(nn.Module):
             masks = self.attention_masks(grid, cond.text.mask)
             for block in self.dual:
                 img, txt = block(img, txt, vec, rope, masks[next(patterns)], txt_vec)
-            h = torch.cat([txt, img], dim=1)  # [B, L, D]
-            joint_vec = vec if vec.dim() == 2 else torch.cat([txt_vec[:, None].expand(-1, lt, -1), vec], dim=1)  # [B, L, D]
-            for block in self.single:
-                h = block(h, joint_vec, rope, masks[next(patterns)])
-            img = h[:, lt:]
+            if self.single:  # (an AsymmDiT has none: its text stream is narrower than the video's)
+                h = torch.cat([txt, img], dim=1)  # [B, L, D]
+                joint_vec = vec if vec.dim() == 2 else torch.cat([txt_vec[:, None].expand(-1, lt, -1), vec], dim=1)
+                for block in self.single:
+                    h = block(h, vec if self.cfg.expert_adaln else joint_vec, rope, masks[next(patterns)], lt, txt_vec)
+                img = h[:, lt:]
         if self.cross:  # cross-attention DiT: video self-attention in its layout, text by cross-attention
             with no_autocast(x.device):
                 mod_in = vec if self.time_proj is None else self.time_proj(F.silu(vec.float()))  # [B, (L,) 6D]

@@ -25,10 +25,10 @@ class Modulation(nn.Module):
     """vec [B, D] -> `count` ModulationOut groups of [B, 1, D] (e.g. 2: one for attention, one for
     the MLP); a per-token vec [B, L, D] (per-frame timesteps) gives groups of [B, L, D]."""
 
-    def __init__(self, dim: int, count: int):
+    def __init__(self, dim: int, count: int, cond_dim: int | None = None):
         super().__init__()
         self.count = count
-        self.lin = nn.Linear(dim, 3 * count * dim)
+        self.lin = nn.Linear(cond_dim or dim, 3 * count * dim)  # cond_dim: the vector's width, if not dim (AsymmDiT)
         nn.init.zeros_(self.lin.weight)  # AdaLN-Zero
         nn.init.zeros_(self.lin.bias)
 
