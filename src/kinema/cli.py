@@ -65,10 +65,23 @@ def _train(args: argparse.Namespace) -> None:
     if args.compile:
         overrides["compile"] = True
     recipe = load_recipe(args.config, overrides)
+    if args.arch:
+        recipe.model.dit = arch_config(args.arch, recipe.model.dit)
     with _stop_on_signals():
         out = run(recipe, resume=args.resume, stage=args.stage)
     if out is not None:
         print(f"model written to {out}; try: kinema generate \"a red circle moving right\" --model {out}")
+
+
+def arch_config(name: str, current):
+    """A DiT family preset (config.DIT_FAMILIES) fitted to the recipe's latent channels and text width."""
+    import dataclasses
+
+    from kinema.config import DIT_PRESETS
+
+    if name not in DIT_PRESETS:
+        raise KinemaError(f"unknown --arch {name!r}; choose from {', '.join(DIT_PRESETS)}")
+    return dataclasses.replace(DIT_PRESETS[name], in_channels=current.in_channels, text_dim=current.text_dim)
 
 
 def _write_json(path: str | None, data) -> None:
@@ -107,8 +120,12 @@ def _info(args: argparse.Namespace) -> None:
         for name, v in VAE_PRESETS.items():
             print(f"vae {name:8s} {v.time_compression}x{v.space_compression}x{v.space_compression}, "
                   f"{v.latent_channels} channels, widths {[v.base_channels * m for m in v.channel_mult]}")
+        from kinema.dit.transformer import MMDiT
+
         for name, d in DIT_PRESETS.items():
-            print(f"dit {name:8s} dim {d.dim}, {d.heads} heads, {d.dual_blocks} dual + {d.single_blocks} single, patch {d.patch}")
+            params = sum(p.numel() for p in MMDiT(d).parameters()) / 1e6
+            print(f"dit {name:18s} {params:6.2f} M params, dim {d.dim}, {d.heads} heads, blocks {d.dual_blocks} dual + "
+                  f"{d.single_blocks} single + {d.cross_blocks} cross, attention {'/'.join(d.attention)}")
         return
     from kinema.pipelines.pipeline import describe
 
@@ -166,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--stage", default="all", help="vae (the VAE and its decoder fine-tune) or all (default)")
     t.add_argument("--run-dir", default=None, help="override the recipe's run_dir")
     t.add_argument("--export-dir", default=None, help="override where the finished model is written")
+    t.add_argument("--arch", default=None, metavar="NAME",
+                   help="train this denoiser family instead of the recipe's (kinema info --presets lists them)")
     _runtime_args(t, default=None)  # None: the recipe's device / precision (auto unless it says otherwise)
     t.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
     t.set_defaults(func=_train)

@@ -139,9 +139,44 @@ VAE_PRESETS: dict[str, VAEConfig] = {
 }
 
 DIT_PRESETS: dict[str, DiTConfig] = {
-    "shapes": DiTConfig(),
+    "shapes": DiTConfig(),  # the shipped model's MM-DiT
     "tiny": DiTConfig(in_channels=4, dim=32, heads=2, dual_blocks=1, single_blocks=1, mlp_ratio=2.0),
 }
+
+# The denoiser families of the sources (SPEC §10) as choices of kinema's parts, at the size of the
+# Shapes model (width 256, 6 blocks; `kinema train --arch NAME`) and as NAME-tiny for tests.
+# docs/architectures.md says what each choice is and which families match their reference.
+_NO_MM = {"dual_blocks": 0, "single_blocks": 0}
+_ADALN_SINGLE = {**_NO_MM, "cross_blocks": 6, "modulation": "shared", "text_adapter": "mlp", "pooled": False}
+DIT_FAMILIES: dict[str, dict] = {
+    "hunyuan": {"text_adapter": "linear", "refiner_blocks": 1, "rope_theta": 256.0},  # dual -> single MM-DiT, token refiner
+    "wan": {**_ADALN_SINGLE, "qk_norm_across_heads": True, "cross_attn_mask": False},  # cross-attention, shared modulation
+    "mochi": {"dual_blocks": 6, "single_blocks": 0, "text_width": 128},  # AsymmDiT: a text stream half as wide
+    "cogvideox": {"dual_blocks": 0, "single_blocks": 6, "expert_adaln": True, "text_adapter": "linear"},  # expert AdaLN
+    "latte": {**_ADALN_SINGLE, "qk_norm": False, "attention": ("spatial", "temporal")},  # factorized 2+1D
+    "opensora": {**_ADALN_SINGLE, "attention": ("spatial", "temporal")},  # STDiT: factorized, QK-norm
+    "opensora-plan": {**_ADALN_SINGLE, "attention": ("spatial", "temporal", "full")},  # factorized + periodic full
+    "easyanimate": {"attention": ("full", "temporal")},  # MM-DiT, hybrid motion module: global / temporal
+    "sora": {**_NO_MM, "cross_blocks": 6},  # spacetime DiT: full 3D attention, cross-attention, per-block AdaLN
+    "ltx": {**_ADALN_SINGLE, "cross_blocks": 4, "dim": 192, "heads": 3, "qk_norm_across_heads": True},  # small, fast
+    "sd3": {"dual_blocks": 4, "single_blocks": 0, "attention": ("spatial",)},  # image MM-DiT: each frame alone (T = 1)
+}
+
+
+def _tiny(parts: dict) -> dict:
+    """The family's parts at test size: width 32, each kind of block once (cross blocks twice, so a
+    spatial / temporal alternation still alternates)."""
+    out = {**parts, "in_channels": 4, "dim": 32, "heads": 2, "mlp_ratio": 2.0}
+    blocks = {k: parts.get(k, getattr(DiTConfig, k)) for k in ("dual_blocks", "single_blocks", "cross_blocks")}
+    out.update({k: (2 if k == "cross_blocks" else 1) if v else 0 for k, v in blocks.items()})
+    out.update({k: v for k, v in (("text_width", 16), ("refiner_blocks", 1)) if parts.get(k)})
+    return out
+
+
+for _name, _parts in DIT_FAMILIES.items():
+    DIT_PRESETS[_name] = DiTConfig(**_parts)
+    DIT_PRESETS[f"{_name}-tiny"] = DiTConfig(**_tiny(_parts))
+ARCHS = tuple(DIT_FAMILIES)
 
 
 # ----------------------------------------------------------------------------- dict <-> dataclass

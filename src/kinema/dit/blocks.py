@@ -70,16 +70,20 @@ class Stream(nn.Module):
     AdaLN reads the model's `cond_dim`-wide time vector."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, qk_norm: bool, attn_dim: int | None = None,
-                 cond_dim: int | None = None):
+                 cond_dim: int | None = None, pre_only: bool = False):
         super().__init__()
         attn_dim = attn_dim or dim
         self.heads = heads
-        self.mod = Modulation(dim, 2, cond_dim)  # [attention, MLP] x (shift, scale, gate)
-        self.norm1, self.norm2 = _layer_norm(dim), _layer_norm(dim)
+        # [attention, MLP] x (shift, scale, gate); a pre-only stream (SD3's and Mochi's last text
+        # stream: its output is never read) has only the attention group, no output weights
+        self.mod = Modulation(dim, 1 if pre_only else 2, cond_dim)
+        self.norm1 = _layer_norm(dim)
         self.qkv = nn.Linear(dim, 3 * attn_dim)
         self.qk_norm = QKNorm(attn_dim // heads, qk_norm)
-        self.proj = nn.Linear(attn_dim, dim)
-        self.mlp = mlp(dim, int(dim * mlp_ratio))
+        if not pre_only:
+            self.norm2 = _layer_norm(dim)
+            self.proj = nn.Linear(attn_dim, dim)
+            self.mlp = mlp(dim, int(dim * mlp_ratio))
 
     def qkv_heads(self, x: torch.Tensor, mod: ModulationOut):
         """x: [B, L, D] -> q, k, v [B, H, L, Dh] (q, k normalised)"""
@@ -94,12 +98,16 @@ class Stream(nn.Module):
 
 
 class DualStreamBlock(nn.Module):
-    """`text_dim` < dim makes it asymmetric (AsymmDiT): a narrower text stream, one attention width."""
+    """`text_dim` < dim makes it asymmetric (AsymmDiT): a narrower text stream, one attention width.
+    `text_out=False`: the last block of a model with nothing after it reads no text output, so its
+    text stream only contributes keys and values (SD3, Mochi) and the text comes back unchanged."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True, text_dim: int | None = None):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True, text_dim: int | None = None,
+                 text_out: bool = True):
         super().__init__()
-        self.txt = Stream(text_dim or dim, heads, mlp_ratio, qk_norm, attn_dim=dim, cond_dim=dim)
+        self.txt = Stream(text_dim or dim, heads, mlp_ratio, qk_norm, attn_dim=dim, cond_dim=dim, pre_only=not text_out)
         self.img = Stream(dim, heads, mlp_ratio, qk_norm)
+        self.text_out = text_out
 
     def forward(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor,
                 mask: torch.Tensor | None, txt_vec: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +121,8 @@ class DualStreamBlock(nn.Module):
         v = torch.cat([vt, vi], dim=2)
         a = attention(q, k, v, mask)  # [B, L, D]
         lt = txt.shape[1]
-        return self.img.residuals(img, a[:, lt:], img_mods), self.txt.residuals(txt, a[:, :lt], txt_mods)
+        txt = self.txt.residuals(txt, a[:, :lt], txt_mods) if self.text_out else txt
+        return self.img.residuals(img, a[:, lt:], img_mods), txt
 
 
 class SingleStreamBlock(nn.Module):

@@ -90,6 +90,8 @@ def dit_flops(cfg: DiTConfig, grid: Grid, text_tokens: int, computed: bool = Fal
     per_stream = 4 * d * d + 2 * d * hidden  # qkv, proj, MLP in and out (per token)
     text_stream = 4 * dt * d + 2 * dt * int(dt * cfg.mlp_ratio)  # qkv up to d, proj back to dt, its MLP
     linear += cfg.dual_blocks * (per_stream * n + text_stream * lt + 6 * d * d + 6 * dt * d)  # + both AdaLNs
+    if cfg.dual_blocks and not (cfg.single_blocks or cfg.cross_blocks):  # the last text stream is pre-only
+        linear -= (text_stream - 3 * dt * d) * lt + 3 * dt * d
     expert = 2 if cfg.expert_adaln else 1  # CogVideoX: a second AdaLN for the text tokens
     linear += cfg.single_blocks * (((3 * d + hidden) * d + (d + hidden) * d) * (n + lt) + expert * 3 * d * d)
     cross_hidden = round(d * cfg.mlp_ratio)

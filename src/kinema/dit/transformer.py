@@ -96,8 +96,10 @@ class MMDiT(nn.Module):
         self.refiner = TokenRefiner(width, cfg.heads, cfg.text_dim, cfg.refiner_blocks) if cfg.refiner_blocks else None
         self.time_in = MLPEmbedder(256, cfg.dim)
         self.pooled_in = MLPEmbedder(cfg.pooled_dim or cfg.text_dim, cfg.dim) if cfg.pooled else None
-        self.dual = nn.ModuleList(DualStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, width)
-                                  for _ in range(cfg.dual_blocks))
+        text_read_after = bool(cfg.single_blocks or cfg.cross_blocks)  # else the last dual block's text output is unused
+        self.dual = nn.ModuleList(DualStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, width,
+                                                  text_out=text_read_after or i < cfg.dual_blocks - 1)
+                                  for i in range(cfg.dual_blocks))
         self.single = nn.ModuleList(SingleStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.expert_adaln)
                                     for _ in range(cfg.single_blocks))
         shared = cfg.modulation == "shared"
