@@ -1,0 +1,191 @@
+"""kinema's denoiser against the reference implementation, with the same weights, and against the
+machine: forward and forward+backward time and peak memory of the `wan` and `hunyuan` layouts
+next to diffusers' WanTransformer3DModel and HunyuanVideoTransformer3DModel.
+
+    python benchmarks/dit_speed.py [--dim 512] [--batch 4] [--runs 5] [--precision auto]
+
+Each (family, implementation, precision) runs in a fresh process that builds the diffusers model,
+converts its weights with kinema.adapters (so both compute the same function, checked to 1e-4),
+and times one of the two: the median of --runs after one warm-up; peak memory is that process's
+peak resident set (the same imports and models in every process, so the difference between two
+rows is what the forward / backward itself holds). Precisions: fp32 and the one the policy picks
+(kinema.runtime). Then the machine's matmul peak at that precision (a 2048^3 matmul), and each
+kinema training step's achieved FLOP/s as a share of it (FLOPs from kinema.dit.cost, computed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+FAMILIES = ("wan", "hunyuan")
+
+
+def reference(family: str, dim: int, heads: int):
+    import diffusers
+
+    head_dim = dim // heads
+    if family == "wan":  # 6 blocks
+        return diffusers.WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim, in_channels=16, out_channels=16,
+            text_dim=384, freq_dim=256, ffn_dim=4 * dim, num_layers=6, cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=64)
+    return diffusers.HunyuanVideoTransformer3DModel(  # 2 dual + 4 single blocks, one refiner block
+        in_channels=16, out_channels=16, num_attention_heads=heads, attention_head_dim=head_dim, num_layers=2,
+        num_single_layers=4, num_refiner_layers=1, mlp_ratio=4.0, patch_size=2, patch_size_t=1, guidance_embeds=False,
+        text_embed_dim=384, pooled_projection_dim=384, rope_axes_dim=(head_dim - 2 * (3 * head_dim // 8), 3 * head_dim // 8,
+                                                                        3 * head_dim // 8), rope_theta=256.0)
+
+
+def child(family: str, impl: str, precision: str, mode: str, dim: int, heads: int, batch: int, runs: int) -> None:
+    import torch
+
+    from kinema import adapters  # noqa: F401
+    from kinema.adapters import hunyuan_video, wan
+    from kinema.dit.transformer import Conditioning, MMDiT
+    from kinema.runtime import resolve_runtime
+    from kinema.text.encoders import TextStates
+
+    rt = resolve_runtime("cpu" if not torch.cuda.is_available() else "auto", precision)
+    torch.manual_seed(0)
+    ref = reference(family, dim, heads)
+    for p in ref.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    adapter = wan if family == "wan" else hunyuan_video
+    cfg = adapter.dit_config(ref.config)
+    mine = MMDiT(cfg)
+    mine.load_state_dict(adapter.convert(ref.state_dict(), cfg))
+    ref, mine = ref.to(rt.device), mine.to(rt.device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 16, 5, 16, 16, generator=g).to(rt.device)  # 17 frames of 128x128 at 4x8x8: 320 tokens
+    t = torch.rand(batch, generator=g).to(rt.device)
+    valid = torch.arange(24)[None] < torch.randint(8, 25, (batch,), generator=g)[:, None]
+    tokens = (torch.randn(batch, 24, 384, generator=g) * valid[..., None]).to(rt.device)
+    pooled, valid = torch.randn(batch, 384, generator=g).to(rt.device), valid.to(rt.device)
+    cond = Conditioning(TextStates(tokens, valid, pooled))
+
+    def run_mine():
+        return mine(x, t, cond)
+
+    def run_ref():
+        if family == "wan":
+            return ref(x, t * 1000.0, tokens, return_dict=False)[0]
+        return ref(x, t * 1000.0, tokens, valid.long(), pooled, return_dict=False)[0]
+
+    fn = run_mine if impl == "kinema" else run_ref
+    if precision == "fp32":
+        with torch.no_grad():
+            err = (run_mine() - run_ref()).abs().max().item()
+        assert err < 1e-4, f"kinema and diffusers disagree by {err}"
+
+    def step():
+        with rt.autocast():
+            out = fn()
+        if mode == "train":
+            out.float().pow(2).mean().backward()
+
+    times = []
+    for i in range(runs + 1):
+        with torch.set_grad_enabled(mode == "train"):
+            if rt.device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step()
+            if rt.device.type == "cuda":
+                torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - t0)
+        for p in (*mine.parameters(), *ref.parameters()):
+            p.grad = None
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if rt.device.type == "cuda" else None
+    print(json.dumps({"seconds": statistics.median(times), "gpu_mib": gpu, "precision": rt.precision}))
+
+
+def measure(args, family: str, impl: str, precision: str, mode: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", family, impl, precision, mode, "--dim", str(args.dim), "--heads",
+           str(args.heads), "--batch", str(args.batch), "--runs", str(args.runs)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"{family} {impl} {precision} {mode} failed with status {status}")
+    return {**json.loads(out.strip().splitlines()[-1]), "peak_mib": usage.ru_maxrss / 1024}
+
+
+def matmul_peak(precision: str) -> float:
+    """GFLOP/s of a 2048^3 matmul at `precision` under autocast on the policy's device (best of 5)."""
+    import torch
+
+    from kinema.runtime import resolve_runtime
+
+    rt = resolve_runtime("auto", precision)
+    a = torch.randn(2048, 2048, device=rt.device)
+    best = float("inf")
+    for _ in range(6):
+        with rt.autocast():
+            if rt.device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            a @ a
+            if rt.device.type == "cuda":
+                torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * 2048**3 / best / 1e9
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--precision", default="auto", help="the second precision besides fp32 (default: the policy's)")
+    p.add_argument("--json", default=None)
+    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child(*args.child, args.dim, args.heads, args.batch, args.runs)
+    import torch
+
+    from kinema.dit.cost import dit_flops
+    from kinema.runtime import cpu_model, resolve_runtime
+
+    rt = resolve_runtime("auto", args.precision)
+    print(f"machine: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads; {rt.describe()}")
+    print(f"models: width {args.dim}, {args.heads} heads, batch {args.batch}, 17 x 128 x 128 frames -> 320 video tokens + 24 text")
+    precisions = ["fp32"] + ([rt.precision] if rt.precision != "fp32" else [])
+    peaks = {prec: matmul_peak(prec) for prec in precisions}
+    report = {"machine": cpu_model(), "device": str(rt.device), "matmul_peak_gflops": peaks, "rows": []}
+    print("| family | precision | pass | kinema | diffusers | speed ratio (diffusers / kinema) | peak memory kinema / diffusers | kinema share of matmul peak |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for family in FAMILIES:
+        from kinema import adapters  # noqa: F401
+        from kinema.adapters import hunyuan_video, wan
+
+        cfg = (wan if family == "wan" else hunyuan_video).dit_config(reference(family, args.dim, args.heads).config)
+        flops = dit_flops(cfg, (5, 8, 8), 24, computed=True)["total"] * args.batch
+        for prec in precisions:
+            for mode in ("forward", "train"):
+                k, d = (measure(args, family, impl, prec, mode) for impl in ("kinema", "diffusers"))
+                step_flops = flops * (3 if mode == "train" else 1)
+                share = step_flops / k["seconds"] / 1e9 / peaks[prec]
+                row = {"family": family, "precision": prec, "pass": mode, "kinema_s": k["seconds"], "diffusers_s": d["seconds"],
+                       "ratio": d["seconds"] / k["seconds"], "kinema_peak_mib": k["peak_mib"], "diffusers_peak_mib": d["peak_mib"],
+                       "kinema_gflops": step_flops / k["seconds"] / 1e9, "share_of_peak": share}
+                report["rows"].append(row)
+                print(f"| {family} | {prec} | {'forward+backward' if mode == 'train' else 'forward'} | {k['seconds']:.3f} s | "
+                      f"{d['seconds']:.3f} s | {row['ratio']:.2f} | {k['peak_mib']:.0f} / {d['peak_mib']:.0f} MiB | "
+                      f"{100 * share:.0f}% ({row['kinema_gflops']:.0f} of {peaks[prec]:.0f} GFLOP/s) |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
