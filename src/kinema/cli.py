@@ -105,6 +105,15 @@ def _eval(args: argparse.Namespace) -> None:
     _write_json(args.json, result)
 
 
+def _eval_scenes(args: argparse.Namespace) -> None:
+    from kinema.eval.scene_report import evaluate_scenes, format_scene_table
+
+    result = evaluate_scenes(args.model, clips=args.clips, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
+                             shift=args.shift, batch_size=args.batch_size, device=args.device, precision=args.precision)
+    print(format_scene_table(result))
+    _write_json(args.json, result)
+
+
 def _eval_vae(args: argparse.Namespace) -> None:
     from kinema.eval.recon import evaluate_vae, format_vae_table
 
@@ -203,6 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_args(es)
     es.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
     es.set_defaults(func=_eval)
+    sc = esub.add_parser("scenes", help="Shapes level 2 oracle: per-object attributes, binding, object count")
+    sc.add_argument("--model", default=DEFAULT_MODEL)
+    sc.add_argument("--clips", type=int, default=96, help="seen scenes (half one object, half two); plus clips/4 held-out")
+    sc.add_argument("--steps", type=int, default=25)
+    sc.add_argument("--guidance", type=float, default=5.0)
+    sc.add_argument("--sampler", default="euler")
+    sc.add_argument("--shift", type=float, default=None)
+    sc.add_argument("--batch-size", type=int, default=32)
+    sc.add_argument("--json", default=None)
+    _runtime_args(sc)
+    sc.set_defaults(func=_eval_scenes)
     ev = esub.add_parser("vae", help="VAE reconstruction: PSNR, SSIM, object PSNR, oracle on reconstructions")
     ev.add_argument("--model", nargs="+", default=[DEFAULT_MODEL],
                     help="model directories, VAE run directories (runs/x/vae) or checkpoints; several are compared")

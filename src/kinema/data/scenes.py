@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from kinema.data.captions import caption_variants
 from kinema.data.shapes import COLOURS, DIRECTIONS, HELD_OUT, SHAPES, ObjectSpec, render, sample_object
 
 PACES: dict[str, tuple[float, float]] = {"slowly": (0.7, 1.0), "": (1.6, 2.1), "quickly": (2.7, 3.0)}
@@ -78,6 +79,22 @@ def object_phrase(colour: str, shape: str, direction: str, pace: str) -> str:
 def scene_caption(scene: Scene) -> str:
     """The canonical caption: object phrases joined by "and"."""
     return " and ".join(object_phrase(*o) for o in scene)
+
+
+PACE_WORDS = {"slowly": ("slowly", "at a slow pace", "gently"), "quickly": ("quickly", "fast", "at speed")}
+
+
+def scene_variants(scene: Scene, rand, count: int) -> list[str]:
+    """`count` training phrasings of a scene: each object in one of level 1's phrasings (plus a
+    pace phrase), joined by "and"; `rand` is a random.Random."""
+    out = []
+    for _ in range(count):
+        parts = []
+        for colour, shape, direction, pace in scene:
+            text = rand.choice(caption_variants(colour, shape, direction))
+            parts.append(f"{text} {rand.choice(PACE_WORDS[pace])}" if pace else text)
+        out.append(" and ".join(parts))
+    return out
 
 
 def parse_scene(prompt: str) -> Scene | None:

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from kinema.config import ModelConfig, to_dict
-from kinema.data import shapes
+from kinema.data import scenes, shapes
 from kinema.data.captions import caption_variants
 from kinema.dit.transformer import Conditioning, MMDiT
 from kinema.flow.paths import interpolate, velocity
@@ -37,7 +37,7 @@ class DiTStage:
     steps: int = 6000
     batch_size: int = 64
     num_clips: int = 8000  # training clips rendered, encoded once and cached
-    captions_per_combo: int = 32  # phrasings cached per (colour, shape, direction); canonical first
+    captions_per_combo: int = 32  # phrasings cached per (colour, shape, direction), or per clip at level 2; canonical first
     canonical_prob: float = 0.25  # share of samples captioned with the canonical phrasing
     # train on posterior samples (mean + std * eps) or on posterior means; means are the right
     # choice when the VAE's posterior noise is comparable to the spread of its means
@@ -53,35 +53,54 @@ class DiTStage:
                                        "a yellow triangle moving down", "a cyan square standing still")
 
 
+def training_clips(world: str, stage: DiTStage, mc: ModelConfig, seed: int):
+    """The stage's clips and their captions: (render(i) -> uint8 clip i, the caption key of each
+    clip [num_clips], the phrasings of each key, canonical first). Level 1's keys are its seen
+    (colour, shape, direction) combinations; at level 2 every clip is its own key."""
+    rng = np.random.default_rng([seed, 7])
+    rand = random.Random(seed)
+    n, k = stage.num_clips, stage.captions_per_combo
+    if world == "shapes":
+        seen = shapes.combos(held_out=False)
+        combo_idx = rng.integers(len(seen), size=n)
+        clip_seeds = rng.integers(0, 2**62, size=n)
+
+        def render(i: int) -> np.ndarray:
+            return shapes.sample_clip(int(clip_seeds[i]), seen[int(combo_idx[i])], frames=mc.frames, size=mc.height)[0]
+
+        captions = []
+        for combo in seen:
+            variants = caption_variants(*combo)
+            captions.append([variants[0]] + rand.sample(variants[1:], min(k - 1, len(variants) - 1)))
+        return render, torch.tensor(combo_idx), captions
+    clip_seeds = rng.integers(0, 2**62, size=n)
+    scene_list = [scenes.random_scene(np.random.default_rng([int(s), 2])) for s in clip_seeds]  # as sample_scene_clip draws it
+
+    def render(i: int) -> np.ndarray:
+        return scenes.sample_scene_clip(int(clip_seeds[i]), scene_list[i], frames=mc.frames, size=mc.height)[0]
+
+    captions = [[scenes.scene_caption(sc)] + scenes.scene_variants(sc, rand, k - 1) for sc in scene_list]
+    return render, torch.arange(n), captions
+
+
 @torch.no_grad()
 def build_cache(path: Path, mc: ModelConfig, stage: DiTStage, vae: CausalVAE, text_encoder, seed: int,
-                log: Log, runtime: Runtime, encode_batch: int = 32) -> dict[str, torch.Tensor]:
+                log: Log, runtime: Runtime, encode_batch: int = 32, world: str = "shapes") -> dict[str, torch.Tensor]:
     """Encode once, on runtime.device in its precision; the cache is stored (and returned) on the CPU."""
     if path.is_file():
         return load_file(str(path))
-    seen = shapes.combos(held_out=False)
-    rng = np.random.default_rng([seed, 7])
-    combo_idx = torch.tensor(rng.integers(len(seen), size=stage.num_clips))
-    clip_seeds = rng.integers(0, 2**62, size=stage.num_clips)
+    render, combo_idx, captions = training_clips(world, stage, mc, seed)
     means, logvars = [], []
     vae.eval()
     for start in tqdm(range(0, stage.num_clips, encode_batch), desc="cache latents", mininterval=2.0):
-        idx = range(start, min(start + encode_batch, stage.num_clips))
-        x = torch.stack([shapes.to_tensor(shapes.sample_clip(int(clip_seeds[i]), seen[int(combo_idx[i])],
-                                                            frames=mc.frames, size=mc.height)[0]) for i in idx])
+        x = torch.stack([shapes.to_tensor(render(i)) for i in range(start, min(start + encode_batch, stage.num_clips))])
         with runtime.autocast():
             m, lv = vae.encode(to_device(x, runtime.device))
         means.append(m.float().half().cpu())
         logvars.append(lv.float().half().cpu())
     mean = torch.cat(means)
-    # captions: canonical + a fixed random subset of the other phrasings, per combination
-    texts, caption_combo = [], []
-    rand = random.Random(seed)
-    for ci, combo in enumerate(seen):
-        variants = caption_variants(*combo)
-        chosen = [variants[0]] + rand.sample(variants[1:], min(stage.captions_per_combo - 1, len(variants) - 1))
-        texts += chosen
-        caption_combo += [ci] * len(chosen)
+    texts = [t for phrasings in captions for t in phrasings]
+    caption_combo = [key for key, phrasings in enumerate(captions) for _ in phrasings]
     states = [text_encoder(texts[i:i + 256]).to("cpu") for i in tqdm(range(0, len(texts), 256), desc="cache text")]
     empty = text_encoder([""]).to("cpu")
     m32 = mean.float()
@@ -97,7 +116,7 @@ def build_cache(path: Path, mc: ModelConfig, stage: DiTStage, vae: CausalVAE, te
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(cache, str(path.with_suffix(".tmp")))
     path.with_suffix(".tmp").replace(path)
-    log(f"[cache] {stage.num_clips} clips, latents {tuple(mean.shape[1:])}, {len(texts)} captions -> {path}")
+    log(f"[cache] {world}: {stage.num_clips} clips, latents {tuple(mean.shape[1:])}, {len(texts)} captions -> {path}")
     return cache
 
 
@@ -107,9 +126,10 @@ class CaptionSampler:
 
     def __init__(self, cache: dict[str, torch.Tensor], canonical_prob: float, dropout: float,
                  device: torch.device = torch.device("cpu")):
-        combo = cache["caption_combo"]
+        combo = cache["caption_combo"]  # the key of each caption row, grouped by key, canonical first
         n_combos = int(combo.max()) + 1
-        self.first = torch.stack([(combo == c).nonzero()[0, 0] for c in range(n_combos)])  # canonical rows
+        rows = torch.arange(len(combo))
+        self.first = torch.full((n_combos,), len(combo)).scatter_reduce(0, combo, rows, "amin")  # canonical rows
         self.count = torch.bincount(combo, minlength=n_combos)
         self.text = TextStates(cache["text_tokens"], cache["text_mask"], cache["text_pooled"]).to(device)
         self.empty = TextStates(cache["empty_tokens"], cache["empty_mask"], cache["empty_pooled"]).to(device)
@@ -137,13 +157,13 @@ def flow_loss(model: MMDiT, z0: torch.Tensor, cond: Conditioning, tcfg: Timestep
 
 
 def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path, seed: int, runtime: Runtime,
-              resume: bool, log: Log, compile: bool = False) -> tuple[ModelConfig, dict[str, torch.Tensor], str]:
+              resume: bool, log: Log, compile: bool = False, world: str = "shapes") -> tuple[ModelConfig, dict[str, torch.Tensor], str]:
     """Returns (model config with latent statistics, EMA weights of the DiT, text encoder name).
     The cache lives on runtime.device for the whole stage; batches and noise are drawn on the CPU."""
     device = runtime.device
     text_encoder = load_text_encoder(mc.text).to(device)
     vae.to(device)
-    cache = build_cache(run_dir / "cache.safetensors", mc, stage, vae, text_encoder, seed, log, runtime)
+    cache = build_cache(run_dir / "cache.safetensors", mc, stage, vae, text_encoder, seed, log, runtime, world=world)
     mc = copy.deepcopy(mc)
     mc.vae.latent_mean = tuple(cache["channel_mean"].tolist())
     mc.vae.latent_std = tuple(cache["channel_std"].tolist())

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kinema.config import ModelConfig, from_dict, load_yaml, merge, to_dict
+from kinema.data.worlds import WORLDS
 from kinema.errors import KinemaError
 from kinema.train.dit_stage import DiTStage
 from kinema.train.trainer import Log
@@ -24,6 +25,7 @@ STAGES = ("vae", "all")  # "vae": the VAE and its decoder fine-tune; "all": then
 @dataclass
 class Recipe:
     name: str = "shapes"
+    world: str = "shapes"  # the training data: "shapes" (level 1, one object) or "scenes" (level 2: one or two)
     seed: int = 0
     run_dir: str = "runs/shapes"  # checkpoints, caches, samples, log
     export_dir: str | None = None  # where the finished model is written (default: run_dir/model)
@@ -62,6 +64,8 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
 
     if stage not in STAGES:
         raise KinemaError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
+    if recipe.world not in WORLDS:
+        raise KinemaError(f"unknown world {recipe.world!r}; choose from {', '.join(WORLDS)}")
     runtime = resolve_runtime(recipe.device, recipe.precision)  # a bad device or precision fails before any work
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
@@ -71,7 +75,7 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
     (run_dir / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2))
     log(f"[{recipe.name}] {runtime.describe()}")
     mc = recipe.model
-    common = dict(seed=recipe.seed, runtime=runtime, resume=resume, log=log)
+    common = dict(seed=recipe.seed, runtime=runtime, resume=resume, log=log, world=recipe.world)
 
     vae = train_vae(mc.vae, recipe.vae, run_dir=run_dir / "vae", size=mc.height, **common)
     if recipe.vae_decoder.steps:

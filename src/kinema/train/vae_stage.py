@@ -8,6 +8,7 @@ changes.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import torch
 
 from kinema.config import VAEConfig, to_dict
 from kinema.data import shapes
+from kinema.data.worlds import render_clip
+from kinema.errors import KinemaError
 from kinema.io.video import write_gif
 from kinema.runtime import Runtime, to_device
 from kinema.train.trainer import Log, OptimConfig, fit, seeded
@@ -35,6 +38,9 @@ class VAEStage:
     # frames / batch_size from each from_step on. Short clips are cheap, but their latents never
     # reach the later time positions of a full-length clip, where an untrained decoder draws ghosts
     length_schedule: tuple[tuple[int, int, int], ...] = ()
+    # start from this VAE (a model directory such as src/kinema/weights/shapes, or a VAE run or
+    # checkpoint) instead of random weights; with steps: 0 it is used as it is
+    init_from: str | None = None
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, warmup=100))
     loss: VAELossConfig = field(default_factory=lambda: VAELossConfig(foreground_weight=20.0))
     log_every: int = 25
@@ -66,11 +72,11 @@ def clip_shape(stage: VAEStage, step: int) -> tuple[int, int]:
     return frames, batch_size
 
 
-def shapes_batch(seed: int, step: int, batch_size: int, frames: int, size: int, stream: int = 0) -> torch.Tensor:
-    """A batch of seen-combination clips that depends only on (seed, step, stream): [B, 3, T, H, W]."""
+def shapes_batch(seed: int, step: int, batch_size: int, frames: int, size: int, stream: int = 0,
+                 world: str = "shapes") -> torch.Tensor:
+    """A batch of seen-combination clips of `world` that depends only on (seed, step, stream): [B, 3, T, H, W]."""
     rng = np.random.default_rng([seed, step] if stream == 0 else [seed, step, stream])
-    clips = [shapes.to_tensor(shapes.sample_clip(int(s), frames=frames, size=size)[0])
-             for s in rng.integers(0, 2**62, size=batch_size)]
+    clips = [shapes.to_tensor(render_clip(world, int(s), frames, size)) for s in rng.integers(0, 2**62, size=batch_size)]
     return torch.stack(clips)
 
 
@@ -85,10 +91,21 @@ def clips_and_images(reconstruct, clips: torch.Tensor, images: torch.Tensor | No
 
 
 def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size: int,
-              runtime: Runtime, resume: bool, log: Log) -> CausalVAE:
+              runtime: Runtime, resume: bool, log: Log, world: str = "shapes") -> CausalVAE:
     torch.manual_seed(seed)
     device = runtime.device
-    vae = CausalVAE(cfg).to(device)
+    vae = CausalVAE(cfg)
+    if stage.init_from:
+        from kinema.eval.recon import load_vae
+
+        start = load_vae(stage.init_from)
+        unstated = dict(latent_mean=None, latent_std=None)  # statistics, not architecture
+        if dataclasses.replace(start.cfg, **unstated) != dataclasses.replace(cfg, **unstated):
+            raise KinemaError(f"vae.init_from {stage.init_from}: its VAE config differs from the recipe's model.vae; "
+                              f"copy the model directory's config.json vae section into the recipe")
+        vae.load_state_dict(start.state_dict())
+        log(f"[vae] starts from {stage.init_from}")
+    vae = vae.to(device)
 
     def reconstruction_loss(model: CausalVAE, x: torch.Tensor, g: torch.Generator):
         x = to_device(x, device)
@@ -100,19 +117,19 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
     def loss_fn(model: CausalVAE, step: int):
         g = seeded(seed, step, stream=1)
         frames, batch_size = clip_shape(stage, step)
-        images = shapes_batch(seed, step, stage.image_batch_size, 1, size, stream=1) if stage.image_batch_size else None
+        images = shapes_batch(seed, step, stage.image_batch_size, 1, size, 1, world) if stage.image_batch_size else None
         return clips_and_images(lambda x: reconstruction_loss(model, x, g),
-                                shapes_batch(seed, step, batch_size, frames, size), images)
+                                shapes_batch(seed, step, batch_size, frames, size, 0, world), images)
 
     fit(vae, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(cfg),
         log=log, resume=resume, runtime=runtime, log_every=stage.log_every, ckpt_every=stage.ckpt_every,
-        sample_fn=recon_samples(run_dir, seed, size), sample_every=stage.sample_every, desc="vae")
+        sample_fn=recon_samples(run_dir, seed, size, world), sample_every=stage.sample_every, desc="vae")
     vae.eval()
     return vae
 
 
 def tune_decoder(vae: CausalVAE, stage: DecoderStage, *, run_dir: Path, seed: int, size: int,
-                 runtime: Runtime, resume: bool, log: Log) -> CausalVAE:
+                 runtime: Runtime, resume: bool, log: Log, world: str = "shapes") -> CausalVAE:
     """Train `vae.decoder` to decode the frozen encoder's posterior means; the encoder is untouched."""
     vae.to(runtime.device).encoder.requires_grad_(False)  # AdamW skips parameters that never receive a gradient
 
@@ -124,23 +141,23 @@ def tune_decoder(vae: CausalVAE, stage: DecoderStage, *, run_dir: Path, seed: in
 
     def loss_fn(model: CausalVAE, step: int):
         # streams 2 and 3: clips the VAE stage never drew
-        images = shapes_batch(seed, step, stage.image_batch_size, 1, size, stream=3) if stage.image_batch_size else None
+        images = shapes_batch(seed, step, stage.image_batch_size, 1, size, 3, world) if stage.image_batch_size else None
         return clips_and_images(lambda x: reconstruct(model, x),
-                                shapes_batch(seed, step, stage.batch_size, stage.frames, size, stream=2), images)
+                                shapes_batch(seed, step, stage.batch_size, stage.frames, size, 2, world), images)
 
     fit(vae, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(vae.cfg),
         log=log, resume=resume, runtime=runtime, log_every=stage.log_every, ckpt_every=stage.ckpt_every,
-        sample_fn=recon_samples(run_dir, seed, size), sample_every=stage.sample_every, desc="vae_decoder")
+        sample_fn=recon_samples(run_dir, seed, size, world), sample_every=stage.sample_every, desc="vae_decoder")
     vae.encoder.requires_grad_(True)
     vae.eval()
     return vae
 
 
-def recon_samples(run_dir: Path, seed: int, size: int):
+def recon_samples(run_dir: Path, seed: int, size: int, world: str = "shapes"):
     """A sample_fn writing a fixed batch of full-length clips (top) over their reconstructions."""
     def sample_fn(model: CausalVAE, _ema, step: int):
         model.eval()
-        x = shapes_batch(seed + 1, 0, 4, 17, size)
+        x = shapes_batch(seed + 1, 0, 4, 17, size, 0, world)
         with torch.no_grad():
             recon = model.decode(model.encode(x.to(next(model.parameters()).device))[0])
         top = np.concatenate([shapes.to_uint8(v) for v in x], axis=2)
