@@ -152,3 +152,12 @@ def test_vae_init_from_refuses_a_different_architecture(tmp_path, tiny_model_dir
     recipe["model"]["vae"]["base_channels"] = 16
     with pytest.raises(KinemaError, match="differs from the recipe"):
         run(from_dict(Recipe, recipe), stage="vae")
+
+
+def test_eval_vae_on_scenes(capsys, tiny_model_dir):
+    from test_cli import run_cli
+
+    code, out, _ = run_cli(capsys, "eval", "vae", "--model", tiny_model_dir, "--clips", 2, "--world", "scenes")
+    assert code == 0 and "binding" in out and "pace" in out and "right object count" in out
+    code, out, _ = run_cli(capsys, "eval", "vae", "--model", tiny_model_dir, "--clips", 2)
+    assert code == 0 and "one-object frames" in out and "binding" not in out

@@ -60,10 +60,32 @@ def eval_combos(clips: int) -> list[tuple[str, str, str]]:
     return [all_combos[order[i % len(all_combos)]] for i in range(clips)]
 
 
+def level1_case(i: int, picks: list, frames: int, size: int):
+    """(reference clip, judge(reconstruction) -> oracle scores) of level-1 eval clip i."""
+    combo = picks[i]
+
+    def scores(rec: np.ndarray) -> dict[str, float]:
+        v = judge(rec)
+        return {"colour": float(v.colour == combo[0]), "shape": float(v.shape == combo[1]),
+                "direction": float(v.direction == combo[2]), "one_object_frames": v.one_object_frac}
+    return shapes.sample_clip(50_000 + i, combo, frames=frames, size=size)[0], scores
+
+
+def level2_case(i: int, frames: int, size: int):
+    """The same for Shapes level 2: clip i of a fixed list of seen scenes, scored by the scene oracle."""
+    from kinema.data.scenes import sample_scene_clip
+    from kinema.eval.scene_oracle import judge_scene
+
+    ref, scene, _ = sample_scene_clip(50_000 + i, frames=frames, size=size)
+    keys = ("colour", "shape", "direction", "pace", "binding", "count_frames")
+    return ref, lambda rec: {k: judge_scene(rec, scene)[k] for k in keys}
+
+
 @torch.no_grad()
 def evaluate_vae(path: str | Path, clips: int = 64, batch_size: int = 8, frames: int = 17, size: int = 64,
-                 device: str = "auto", precision: str = "auto") -> dict:
-    """Encode and decode under the runtime's autocast (as training does), on its device."""
+                 device: str = "auto", precision: str = "auto", world: str = "shapes") -> dict:
+    """Encode and decode under the runtime's autocast (as training does), on its device. world
+    "scenes" reconstructs Shapes level-2 clips and scores them with the scene oracle."""
     from kinema.runtime import resolve_runtime, to_device
 
     runtime = resolve_runtime(device, precision)
@@ -72,36 +94,33 @@ def evaluate_vae(path: str | Path, clips: int = 64, batch_size: int = 8, frames:
     picks = eval_combos(clips)
     rows = []
     for start in range(0, clips, batch_size):
-        idx = range(start, min(start + batch_size, clips))
-        refs = [shapes.sample_clip(50_000 + i, picks[i], frames=frames, size=size)[0] for i in idx]
-        x = torch.stack([shapes.to_tensor(r) for r in refs])
+        cases = [level1_case(i, picks, frames, size) if world == "shapes" else level2_case(i, frames, size)
+                 for i in range(start, min(start + batch_size, clips))]
+        x = torch.stack([shapes.to_tensor(ref) for ref, _ in cases])
         with runtime.autocast():
             out = vae.decode(vae.encode(to_device(x, runtime.device))[0])
-        for i, ref, rec in zip(idx, refs, out):
+        for (ref, scores), rec in zip(cases, out):
             rec = shapes.to_uint8(rec)
-            combo = picks[i]
-            v = judge(rec)
             rows.append({
                 "psnr": peak_signal_noise_ratio(ref, rec, data_range=255),
                 "ssim": float(np.mean([structural_similarity(a, b, channel_axis=-1, data_range=255) for a, b in zip(ref, rec)])),
-                "fg_psnr": foreground_psnr(ref, rec),
-                "colour": float(v.colour == combo[0]), "shape": float(v.shape == combo[1]),
-                "direction": float(v.direction == combo[2]), "one_object_frames": v.one_object_frac,
-            })
+                "fg_psnr": foreground_psnr(ref, rec), **scores(rec)})
     cfg = vae.cfg
     result = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
     result.update({"clips": clips, "compression": f"{cfg.time_compression}x{cfg.space_compression}x{cfg.space_compression}",
                    "latent_channels": cfg.latent_channels, "params_m": sum(p.numel() for p in vae.parameters()) / 1e6,
-                   "seconds": round(time.time() - t0, 1), "model": str(path),
+                   "seconds": round(time.time() - t0, 1), "model": str(path), "world": world,
                    "device": str(runtime.device), "precision": runtime.precision})
     return result
 
 
 def format_vae_table(results: list[dict]) -> str:
-    lines = ["| model | compression | PSNR | SSIM | object PSNR | colour | shape | direction | one-object frames |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    oracle = [k for k in ("colour", "shape", "direction", "pace", "binding", "one_object_frames", "count_frames")
+              if k in results[0]]
+    names = {"one_object_frames": "one-object frames", "count_frames": "right object count"}
+    lines = ["| model | compression | PSNR | SSIM | object PSNR | " + " | ".join(names.get(k, k) for k in oracle) + " |",
+             "|---|---|---:|---:|---:|" + "---:|" * len(oracle)]
     for r in results:
         lines.append(f"| {r['model']} | {r['compression']}x{r['latent_channels']} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
-                     f"{r['fg_psnr']:.2f} | {100 * r['colour']:.1f}% | {100 * r['shape']:.1f}% | "
-                     f"{100 * r['direction']:.1f}% | {100 * r['one_object_frames']:.1f}% |")
+                     f"{r['fg_psnr']:.2f} | " + " | ".join(f"{100 * r[k]:.1f}%" for k in oracle) + " |")
     return "\n".join(lines)
