@@ -1,12 +1,14 @@
-"""The one denoiser over spacetime patches. MM-DiT (HunyuanVideo layout): dual-stream blocks, then
-single-stream blocks; cross-attention DiT (Wan / Latte): cross blocks; DiTConfig picks the parts.
+"""The one denoiser over spacetime patches; DiTConfig picks its parts (presets: config.DIT_FAMILIES).
 
     latent [B, C, t, h, w] --patchify--> video tokens [B, Lv, D]
-    text states [B, Lt, Dtext] --RMSNorm + Linear--> text tokens [B, Lt, D]
-    vec = MLP(timestep) + MLP(pooled text)                       [B, D]   (drives AdaLN)
-    blocks see [text; video] with RoPE-3D on video tokens (text tokens get angle 0 = no rotation)
-    and a key mask that hides text padding; each block's video tokens follow its attention
-    pattern (cfg.attention: full, spatial, temporal, window, causal), applied as a joint mask.
+    text states [B, Lt, Dtext] --text adapter (+ token refiner)--> text tokens [B, Lt, Dt]
+    vec = MLP(timestep) (+ MLP(pooled text))                     [B, D] or [B, Lv, D] per frame
+    MM-DiT: dual-stream blocks, then single-stream blocks, over [text; video] (HunyuanVideo, SD3,
+      Mochi's AsymmDiT, CogVideoX's expert AdaLN); each block's video tokens follow its pattern
+      (full, spatial, temporal, window, causal) as a joint mask, and text padding is masked
+    cross-attention DiT: cross blocks over the video tokens alone (Wan, Latte, Open-Sora): spatial
+      and temporal attention are reshapes, text enters by cross-attention, AdaLN per block or shared
+    RoPE-3D on video tokens only (text tokens get angle 0 = no rotation)
 """
 
 from __future__ import annotations
