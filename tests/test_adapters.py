@@ -11,6 +11,16 @@ from kinema.text.encoders import TextStates
 diffusers = pytest.importorskip("diffusers", reason="diffusers is the reference: pip install -e '.[dev]'")
 
 
+def matched(adapter, ref) -> MMDiT:
+    """kinema's model carrying `ref`'s random weights (every tensor randomised, zero inits too)."""
+    randomize_(ref, std=0.1)
+    ref.eval()
+    cfg = adapter.dit_config(ref.config)
+    model = MMDiT(cfg).eval()
+    model.load_state_dict(adapter.convert(ref.state_dict(), cfg))
+    return model
+
+
 def text(batch: int, tokens: int, dim: int, pooled_dim: int, valid: list[int], seed: int = 1):
     g = torch.Generator().manual_seed(seed)
     mask = torch.arange(tokens)[None] < torch.tensor(valid)[:, None]  # real tokens first, as tokenizers pad
@@ -26,11 +36,7 @@ def test_hunyuan_video_matches_diffusers(refiner_layers):
         in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=2, num_single_layers=2,
         num_refiner_layers=refiner_layers, mlp_ratio=2.0, patch_size=2, patch_size_t=1, guidance_embeds=False,
         text_embed_dim=24, pooled_projection_dim=20, rope_axes_dim=(4, 6, 6), rope_theta=256.0)
-    randomize_(ref, std=0.1)
-    ref.eval()
-    cfg = hunyuan_video.dit_config(ref.config)
-    model = MMDiT(cfg).eval()
-    model.load_state_dict(hunyuan_video.convert(ref.state_dict(), cfg))
+    model = matched(hunyuan_video, ref)
 
     x = torch.randn(2, 4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([0.3, 0.85])
@@ -66,11 +72,7 @@ def test_wan_matches_diffusers(patch):
         patch_size=patch, num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4, text_dim=24,
         freq_dim=256, ffn_dim=40, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
         rope_max_seq_len=32)
-    randomize_(ref, std=0.1)
-    ref.eval()
-    cfg = wan.dit_config(ref.config)
-    model = MMDiT(cfg).eval()
-    model.load_state_dict(wan.convert(ref.state_dict(), cfg))
+    model = matched(wan, ref)
 
     x = torch.randn(2, 4, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([0.3, 0.85])

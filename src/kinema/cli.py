@@ -159,6 +159,18 @@ def describe_runtime(device: str, precision: str) -> str:
     return "\n".join(lines)
 
 
+def _oracle_eval_args(p: argparse.ArgumentParser, model: str) -> None:
+    """The sampling settings, model, output and runtime of an eval that generates and judges clips."""
+    p.add_argument("--model", default=model)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--sampler", default="euler")
+    p.add_argument("--shift", type=float, default=None, help="timestep shift (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", default=None, help="also write the result as JSON here")
+    _runtime_args(p)
+
+
 def _runtime_args(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
     p.add_argument("--device", default=default, help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--precision", default=default,
@@ -202,27 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a model")
     esub = e.add_subparsers(dest="suite", required=True)
     es = esub.add_parser("shapes", help="Shapes oracle: colour, shape, direction, object count")
-    es.add_argument("--model", default=DEFAULT_MODEL)
     es.add_argument("--seeds", type=int, default=4, help="samples per prompt (default 4)")
-    es.add_argument("--steps", type=int, default=25)
-    es.add_argument("--guidance", type=float, default=5.0)
-    es.add_argument("--sampler", default="euler")
-    es.add_argument("--shift", type=float, default=None, help="timestep shift (default: the model's)")
-    es.add_argument("--batch-size", type=int, default=32)
-    es.add_argument("--json", default=None, help="also write the result as JSON here")
-    _runtime_args(es)
+    _oracle_eval_args(es, DEFAULT_MODEL)
     es.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
     es.set_defaults(func=_eval)
     sc = esub.add_parser("scenes", help="Shapes level 2 oracle: per-object attributes, binding, object count")
-    sc.add_argument("--model", default=DEFAULT_MODEL)
     sc.add_argument("--clips", type=int, default=96, help="seen scenes (half one object, half two); plus clips/4 held-out")
-    sc.add_argument("--steps", type=int, default=25)
-    sc.add_argument("--guidance", type=float, default=5.0)
-    sc.add_argument("--sampler", default="euler")
-    sc.add_argument("--shift", type=float, default=None)
-    sc.add_argument("--batch-size", type=int, default=32)
-    sc.add_argument("--json", default=None)
-    _runtime_args(sc)
+    _oracle_eval_args(sc, DEFAULT_MODEL)
     sc.set_defaults(func=_eval_scenes)
     ev = esub.add_parser("vae", help="VAE reconstruction: PSNR, SSIM, object PSNR, oracle on reconstructions")
     ev.add_argument("--model", nargs="+", default=[DEFAULT_MODEL],
