@@ -52,21 +52,36 @@ def _apart(a: ObjectSpec, b: ObjectSpec, frames: int, gap: float) -> bool:
     return all(math.dist(a.centre(t), b.centre(t)) > reach for t in range(frames))
 
 
-def place(scene: Scene, rng: np.random.Generator, frames: int = 17, size: int = 64) -> list[ObjectSpec]:
-    """Sizes, speeds and starts for a scene's objects, resampled until no two ever overlap."""
-    for _ in range(1000):
+def place(scene: Scene, rng: np.random.Generator, frames: int = 17, size: int = 64, tries: int = 1000) -> list[ObjectSpec]:
+    """Sizes, speeds and starts for a scene's objects, resampled until no two ever overlap. Some
+    scenes cannot be placed (two quick objects crossing paths): ValueError after `tries`."""
+    for _ in range(tries):
         objs = [sample_object(rng, c, s, d, frames, size, OBJECT_SIZE, PACES[p]) for c, s, d, p in scene]
         if all(_apart(a, b, frames, GAP_PX * size / 64) for i, a in enumerate(objs) for b in objs[i + 1:]):
             return objs
     raise ValueError(f"could not place {scene} without overlap in {frames} frames at {size}x{size}")
 
 
+def sample_scene(seed: int, *, frames: int = 17, size: int = 64, held_out: bool = False) -> tuple[Scene, list[ObjectSpec]]:
+    """A placeable scene and its objects from a seed: a scene whose objects cannot avoid each other
+    is replaced by the next one drawn."""
+    rng = np.random.default_rng([seed, 2])
+    while True:
+        scene = random_scene(rng, held_out=held_out)
+        try:
+            return scene, place(scene, rng, frames, size, tries=200)
+        except ValueError:
+            continue
+
+
 def sample_scene_clip(seed: int, scene: Scene | None = None, *, frames: int = 17, size: int = 64,
                       held_out: bool = False) -> tuple[np.ndarray, Scene, list[ObjectSpec]]:
-    """One level-2 clip from a seed: (uint8 [T, H, W, 3], its scene, the placed objects)."""
-    rng = np.random.default_rng([seed, 2])
-    scene = random_scene(rng, held_out=held_out) if scene is None else scene
-    objs = place(scene, rng, frames, size)
+    """One level-2 clip from a seed: (uint8 [T, H, W, 3], its scene, the placed objects). With no
+    `scene`, the seed draws one (`sample_scene`); a given scene is placed from the seed."""
+    if scene is None:
+        scene, objs = sample_scene(seed, frames=frames, size=size, held_out=held_out)
+    else:
+        objs = place(scene, np.random.default_rng([seed, 2]), frames, size)
     return render(objs, frames, size), scene, objs
 
 

@@ -74,10 +74,10 @@ def training_clips(world: str, stage: DiTStage, mc: ModelConfig, seed: int):
             captions.append([variants[0]] + rand.sample(variants[1:], min(k - 1, len(variants) - 1)))
         return render, torch.tensor(combo_idx), captions
     clip_seeds = rng.integers(0, 2**62, size=n)
-    scene_list = [scenes.random_scene(np.random.default_rng([int(s), 2])) for s in clip_seeds]  # as sample_scene_clip draws it
+    scene_list = [scenes.sample_scene(int(s), frames=mc.frames, size=mc.height)[0] for s in clip_seeds]
 
-    def render(i: int) -> np.ndarray:
-        return scenes.sample_scene_clip(int(clip_seeds[i]), scene_list[i], frames=mc.frames, size=mc.height)[0]
+    def render(i: int) -> np.ndarray:  # the same draw as sample_scene's: the scene comes out again
+        return scenes.sample_scene_clip(int(clip_seeds[i]), frames=mc.frames, size=mc.height)[0]
 
     captions = [[scenes.scene_caption(sc)] + scenes.scene_variants(sc, rand, k - 1) for sc in scene_list]
     return render, torch.arange(n), captions
