@@ -38,7 +38,7 @@ class VAEStage:
     # frames / batch_size from each from_step on. Short clips are cheap, but their latents never
     # reach the later time positions of a full-length clip, where an untrained decoder draws ghosts
     length_schedule: tuple[tuple[int, int, int], ...] = ()
-    # start from this VAE (a model directory such as src/kinema/weights/shapes, or a VAE run or
+    # start from this VAE (a shipped model name such as "shapes", a model directory, or a VAE run or
     # checkpoint) instead of random weights; with steps: 0 it is used as it is
     init_from: str | None = None
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, warmup=100))
