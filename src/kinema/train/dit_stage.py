@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from kinema.config import ModelConfig, to_dict
@@ -26,6 +26,7 @@ from kinema.dit.transformer import Conditioning, MMDiT
 from kinema.flow.paths import interpolate, velocity
 from kinema.flow.timesteps import TimestepConfig, sample_timesteps
 from kinema.io.video import write_gif
+from kinema.io.weights import save_weights
 from kinema.runtime import Runtime, to_device
 from kinema.text.encoders import TextStates, load_text_encoder
 from kinema.train.trainer import Log, OptimConfig, fit, seeded
@@ -114,7 +115,7 @@ def build_cache(path: Path, mc: ModelConfig, stage: DiTStage, vae: CausalVAE, te
         "channel_mean": m32.mean(dim=(0, 2, 3, 4)), "channel_std": m32.std(dim=(0, 2, 3, 4)),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(cache, str(path.with_suffix(".tmp")))
+    save_weights(path.with_suffix(".tmp"), cache)  # (permissions follow the umask, as for models)
     path.with_suffix(".tmp").replace(path)
     log(f"[cache] {world}: {stage.num_clips} clips, latents {tuple(mean.shape[1:])}, {len(texts)} captions -> {path}")
     return cache
