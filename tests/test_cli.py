@@ -193,3 +193,16 @@ def test_signal_stops_training_with_a_checkpoint(tmp_path, sig):
     assert proc.returncode == 2 and "Traceback" not in err, err
     assert "interrupted after step" in err and "--resume" in err
     assert (tmp_path / "run" / "vae" / "ckpt" / "latest").is_file()
+
+
+def test_output_cut_short_by_the_reader_is_no_error():
+    """`kinema info --presets | head -1`: the reader is gone before the output is written (here its
+    end of the pipe is closed from the start); no traceback, exit 0."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    proc = subprocess.run([sys.executable, "-m", "kinema.cli", "info", "--presets"], stdout=write, stderr=subprocess.PIPE,
+                          text=True, timeout=120)
+    os.close(write)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
