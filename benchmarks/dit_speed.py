@@ -45,7 +45,6 @@ def reference(family: str, dim: int, heads: int):
 def child(family: str, impl: str, precision: str, mode: str, dim: int, heads: int, batch: int, runs: int) -> None:
     import torch
 
-    from kinema import adapters  # noqa: F401
     from kinema.adapters import hunyuan_video, wan
     from kinema.dit.transformer import Conditioning, MMDiT
     from kinema.runtime import resolve_runtime
@@ -152,6 +151,7 @@ def main() -> None:
         return child(*args.child, args.dim, args.heads, args.batch, args.runs)
     import torch
 
+    from kinema.adapters import hunyuan_video, wan
     from kinema.dit.cost import dit_flops
     from kinema.runtime import cpu_model, resolve_runtime
 
@@ -164,9 +164,6 @@ def main() -> None:
     print("| family | precision | pass | kinema | diffusers | speed ratio (diffusers / kinema) | peak memory kinema / diffusers | kinema share of matmul peak |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for family in FAMILIES:
-        from kinema import adapters  # noqa: F401
-        from kinema.adapters import hunyuan_video, wan
-
         cfg = (wan if family == "wan" else hunyuan_video).dit_config(reference(family, args.dim, args.heads).config)
         flops = dit_flops(cfg, (5, 8, 8), 24, computed=True)["total"] * args.batch
         for prec in precisions:

@@ -1,3 +1,35 @@
 """State-dict adapters: reference implementations' weights -> kinema's presets, one small file per
 family. Each maps a config and a state dict and checks that every source tensor was used, so a
 checkpoint never loads partially without an error. diffusers itself is never imported here."""
+
+from __future__ import annotations
+
+import torch
+
+from kinema.errors import KinemaError
+
+
+class StateSource:
+    """Takes tensors out of a reference state dict by name and remembers which were used."""
+
+    def __init__(self, state: dict[str, torch.Tensor], family: str):
+        self.state, self.family, self.used = state, family, set()
+
+    def __call__(self, *names: str, dim: int = 0) -> torch.Tensor:
+        missing = [n for n in names if n not in self.state]
+        if missing:
+            raise KinemaError(f"the {self.family} state dict has no {', '.join(missing)}; is it a {self.family} transformer?")
+        self.used.update(names)
+        return torch.cat([self.state[n] for n in names], dim=dim) if len(names) > 1 else self.state[names[0]]
+
+    def linear(self, out: dict, dst: str, *srcs: str) -> None:
+        """dst.weight / dst.bias from one or several Linears stacked along the output dim."""
+        out[f"{dst}.weight"] = self(*(f"{s}.weight" for s in srcs))
+        out[f"{dst}.bias"] = self(*(f"{s}.bias" for s in srcs))
+
+    def check_all_used(self) -> None:
+        """A checkpoint never loads partially: every source tensor must have found a place."""
+        left = sorted(set(self.state) - self.used)
+        if left:
+            raise KinemaError(f"{len(left)} {self.family} tensors have no place in kinema's model (e.g. {left[0]}); "
+                              f"the checkpoint uses a feature kinema does not implement")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from kinema.adapters import StateSource
 from kinema.config import DiTConfig
 from kinema.errors import KinemaError
 
@@ -36,27 +37,8 @@ def dit_config(c) -> DiTConfig:
         text_adapter="linear", refiner_blocks=c["num_refiner_layers"], pooled_dim=c["pooled_projection_dim"])
 
 
-class _Source:
-    """Takes tensors out of a state dict by name and remembers which were used."""
-
-    def __init__(self, state: dict[str, torch.Tensor]):
-        self.state, self.used = state, set()
-
-    def __call__(self, *names: str, dim: int = 0) -> torch.Tensor:
-        missing = [n for n in names if n not in self.state]
-        if missing:
-            raise KinemaError(f"the HunyuanVideo state dict has no {', '.join(missing)}; is it a HunyuanVideo transformer?")
-        self.used.update(names)
-        return torch.cat([self.state[n] for n in names], dim=dim) if len(names) > 1 else self.state[names[0]]
-
-    def linear(self, out: dict, dst: str, *srcs: str) -> None:
-        """dst.weight / dst.bias from one or several Linears stacked along the output dim."""
-        out[f"{dst}.weight"] = self(*(f"{s}.weight" for s in srcs))
-        out[f"{dst}.bias"] = self(*(f"{s}.bias" for s in srcs))
-
-
 def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.Tensor]:
-    src, out = _Source(state), {}
+    src, out = StateSource(state, "HunyuanVideo"), {}
     w = src("x_embedder.proj.weight")  # Conv3d [D, C, pt, ph, pw] -> Linear over (c pt ph pw)
     out["patch_in.weight"], out["patch_in.bias"] = w.reshape(w.shape[0], -1), src("x_embedder.proj.bias")
     src.linear(out, "text_in.0", "context_embedder.proj_in")
@@ -104,8 +86,5 @@ def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.T
     out["final.mod.lin.weight"] = torch.cat([shift_w, scale_w, torch.zeros_like(shift_w)])  # the final gate is unused
     out["final.mod.lin.bias"] = torch.cat([shift_b, scale_b, torch.zeros_like(shift_b)])
     src.linear(out, "final.linear", "proj_out")
-    left = sorted(set(state) - src.used)
-    if left:
-        raise KinemaError(f"{len(left)} HunyuanVideo tensors have no place in kinema's model (e.g. {left[0]}); "
-                          f"the checkpoint uses a feature kinema does not implement")
+    src.check_all_used()
     return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from kinema.adapters.hunyuan_video import _Source
+from kinema.adapters import StateSource
 from kinema.config import DiTConfig
 from kinema.errors import KinemaError
 
@@ -40,7 +40,7 @@ def dit_config(c) -> DiTConfig:
 
 
 def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.Tensor]:
-    src, out = _Source(state), {}
+    src, out = StateSource(state, "Wan"), {}
     w = src("patch_embedding.weight")  # Conv3d [D, C, pt, ph, pw] -> Linear over (c pt ph pw)
     out["patch_in.weight"], out["patch_in.bias"] = w.reshape(w.shape[0], -1), src("patch_embedding.bias")
     ce = "condition_embedder"
@@ -70,8 +70,5 @@ def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.T
     d = weight.shape[1]
     out["final.linear.weight"] = weight.view(pt, ph, pw, -1, d).permute(3, 0, 1, 2, 4).reshape(-1, d)
     out["final.linear.bias"] = bias.view(pt, ph, pw, -1).permute(3, 0, 1, 2).reshape(-1)
-    left = sorted(set(state) - src.used)
-    if left:
-        raise KinemaError(f"{len(left)} Wan tensors have no place in kinema's model (e.g. {left[0]}); "
-                          f"the checkpoint uses a feature kinema does not implement")
+    src.check_all_used()
     return out

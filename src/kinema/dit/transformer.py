@@ -143,11 +143,11 @@ class MMDiT(nn.Module):
             with no_autocast(x.device):
                 mod_in = vec if self.time_proj is None else self.time_proj(F.silu(vec.float()))  # [B, (L,) 6D]
             text_mask = key_padding_mask(cond.text.mask) if self.cfg.cross_attn_mask else None
-            for block in self.cross:
-                p = next(patterns)
-                layout = p if p in ("spatial", "temporal") else "full"
-                mask = video_mask(p, grid, self.cfg.window, x.device) if layout == "full" else None
-                img = block(img, txt, mod_in, angles, mask, text_mask, layout=layout, grid=grid)
+            cross_patterns = [next(patterns) for _ in self.cross]
+            layouts = {p: p if p in ("spatial", "temporal") else "full" for p in cross_patterns}
+            masks = {p: video_mask(p, grid, self.cfg.window, x.device) if layouts[p] == "full" else None for p in layouts}
+            for block, p in zip(self.cross, cross_patterns):
+                img = block(img, txt, mod_in, angles, masks[p], text_mask, layout=layouts[p], grid=grid)
         out = self.final(img, vec)  # [B, Lv, C*pt*ph*pw]
         return unpatchify(out, self.cfg.patch, grid).float()
 

@@ -78,7 +78,11 @@ def level2_case(i: int, frames: int, size: int):
 
     ref, scene, _ = sample_scene_clip(50_000 + i, frames=frames, size=size)
     keys = ("colour", "shape", "direction", "pace", "binding", "count_frames")
-    return ref, lambda rec: {k: judge_scene(rec, scene)[k] for k in keys}
+
+    def scores(rec: np.ndarray) -> dict[str, float]:
+        r = judge_scene(rec, scene)
+        return {k: r[k] for k in keys}
+    return ref, scores
 
 
 @torch.no_grad()

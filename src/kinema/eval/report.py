@@ -56,9 +56,10 @@ def evaluate_shapes(model: str = "shapes", seeds: int = 4, steps: int = 25, guid
     from kinema.runtime import resolve_runtime
 
     t0 = time.time()
-    runtime = resolve_runtime(device, precision)  # a bad device or precision fails before any work
+    runtime = None
     if model == "world":
-        generate, runtime = _world_generator(17, 64), None
+        resolve_runtime(device, precision)  # unused by rendered clips, but a bad name is still an error
+        generate = _world_generator(17, 64)
     else:
         from kinema.pipelines.pipeline import load_pipeline
 
