@@ -82,3 +82,45 @@ def test_wan_matches_diffusers(patch):
         got = model(x, t, Conditioning(TextStates(states, mask, pooled)))
     assert expected.abs().mean() > 0.1
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("qk_norm", [None, "rms_norm"])
+def test_sd3_matches_diffusers(qk_norm):
+    """SD3 / SD3.5-style MM-DiT on an image (a one-frame video): dual-stream blocks, the last one
+    text-pre-only, absolute 2D sin-cos positions cropped from a fixed grid. The latent is smaller
+    than the grid and not square, so a wrong crop offset or a swapped (h, w) half fails."""
+    from kinema.adapters import sd3
+
+    ref = diffusers.SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=3, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=24, caption_projection_dim=16, pooled_projection_dim=20,
+        pos_embed_max_size=12, qk_norm=qk_norm)
+    model = matched(sd3, ref)
+    assert model.cfg.positions == "sincos-2d" and model.cfg.qk_norm == (qk_norm is not None)
+
+    x = torch.randn(2, 4, 8, 12, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.3, 0.85])
+    states, _, pooled = text(2, 6, 24, 20, valid=[6, 6])
+    mask = torch.ones(2, 6, dtype=torch.bool)  # SD3 attends to every text token
+    with torch.no_grad():
+        expected = ref(x, states, pooled, t * 1000.0, return_dict=False)[0]
+        got = model(x[:, :, None], t, Conditioning(TextStates(states, mask, pooled)))[:, :, 0]
+    assert expected.abs().mean() > 0.1
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_sd3_adapter_refuses_mmdit_x():
+    from kinema.adapters import sd3
+    from kinema.errors import KinemaError
+
+    ref = diffusers.SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=24, caption_projection_dim=16, pooled_projection_dim=20,
+        pos_embed_max_size=12)
+    with pytest.raises(KinemaError, match="dual attention"):
+        sd3.dit_config({**ref.config, "dual_attention_layers": (0,)})
+    cfg = sd3.dit_config(ref.config)
+    state = ref.state_dict()
+    state["pos_embed.pos_embed"] = state["pos_embed.pos_embed"].flip(1)  # a table kinema would not compute
+    with pytest.raises(KinemaError, match="pos_embed"):
+        sd3.convert(state, cfg)

@@ -40,6 +40,9 @@ class VAEConfig:
         return 2 ** (len(self.channel_mult) - 1)
 
 
+POSITIONS = ("rope", "sincos", "sincos-2d", "learned")
+
+
 @dataclass
 class DiTConfig:
     """The one denoiser: `dual_blocks` MM-DiT dual-stream blocks, then `single_blocks` single-stream
@@ -57,6 +60,13 @@ class DiTConfig:
     qk_norm: bool = True
     rope_axes: tuple[int, int, int] | None = None  # head-dim split for (t, h, w); None: derived
     rope_theta: float = 10000.0
+    # how a token knows where it is: "rope" (RoPE-3D inside every attention), "sincos" (absolute
+    # sin-cos added to the patch embeddings: 2D in space plus 1D in time; DiT, Latte, Open-Sora 1.0),
+    # "sincos-2d" (space only: image models, SD3, PixArt) or "learned" (a table per axis, summed)
+    positions: str = "rope"
+    sincos_grid: int | None = None  # SD3's pos_embed_max_size: space positions of a centred crop of this square grid
+    sincos_scale: float = 1.0  # space positions are multiplied by this (SD3: base size / sincos_grid)
+    max_grid: tuple[int, int, int] = (16, 32, 32)  # the largest token grid "learned" positions cover
     # the video tokens' attention pattern of each block, repeated over the dual then the single
     # blocks (SPEC §3): full, spatial, temporal, window, causal. ("spatial", "temporal") is
     # factorized 2+1D (Latte); ("spatial", "temporal", "spatial", "full") adds a full block every
@@ -86,6 +96,8 @@ class DiTConfig:
         bad = [p for p in self.attention if p not in PATTERNS]
         if bad or not self.attention:
             raise KinemaError(f"dit.attention {list(self.attention)}: each entry must be one of {', '.join(PATTERNS)}")
+        if self.positions not in POSITIONS:
+            raise KinemaError(f"dit.positions {self.positions!r}: use one of {', '.join(POSITIONS)}")
         if self.text_adapter not in ("rmsnorm", "linear", "mlp"):
             raise KinemaError(f"dit.text_adapter {self.text_adapter!r}: use 'rmsnorm', 'linear' or 'mlp'")
         if self.modulation not in ("per_block", "shared"):
@@ -153,13 +165,14 @@ DIT_FAMILIES: dict[str, dict] = {
     "wan": {**_ADALN_SINGLE, "qk_norm_across_heads": True, "cross_attn_mask": False},  # cross-attention, shared modulation
     "mochi": {"dual_blocks": 6, "single_blocks": 0, "text_width": 128},  # AsymmDiT: a text stream half as wide
     "cogvideox": {"dual_blocks": 0, "single_blocks": 6, "expert_adaln": True, "text_adapter": "linear"},  # expert AdaLN
-    "latte": {**_ADALN_SINGLE, "qk_norm": False, "attention": ("spatial", "temporal")},  # factorized 2+1D
+    "latte": {**_ADALN_SINGLE, "qk_norm": False, "attention": ("spatial", "temporal"), "positions": "sincos"},  # 2+1D
     "opensora": {**_ADALN_SINGLE, "attention": ("spatial", "temporal")},  # STDiT: factorized, QK-norm
     "opensora-plan": {**_ADALN_SINGLE, "attention": ("spatial", "temporal", "full")},  # factorized + periodic full
     "easyanimate": {"attention": ("full", "temporal")},  # MM-DiT, hybrid motion module: global / temporal
     "sora": {**_NO_MM, "cross_blocks": 6},  # spacetime DiT: full 3D attention, cross-attention, per-block AdaLN
     "ltx": {**_ADALN_SINGLE, "cross_blocks": 4, "dim": 192, "heads": 3, "qk_norm_across_heads": True},  # small, fast
-    "sd3": {"dual_blocks": 4, "single_blocks": 0, "attention": ("spatial",)},  # image MM-DiT: each frame alone (T = 1)
+    # image MM-DiT: each frame alone (T = 1), 2D sin-cos positions
+    "sd3": {"dual_blocks": 4, "single_blocks": 0, "attention": ("spatial",), "positions": "sincos-2d"},
 }
 
 

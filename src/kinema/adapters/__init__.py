@@ -27,6 +27,13 @@ class StateSource:
         out[f"{dst}.weight"] = self(*(f"{s}.weight" for s in srcs))
         out[f"{dst}.bias"] = self(*(f"{s}.bias" for s in srcs))
 
+    def scale_shift(self, out: dict, dst: str, src: str) -> None:
+        """diffusers' AdaLayerNormContinuous Linear, (scale, shift), -> kinema's Modulation with one
+        group, (shift, scale, gate), its gate zero: the final layer and pre-only streams never read it."""
+        for kind in ("weight", "bias"):
+            scale, shift = self(f"{src}.{kind}").chunk(2)
+            out[f"{dst}.{kind}"] = torch.cat([shift, scale, torch.zeros_like(shift)])
+
     def check_all_used(self) -> None:
         """A checkpoint never loads partially: every source tensor must have found a place."""
         left = sorted(set(self.state) - self.used)

@@ -81,10 +81,7 @@ def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.T
         out[f"{b}.qk_norm.q.weight"] = src(f"{a}.attn.norm_q.weight")
         out[f"{b}.qk_norm.k.weight"] = src(f"{a}.attn.norm_k.weight")
         src.linear(out, f"{b}.linear2", f"{a}.proj_out")
-    scale_w, shift_w = src("norm_out.linear.weight").chunk(2)  # diffusers: (scale, shift); kinema: (shift, scale, gate)
-    scale_b, shift_b = src("norm_out.linear.bias").chunk(2)
-    out["final.mod.lin.weight"] = torch.cat([shift_w, scale_w, torch.zeros_like(shift_w)])  # the final gate is unused
-    out["final.mod.lin.bias"] = torch.cat([shift_b, scale_b, torch.zeros_like(shift_b)])
+    src.scale_shift(out, "final.mod.lin", "norm_out.linear")
     src.linear(out, "final.linear", "proj_out")
     src.check_all_used()
     return out

@@ -8,7 +8,8 @@
       (full, spatial, temporal, window, causal) as a joint mask, and text padding is masked
     cross-attention DiT: cross blocks over the video tokens alone (Wan, Latte, Open-Sora): spatial
       and temporal attention are reshapes, text enters by cross-attention, AdaLN per block or shared
-    RoPE-3D on video tokens only (text tokens get angle 0 = no rotation)
+    positions: RoPE-3D on video tokens only (text tokens get angle 0 = no rotation), or absolute
+      sin-cos / learned embeddings added to the video tokens (then no RoPE)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from kinema.dit.blocks import CrossBlock, DualStreamBlock, SingleStreamBlock
 from kinema.dit.patchify import grid_positions, patch_grid, patchify, unpatchify
 from kinema.dit.refiner import TokenRefiner
 from kinema.nn.attention import key_padding_mask, pattern_mask, video_mask
-from kinema.nn.embeddings import MLPEmbedder, timestep_embedding
+from kinema.nn.embeddings import LearnedPositions, MLPEmbedder, sincos_positions, timestep_embedding
 from kinema.nn.modulation import Modulation, ModulationOut, modulate
 from kinema.nn.norms import RMSNorm
 from kinema.nn.rope import default_axes, rope_angles
@@ -73,6 +74,18 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), mod))
 
 
+def sincos_table(cfg: DiTConfig, grid: tuple[int, int, int]) -> torch.Tensor:
+    """Sin-cos positions of a token grid [Lv, D] on the CPU, for `cfg.positions` "sincos" or "sincos-2d"."""
+    pos = grid_positions(grid)  # [Lv, 3] (t, h, w)
+    if cfg.sincos_grid:  # SD3: the token grid is centred in a fixed square grid
+        n = cfg.sincos_grid
+        if max(grid[1:]) > n:
+            raise ValueError(f"a token grid of {grid[1]}x{grid[2]} exceeds the sin-cos grid {n} (dit.sincos_grid)")
+        pos = pos + torch.tensor([0.0, (n - grid[1]) // 2, (n - grid[2]) // 2])
+    pos = pos * torch.tensor([1.0, cfg.sincos_scale, cfg.sincos_scale])
+    return sincos_positions(pos, cfg.dim, temporal=cfg.positions == "sincos")
+
+
 def text_adapter(cfg: DiTConfig) -> nn.Sequential:
     """Text states [B, Lt, Dtext] -> [B, Lt, text width]: RMSNorm + Linear, Linear, or
     Linear-GELU-Linear (Wan)."""
@@ -93,6 +106,7 @@ class MMDiT(nn.Module):
         if sum(self.rope_axes) != cfg.head_dim:
             raise ValueError(f"rope_axes {self.rope_axes} must sum to the head dim {cfg.head_dim}")
         self.patch_in = nn.Linear(patch_dim, cfg.dim)
+        self.pos_embed = LearnedPositions(cfg.dim, cfg.max_grid) if cfg.positions == "learned" else None
         self.text_in = text_adapter(cfg)
         width = cfg.text_width or cfg.dim
         self.refiner = TokenRefiner(width, cfg.heads, cfg.text_dim, cfg.refiner_blocks) if cfg.refiner_blocks else None
@@ -119,17 +133,20 @@ class MMDiT(nn.Module):
         (image conditioning, long video) -> velocity [B, C, t, h, w]"""
         grid = patch_grid(tuple(x.shape[2:]), self.cfg.patch)
         img = self.patch_in(patchify(x, self.cfg.patch))  # [B, Lv, D]
+        if self.cfg.positions != "rope":
+            img = img + self.absolute_positions(grid).to(img)
         txt = self.text_in(cond.text.tokens.to(img.dtype))  # [B, Lt, D]
         if self.refiner is not None:
             txt = self.refiner(txt, cond.text.tokens, cond.text.mask, t if t.dim() == 1 else t.amax(1))
         vec, txt_vec = self.conditioning_vectors(t, cond.text.pooled, grid)
         lt = txt.shape[1]
 
-        # angles in float64 on the CPU (MPS has no float64), then to the device
-        angles = rope_angles(grid_positions(grid), self.rope_axes, self.cfg.rope_theta).to(x.device)  # [Lv, Dh/2]
+        angles = rope = None  # [Lv, Dh/2] and, for MM-DiT, [L, Dh/2] with the text unrotated
+        if self.cfg.positions == "rope":  # angles in float64 on the CPU (MPS has no float64), then to the device
+            angles = rope_angles(grid_positions(grid), self.rope_axes, self.cfg.rope_theta).to(x.device)
+            rope = torch.cat([angles.new_zeros(lt, angles.shape[1]), angles])
         patterns = iter(self.cfg.block_patterns())
         if self.dual or self.single:  # MM-DiT: joint attention over [text; video]
-            rope = torch.cat([angles.new_zeros(lt, angles.shape[1]), angles])  # [L, Dh/2], text unrotated
             masks = self.attention_masks(grid, cond.text.mask)
             for block in self.dual:
                 img, txt = block(img, txt, vec, rope, masks[next(patterns)], txt_vec)
@@ -150,6 +167,12 @@ class MMDiT(nn.Module):
                 img = block(img, txt, mod_in, angles, masks[p], text_mask, layout=layouts[p], grid=grid)
         out = self.final(img, vec)  # [B, Lv, C*pt*ph*pw]
         return unpatchify(out, self.cfg.patch, grid).float()
+
+    def absolute_positions(self, grid: tuple[int, int, int]) -> torch.Tensor:
+        """The video tokens' absolute position embeddings [Lv, D] ("sincos", "sincos-2d", "learned")."""
+        if self.pos_embed is not None:
+            return self.pos_embed(grid_positions(grid, self.pos_embed.tables[0].device))
+        return sincos_table(self.cfg, grid)
 
     def conditioning_vectors(self, t: torch.Tensor, pooled: torch.Tensor, grid: tuple[int, int, int]):
         """-> (video vec, text vec) driving AdaLN. t [B]: both [B, D], the same tensor. t [B, frames]:

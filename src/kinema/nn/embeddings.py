@@ -25,3 +25,44 @@ class MLPEmbedder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+def sincos_1d(pos: torch.Tensor, dim: int) -> torch.Tensor:
+    """pos: [L] -> [L, dim] = [sin(pos w), cos(pos w)], w_i = 10000^(-i / (dim / 2)) (DiT, SD3, Latte);
+    computed in float64 on the CPU, returned as fp32."""
+    if dim % 2:
+        raise ValueError(f"a sin-cos embedding needs an even width, got {dim}")
+    omega = 10000.0 ** -(torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
+    out = pos.detach().to("cpu", torch.float64)[:, None] * omega
+    return torch.cat([out.sin(), out.cos()], dim=-1).float()
+
+
+def sincos_positions(positions: torch.Tensor, dim: int, temporal: bool = True) -> torch.Tensor:
+    """Absolute sin-cos positions [L, 3] (t, h, w) -> [L, dim], added to the patch embeddings.
+
+    Space as DiT / SD3 lay it out: the first half of the width encodes w, the second half h.
+    `temporal` adds a 1D sin-cos of t over the whole width (Latte, Open-Sora 1.0); an image
+    model (SD3, PixArt) has none."""
+    if dim % 4:
+        raise ValueError(f"2D sin-cos positions need a width divisible by 4, got {dim}")
+    emb = torch.cat([sincos_1d(positions[:, 2], dim // 2), sincos_1d(positions[:, 1], dim // 2)], dim=-1)
+    return emb + sincos_1d(positions[:, 0], dim) if temporal else emb
+
+
+class LearnedPositions(nn.Module):
+    """A learned embedding per axis, summed: table_t[t] + table_h[h] + table_w[w] -> [L, dim], for
+    token grids up to `max_grid` (t, h, w)."""
+
+    def __init__(self, dim: int, max_grid: tuple[int, int, int]):
+        super().__init__()
+        self.max_grid = tuple(max_grid)
+        self.tables = nn.ParameterList(nn.Parameter(torch.randn(n, dim) * 0.02) for n in self.max_grid)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        """positions: [L, 3] integer-valued (t, h, w) -> [L, dim]"""
+        idx = positions.long()
+        top = idx.amax(0).tolist() if len(idx) else [0, 0, 0]
+        if any(p >= n for p, n in zip(top, self.max_grid)):
+            raise ValueError(f"a token grid up to {tuple(p + 1 for p in top)} exceeds the learned positions' "
+                             f"max_grid {self.max_grid}; train with a larger dit.max_grid or use RoPE")
+        return sum(table[idx[:, i]] for i, table in enumerate(self.tables))

@@ -24,8 +24,11 @@ def rope_angles(positions: torch.Tensor, axes: tuple[int, int, int], theta: floa
     return torch.cat(parts, dim=-1).float()
 
 
-def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """x: [B, H, L, Dh], angles: [L, Dh / 2] -> x with each (even, odd) pair rotated, in fp32."""
+def apply_rope(x: torch.Tensor, angles: torch.Tensor | None) -> torch.Tensor:
+    """x: [B, H, L, Dh], angles: [L, Dh / 2] -> x with each (even, odd) pair rotated, in fp32.
+    None (a model with absolute positions) leaves x as it is."""
+    if angles is None:
+        return x
     xf = x.float().unflatten(-1, (-1, 2))  # [B, H, L, Dh/2, 2]
     cos, sin = angles.cos(), angles.sin()
     x0, x1 = xf[..., 0], xf[..., 1]
