@@ -142,8 +142,11 @@ def test_a_recipe_trains_on_scenes_from_a_given_vae_and_eval_scenes_runs(tmp_pat
     recipe["vae"].update(init_from=str(tiny_model_dir))
     recipe["vae_decoder"] = {"steps": 1, "batch_size": 1, "frames": 5, "ckpt_every": 1, "sample_every": 0}
     recipe["dit"].update(captions_per_combo=2)
-    out = run(from_dict(Recipe, recipe))
+    assert run(from_dict(Recipe, recipe), stage="cache") is None  # VAE, decoder and cache; no denoiser
+    assert (tmp_path / "run" / "dit" / "cache.safetensors").is_file() and not (tmp_path / "run" / "dit" / "ckpt").exists()
+    out = run(from_dict(Recipe, recipe), resume=True)
     log = (tmp_path / "run" / "train_log.txt").read_text()
+    assert log.count("[cache] scenes") == 1  # built once, then reused
     assert "[vae] starts from" in log and "[cache] scenes: 8 clips" in log and "16 captions" in log
     start, tuned = load_weights(tiny_model_dir / "vae.safetensors"), load_weights(out / "vae.safetensors")
     assert all(torch.equal(start[k], tuned[k]) for k in start if k.startswith("encoder."))  # the latent space stays
@@ -152,6 +155,18 @@ def test_a_recipe_trains_on_scenes_from_a_given_vae_and_eval_scenes_runs(tmp_pat
     assert code == 0 and "two objects" in text and "binding" in text
     result = json.loads((tmp_path / "e.json").read_text())
     assert result["one_object"]["clips"] == 2 and result["two_objects"]["clips"] == 2 and result["held_out"]["clips"] == 1
+    objects = sum(len(r["motion"]) for r in result["rows"])
+    assert objects >= 1 + 2 + 2 + 1 and sum(result["motion"][f"{k}_objects"] for k in ("diagonal", "axis", "still")) == objects
+
+
+def test_motion_accuracy_splits_objects_by_their_motion():
+    from kinema.eval.scene_report import motion_accuracy
+
+    rows = [{"motion": ["up-left", "right"], "direction_each": [1.0, 0.0]},
+            {"motion": ["down-right"], "direction_each": [0.0]}, {"motion": ["still", "up"], "direction_each": [1.0, 1.0]}]
+    m = motion_accuracy(rows)
+    assert (m["diagonal"], m["axis"], m["still"]) == (0.5, 0.5, 1.0)
+    assert (m["diagonal_objects"], m["axis_objects"], m["still_objects"]) == (2, 2, 1)
 
 
 def test_vae_init_from_refuses_a_different_architecture(tmp_path, tiny_model_dir):

@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model from a YAML recipe (VAE, then denoiser)")
     t.add_argument("config", help="recipe, e.g. configs/shapes.yaml")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoints in run_dir")
-    t.add_argument("--stage", default="all", help="vae (the VAE and its decoder fine-tune) or all (default)")
+    t.add_argument("--stage", default="all", help="vae (the VAE and its decoder fine-tune), cache (then the denoiser's latent and text cache, "
+                   "shared by any architecture) or all (default)")
     t.add_argument("--run-dir", default=None, help="override the recipe's run_dir")
     t.add_argument("--export-dir", default=None, help="override where the finished model is written")
     t.add_argument("--arch", default=None, metavar="NAME",

@@ -118,6 +118,7 @@ def judge_scene(frames: np.ndarray, scene: Scene) -> dict:
     result = {a: float(np.mean([p[a] for p in per_object])) for a in ATTRIBUTES}
     result["binding"] = float(all(all(p.values()) for p in per_object))
     result["count_frames"] = float(np.mean([c == len(scene) for c in counts]))
+    result["per_object"] = per_object  # in the caption's order
     result["objects_found"] = len(tracks)
     result["tracks"] = [t.words() for t in tracks]
     return result

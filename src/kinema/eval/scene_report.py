@@ -41,16 +41,29 @@ def evaluate_scenes(model: str = "shapes", clips: int = 96, steps: int = 25, gui
         for (split, scene), video in zip(batch, videos):
             r = judge_scene(video, scene)
             rows.append({"split": split, "prompt": scene_caption(scene), **{m: r[m] for m in METRICS},
-                         "diagonal": [o[2] in DIAGONALS for o in scene], "tracks": r["tracks"]})
+                         "diagonal": [o[2] in DIAGONALS for o in scene], "motion": [o[2] for o in scene],
+                         "direction_each": [p["direction"] for p in r["per_object"]], "tracks": r["tracks"]})
     result = {split: {m: float(np.mean([r[m] for r in rows if r["split"] == split])) for m in METRICS}
               for split in ("one_object", "two_objects", "held_out")}
     for split in result:
         result[split]["clips"] = sum(r["split"] == split for r in rows)
+    result["motion"] = motion_accuracy(rows)
     result["settings"] = {"model": model, "clips": clips, "steps": steps, "guidance": guidance, "sampler": sampler,
                           "shift": shift, "device": str(pipe.runtime.device), "precision": pipe.precision,
                           "seconds": round(time.time() - t0, 1)}
     result["rows"] = rows
     return result
+
+
+def motion_accuracy(rows: list[dict]) -> dict[str, float]:
+    """Direction accuracy over every captioned object of every clip, split by the caption's motion:
+    diagonal (non-separable in space: both axes move), axis-aligned, and standing still."""
+    kinds = {"diagonal": [], "axis": [], "still": []}
+    for r in rows:
+        for motion, right in zip(r["motion"], r["direction_each"]):
+            kinds["diagonal" if motion in DIAGONALS else "still" if motion == "still" else "axis"].append(right)
+    return {k: float(np.mean(v)) if v else float("nan") for k, v in kinds.items()} | {
+        f"{k}_objects": len(v) for k, v in kinds.items()}
 
 
 def format_scene_table(result: dict) -> str:
@@ -62,4 +75,8 @@ def format_scene_table(result: dict) -> str:
     for split in ("one_object", "two_objects", "held_out"):
         r = result[split]
         lines.append(f"| {split.replace('_', ' ')} | {r['clips']} | " + " | ".join(f"{100 * r[m]:.1f}%" for m in METRICS) + " |")
+    if "motion" in result:
+        m = result["motion"]
+        lines += ["", "Direction by motion, every object of every clip: " + ", ".join(
+            f"{k} {100 * m[k]:.1f}% ({m[k + '_objects']} objects)" for k in ("diagonal", "axis", "still"))]
     return "\n".join(lines)

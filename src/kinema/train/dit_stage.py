@@ -157,14 +157,23 @@ def flow_loss(model: MMDiT, z0: torch.Tensor, cond: Conditioning, tcfg: Timestep
     return F.mse_loss(v.float(), velocity(z0, x1))
 
 
+def prepare_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path, seed: int, runtime: Runtime,
+                  log: Log, world: str = "shapes", **_):
+    """The text encoder and the stage's latent / text cache (built once, at run_dir/cache.safetensors).
+    The cache depends on the VAE, the text encoder, the world and the data settings, not on the
+    denoiser, so one cache serves every architecture (benchmarks/architectures.py)."""
+    text_encoder = load_text_encoder(mc.text).to(runtime.device)
+    vae.to(runtime.device)
+    return text_encoder, build_cache(run_dir / "cache.safetensors", mc, stage, vae, text_encoder, seed, log, runtime,
+                                     world=world)
+
+
 def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path, seed: int, runtime: Runtime,
               resume: bool, log: Log, compile: bool = False, world: str = "shapes") -> tuple[ModelConfig, dict[str, torch.Tensor], str]:
     """Returns (model config with latent statistics, EMA weights of the DiT, text encoder name).
     The cache lives on runtime.device for the whole stage; batches and noise are drawn on the CPU."""
     device = runtime.device
-    text_encoder = load_text_encoder(mc.text).to(device)
-    vae.to(device)
-    cache = build_cache(run_dir / "cache.safetensors", mc, stage, vae, text_encoder, seed, log, runtime, world=world)
+    text_encoder, cache = prepare_cache(mc, stage, vae, run_dir=run_dir, seed=seed, runtime=runtime, log=log, world=world)
     mc = copy.deepcopy(mc)
     mc.vae.latent_mean = tuple(cache["channel_mean"].tolist())
     mc.vae.latent_std = tuple(cache["channel_std"].tolist())

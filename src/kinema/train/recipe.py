@@ -19,7 +19,9 @@ from kinema.train.dit_stage import DiTStage
 from kinema.train.trainer import Log
 from kinema.train.vae_stage import DecoderStage, VAEStage
 
-STAGES = ("vae", "all")  # "vae": the VAE and its decoder fine-tune; "all": then caches, denoiser, export
+# "vae": the VAE and its decoder fine-tune; "cache": then the denoiser's latent and text cache;
+# "all": then the denoiser and the export
+STAGES = ("vae", "cache", "all")
 
 
 @dataclass
@@ -82,7 +84,11 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
         vae = tune_decoder(vae, recipe.vae_decoder, run_dir=run_dir / "vae_decoder", size=mc.height, **common)
     if stage == "vae":
         return None
-    from kinema.train.dit_stage import train_dit
+    from kinema.train.dit_stage import prepare_cache, train_dit
+
+    if stage == "cache":
+        prepare_cache(mc, recipe.dit, vae, run_dir=run_dir / "dit", **common)
+        return None
 
     model_cfg, dit, encoder_name = train_dit(mc, recipe.dit, vae, run_dir=run_dir / "dit", compile=recipe.compile, **common)
 
