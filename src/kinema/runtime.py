@@ -228,6 +228,13 @@ class Runtime:
             torch.backends.cudnn.allow_tf32 = True
         return self
 
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (for timing); nothing on the CPU."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elif self.device.type == "mps":
+            torch.mps.synchronize()
+
     def describe(self) -> str:
         return f"device {self.device} ({device_name(self.device)}), precision {self.precision}: {self.reason}"
 
