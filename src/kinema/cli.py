@@ -136,7 +136,7 @@ def _info(args: argparse.Namespace) -> None:
         for name, d in DIT_PRESETS.items():
             params = sum(p.numel() for p in MMDiT(d).parameters()) / 1e6
             print(f"dit {name:18s} {params:6.2f} M params, dim {d.dim}, {d.heads} heads, blocks {d.dual_blocks} dual + "
-                  f"{d.single_blocks} single + {d.cross_blocks} cross, attention {'/'.join(d.attention)}")
+                  f"{d.single_blocks} single + {d.cross_blocks} cross, attention {'/'.join(d.attention)}, positions {d.positions}")
         return
     from kinema.pipelines.pipeline import describe
 
