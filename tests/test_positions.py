@@ -70,3 +70,5 @@ def test_learned_positions_train_and_refuse_a_grid_too_large():
 def test_unknown_positions_are_refused():
     with pytest.raises(KinemaError, match="dit.positions"):
         DiTConfig(positions="alibi")
+    with pytest.raises(KinemaError, match="divisible by 4"):
+        DiTConfig(dim=30, heads=2, positions="sincos")

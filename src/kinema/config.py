@@ -98,6 +98,8 @@ class DiTConfig:
             raise KinemaError(f"dit.attention {list(self.attention)}: each entry must be one of {', '.join(PATTERNS)}")
         if self.positions not in POSITIONS:
             raise KinemaError(f"dit.positions {self.positions!r}: use one of {', '.join(POSITIONS)}")
+        if self.positions.startswith("sincos") and self.dim % 4:
+            raise KinemaError(f"dit.positions {self.positions!r} needs a width divisible by 4, got dim {self.dim}")
         if self.text_adapter not in ("rmsnorm", "linear", "mlp"):
             raise KinemaError(f"dit.text_adapter {self.text_adapter!r}: use 'rmsnorm', 'linear' or 'mlp'")
         if self.modulation not in ("per_block", "shared"):
