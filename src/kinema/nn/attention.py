@@ -1,6 +1,7 @@
 """The one attention entry point (SPEC §3). Every variant is a layout (a reshape) or a mask around
 one SDPA call; on GPUs SDPA dispatches to FlashAttention (no mask) or the memory-efficient kernel
-(with a mask), on CPU to its fused kernel.
+(with a mask), on CPU to its fused kernel. A block-sparse mask may go to flex attention instead,
+where it measured faster on the device (`kinema.nn.flex`: never on the CPU).
 
 Video tokens are in patchify order, time-major: token i of a (t, h, w) grid sits at frame
 i // (h w), row (i // w) % h, column i % w. S = h w tokens per frame, T = t frames, N = S T.
@@ -23,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from kinema.nn.flex import choose_kernel, flex_attention_masked
+
 Grid = tuple[int, int, int]  # (t, h, w) token grid
 PATTERNS = ("full", "spatial", "temporal", "window", "causal")
 LAYOUTS = ("full", "spatial", "temporal")
@@ -36,7 +39,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     layout "spatial" / "temporal" (video tokens only, Lq = Lk = t h w of `grid`) attends inside
     each frame / each (h, w) track; a mask then has the folded shape [B * T, H, S, S] / [B * S, H, T, T]."""
     if layout == "full":
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, Lq, Dh]
+        if choose_kernel(q, k, v, mask) == "flex":  # a block-sparse mask, where flex measured faster
+            out = flex_attention_masked(q, k, v, mask)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, Lq, Dh]
         b, h, n, d = out.shape
         return out.transpose(1, 2).reshape(b, n, h * d)
     if grid is None or layout not in LAYOUTS:
