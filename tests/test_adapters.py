@@ -124,3 +124,32 @@ def test_sd3_adapter_refuses_mmdit_x():
     state["pos_embed.pos_embed"] = state["pos_embed.pos_embed"].flip(1)  # a table kinema would not compute
     with pytest.raises(KinemaError, match="pos_embed"):
         sd3.convert(state, cfg)
+
+
+def test_ltx_video_matches_diffusers():
+    """LTX-Video: packed tokens, its RoPE across the whole width (16 = 2 x 8: two frequencies per
+    axis and two unrotated pairs first), weightless RMSNorm, text padding masked. The RoPE scale
+    (2.5, 64, 64) makes every position exact in float32 (t / 8, h / 32, w / 32) in both."""
+    from kinema.adapters import ltx_video
+
+    ref = diffusers.LTXVideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
+        num_layers=2, caption_channels=24)
+    scale = (2.5, 64.0, 64.0)
+    cfg = ltx_video.dit_config(ref.config, rope_interpolation_scale=scale)
+    randomize_(ref, std=0.1)
+    ref.eval()
+    model = MMDiT(cfg).eval()
+    model.load_state_dict(ltx_video.convert(ref.state_dict(), cfg))
+    assert cfg.rope_scale == (1 / 8, 1 / 32, 1 / 32)
+
+    x = torch.randn(2, 4, 3, 4, 6, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.3, 0.85])
+    states, mask, pooled = text(2, 6, 24, 24, valid=[4, 2])
+    packed = x.flatten(2).transpose(1, 2)  # [B, t h w, C]
+    with torch.no_grad():
+        expected = ref(packed, states, t * 1000.0, mask.long(), num_frames=3, height=4, width=6,
+                       rope_interpolation_scale=scale, return_dict=False)[0]
+        got = model(x, t, Conditioning(TextStates(states, mask, pooled))).flatten(2).transpose(1, 2)
+    assert expected.abs().mean() > 0.1
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

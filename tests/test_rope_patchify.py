@@ -66,3 +66,27 @@ def test_rope_runs_in_fp32_for_bf16_inputs():
     ref = apply_rope(x.float(), angles)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=1e-2)
+
+
+def test_ltx_rope_angles_known_values():
+    """Width 8: one frequency (pi / 2) per axis, interleaved (t, h, w), after one unrotated pair."""
+    import math
+
+    from kinema.nn.rope import ltx_rope_angles
+
+    got = ltx_rope_angles(torch.tensor([[0.0, 0.5, 2.0]]), 8)
+    want = torch.tensor([[0.0, -math.pi / 2, 0.0, 3 * math.pi / 2]])
+    torch.testing.assert_close(got, want)
+    # width 12: frequencies 1 and 10000 (x pi / 2); pair 3k + a is frequency k of axis a
+    got = ltx_rope_angles(torch.tensor([[1.0, 0.0, 0.0]]), 12)
+    torch.testing.assert_close(got[0, [0, 3]], torch.tensor([math.pi / 2, 10000 * math.pi / 2]))
+    torch.testing.assert_close(got[0, [1, 2, 4, 5]], torch.tensor([-math.pi / 2, -math.pi / 2, -5000 * math.pi, -5000 * math.pi]))
+
+
+def test_weightless_rms_norm():
+    from kinema.nn.norms import RMSNorm
+
+    norm = RMSNorm(4, affine=False)
+    assert not list(norm.parameters())
+    x = torch.tensor([[3.0, -3.0, 3.0, -3.0]])
+    torch.testing.assert_close(norm(x), x / 3.0, atol=1e-6, rtol=0)

@@ -58,8 +58,15 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     text_dim: int = 384  # width of the text encoder's token states
     qk_norm: bool = True
+    qk_norm_eps: float = 1e-6  # LTX: 1e-5
+    block_norm: str = "layer"  # the norm under each AdaLN: "layer" (weightless LayerNorm) or "rms" (weightless RMSNorm: LTX)
     rope_axes: tuple[int, int, int] | None = None  # head-dim split for (t, h, w); None: derived
     rope_theta: float = 10000.0
+    # "per_head": each head's dims split into (t, h, w) parts (rope_axes), frequencies theta^(-2i/d);
+    # "ltx": LTX-Video's layout, frequencies theta^linspace(0, 1, D/6) * pi/2 interleaved over
+    # (t, h, w) across the whole width, angle = frequency * (2 * position * rope_scale - 1)
+    rope_layout: str = "per_head"
+    rope_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)  # (t, h, w) positions are multiplied by this
     # how a token knows where it is: "rope" (RoPE-3D inside every attention), "sincos" (absolute
     # sin-cos added to the patch embeddings: 2D in space plus 1D in time; DiT, Latte, Open-Sora 1.0),
     # "sincos-2d" (space only: image models, SD3, PixArt) or "learned" (a table per axis, summed)
@@ -100,6 +107,10 @@ class DiTConfig:
             raise KinemaError(f"dit.positions {self.positions!r}: use one of {', '.join(POSITIONS)}")
         if self.positions.startswith("sincos") and self.dim % 4:
             raise KinemaError(f"dit.positions {self.positions!r} needs a width divisible by 4, got dim {self.dim}")
+        if self.rope_layout not in ("per_head", "ltx"):
+            raise KinemaError(f"dit.rope_layout {self.rope_layout!r}: use 'per_head' or 'ltx'")
+        if self.block_norm not in ("layer", "rms"):
+            raise KinemaError(f"dit.block_norm {self.block_norm!r}: use 'layer' or 'rms'")
         if self.text_adapter not in ("rmsnorm", "linear", "mlp"):
             raise KinemaError(f"dit.text_adapter {self.text_adapter!r}: use 'rmsnorm', 'linear' or 'mlp'")
         if self.modulation not in ("per_block", "shared"):
@@ -172,7 +183,10 @@ DIT_FAMILIES: dict[str, dict] = {
     "opensora-plan": {**_ADALN_SINGLE, "attention": ("spatial", "temporal", "full")},  # factorized + periodic full
     "easyanimate": {"attention": ("full", "temporal")},  # MM-DiT, hybrid motion module: global / temporal
     "sora": {**_NO_MM, "cross_blocks": 6},  # spacetime DiT: full 3D attention, cross-attention, per-block AdaLN
-    "ltx": {**_ADALN_SINGLE, "cross_blocks": 4, "dim": 192, "heads": 3, "qk_norm_across_heads": True},  # small, fast
+    # small, fast; LTX's block: weightless RMSNorm, no norm before the cross-attention, its RoPE across
+    # the width (positions in pixels / 2048 and seconds at 25 fps / 20, as LTX's pipeline scales them)
+    "ltx": {**_ADALN_SINGLE, "cross_blocks": 4, "dim": 192, "heads": 3, "qk_norm_across_heads": True, "qk_norm_eps": 1e-5,
+            "block_norm": "rms", "cross_attn_norm": False, "rope_layout": "ltx", "rope_scale": (4 / 25 / 20, 16 / 2048, 16 / 2048)},
     # image MM-DiT: each frame alone (T = 1), 2D sin-cos positions
     "sd3": {"dual_blocks": 4, "single_blocks": 0, "attention": ("spatial",), "positions": "sincos-2d"},
 }

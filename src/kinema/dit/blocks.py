@@ -21,20 +21,21 @@ from kinema.nn.norms import RMSNorm
 from kinema.nn.rope import apply_rope
 
 
-def _layer_norm(dim: int) -> nn.LayerNorm:
-    return nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+def block_norm(dim: int, kind: str = "layer") -> nn.Module:
+    """The norm before AdaLN: weightless LayerNorm (most families) or weightless RMSNorm (LTX)."""
+    return RMSNorm(dim, affine=False) if kind == "rms" else nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
 
 
 class QKNorm(nn.Module):
     """RMSNorm on queries and keys: per head (SD3, HunyuanVideo), or over all heads at once
     (`across_heads`, Wan); identity when disabled. q, k: [B, H, L, Dh]."""
 
-    def __init__(self, head_dim: int, enabled: bool, heads: int = 1, across_heads: bool = False):
+    def __init__(self, head_dim: int, enabled: bool, heads: int = 1, across_heads: bool = False, eps: float = 1e-6):
         super().__init__()
         width = head_dim * heads if across_heads else head_dim
         self.across = across_heads
-        self.q = RMSNorm(width) if enabled else nn.Identity()
-        self.k = RMSNorm(width) if enabled else nn.Identity()
+        self.q = RMSNorm(width, eps) if enabled else nn.Identity()
+        self.k = RMSNorm(width, eps) if enabled else nn.Identity()
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.across:
@@ -70,18 +71,18 @@ class Stream(nn.Module):
     AdaLN reads the model's `cond_dim`-wide time vector."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, qk_norm: bool, attn_dim: int | None = None,
-                 cond_dim: int | None = None, pre_only: bool = False):
+                 cond_dim: int | None = None, pre_only: bool = False, norm: str = "layer", qk_eps: float = 1e-6):
         super().__init__()
         attn_dim = attn_dim or dim
         self.heads = heads
         # [attention, MLP] x (shift, scale, gate); a pre-only stream (SD3's and Mochi's last text
         # stream: its output is never read) has only the attention group, no output weights
         self.mod = Modulation(dim, 1 if pre_only else 2, cond_dim)
-        self.norm1 = _layer_norm(dim)
+        self.norm1 = block_norm(dim, norm)
         self.qkv = nn.Linear(dim, 3 * attn_dim)
-        self.qk_norm = QKNorm(attn_dim // heads, qk_norm)
+        self.qk_norm = QKNorm(attn_dim // heads, qk_norm, eps=qk_eps)
         if not pre_only:
-            self.norm2 = _layer_norm(dim)
+            self.norm2 = block_norm(dim, norm)
             self.proj = nn.Linear(attn_dim, dim)
             self.mlp = mlp(dim, int(dim * mlp_ratio))
 
@@ -103,10 +104,11 @@ class DualStreamBlock(nn.Module):
     text stream only contributes keys and values (SD3, Mochi) and the text comes back unchanged."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True, text_dim: int | None = None,
-                 text_out: bool = True):
+                 text_out: bool = True, norm: str = "layer", qk_eps: float = 1e-6):
         super().__init__()
-        self.txt = Stream(text_dim or dim, heads, mlp_ratio, qk_norm, attn_dim=dim, cond_dim=dim, pre_only=not text_out)
-        self.img = Stream(dim, heads, mlp_ratio, qk_norm)
+        self.txt = Stream(text_dim or dim, heads, mlp_ratio, qk_norm, attn_dim=dim, cond_dim=dim, pre_only=not text_out,
+                          norm=norm, qk_eps=qk_eps)
+        self.img = Stream(dim, heads, mlp_ratio, qk_norm, norm=norm, qk_eps=qk_eps)
         self.text_out = text_out
 
     def forward(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor,
@@ -129,15 +131,16 @@ class SingleStreamBlock(nn.Module):
     """`expert`: CogVideoX's expert AdaLN, one modulation for the text tokens and another for the
     video tokens, all other weights shared."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True, expert: bool = False):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True, expert: bool = False,
+                 norm: str = "layer", qk_eps: float = 1e-6):
         super().__init__()
         self.heads, self.dim = heads, dim
         self.hidden = int(dim * mlp_ratio)
         self.mod = Modulation(dim, 1)
         self.mod_txt = Modulation(dim, 1) if expert else None
-        self.norm = _layer_norm(dim)
+        self.norm = block_norm(dim, norm)
         self.linear1 = nn.Linear(dim, 3 * dim + self.hidden)  # qkv and MLP input in one matmul
-        self.qk_norm = QKNorm(dim // heads, qk_norm)
+        self.qk_norm = QKNorm(dim // heads, qk_norm, eps=qk_eps)
         self.linear2 = nn.Linear(dim + self.hidden, dim)  # attention output and MLP output together
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor | None,
@@ -165,18 +168,18 @@ class CrossBlock(nn.Module):
     projecting the time vector itself."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True, across_heads: bool = False,
-                 cross_norm: bool = True, shared_modulation: bool = False):
+                 cross_norm: bool = True, shared_modulation: bool = False, norm: str = "layer", qk_eps: float = 1e-6):
         super().__init__()
         self.heads = heads
         self.mod = ModulationTable(dim, 2) if shared_modulation else Modulation(dim, 2)
-        self.norm1, self.norm3 = _layer_norm(dim), _layer_norm(dim)
+        self.norm1, self.norm3 = block_norm(dim, norm), block_norm(dim, norm)
         self.qkv = nn.Linear(dim, 3 * dim)
-        self.qk_norm = QKNorm(dim // heads, qk_norm, heads, across_heads)
+        self.qk_norm = QKNorm(dim // heads, qk_norm, heads, across_heads, qk_eps)
         self.proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6) if cross_norm else nn.Identity()
         self.cross_q = nn.Linear(dim, dim)
         self.cross_kv = nn.Linear(dim, 2 * dim)
-        self.cross_qk_norm = QKNorm(dim // heads, qk_norm, heads, across_heads)
+        self.cross_qk_norm = QKNorm(dim // heads, qk_norm, heads, across_heads, qk_eps)
         self.cross_proj = nn.Linear(dim, dim)
         self.mlp = mlp(dim, round(dim * mlp_ratio))
 

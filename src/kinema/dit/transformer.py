@@ -28,7 +28,7 @@ from kinema.nn.attention import key_padding_mask, pattern_mask, video_mask
 from kinema.nn.embeddings import LearnedPositions, MLPEmbedder, sincos_positions, timestep_embedding
 from kinema.nn.modulation import Modulation, ModulationOut, modulate
 from kinema.nn.norms import RMSNorm
-from kinema.nn.rope import default_axes, rope_angles
+from kinema.nn.rope import default_axes, ltx_rope_angles, rope_angles
 from kinema.runtime import no_autocast
 from kinema.text.encoders import TextStates
 
@@ -103,7 +103,7 @@ class MMDiT(nn.Module):
         pt, ph, pw = cfg.patch
         patch_dim = cfg.in_channels * pt * ph * pw
         self.rope_axes = tuple(cfg.rope_axes) if cfg.rope_axes else default_axes(cfg.head_dim)
-        if sum(self.rope_axes) != cfg.head_dim:
+        if cfg.rope_layout == "per_head" and sum(self.rope_axes) != cfg.head_dim:
             raise ValueError(f"rope_axes {self.rope_axes} must sum to the head dim {cfg.head_dim}")
         self.patch_in = nn.Linear(patch_dim, cfg.dim)
         self.pos_embed = LearnedPositions(cfg.dim, cfg.max_grid) if cfg.positions == "learned" else None
@@ -113,14 +113,16 @@ class MMDiT(nn.Module):
         self.time_in = MLPEmbedder(256, cfg.dim)
         self.pooled_in = MLPEmbedder(cfg.pooled_dim or cfg.text_dim, cfg.dim) if cfg.pooled else None
         text_read_after = bool(cfg.single_blocks or cfg.cross_blocks)  # else the last dual block's text output is unused
+        norms = {"norm": cfg.block_norm, "qk_eps": cfg.qk_norm_eps}
         self.dual = nn.ModuleList(DualStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, width,
-                                                  text_out=text_read_after or i < cfg.dual_blocks - 1)
+                                                  text_out=text_read_after or i < cfg.dual_blocks - 1, **norms)
                                   for i in range(cfg.dual_blocks))
-        self.single = nn.ModuleList(SingleStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.expert_adaln)
+        self.single = nn.ModuleList(SingleStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.expert_adaln, **norms)
                                     for _ in range(cfg.single_blocks))
         shared = cfg.modulation == "shared"
         self.cross = nn.ModuleList(
-            CrossBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.qk_norm_across_heads, cfg.cross_attn_norm, shared)
+            CrossBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.qk_norm_across_heads, cfg.cross_attn_norm, shared,
+                       **norms)
             for _ in range(cfg.cross_blocks))
         self.time_proj = nn.Linear(cfg.dim, 6 * cfg.dim) if shared else None  # Wan: one AdaLN projection for all blocks
         if self.time_proj is not None:
@@ -141,10 +143,10 @@ class MMDiT(nn.Module):
         vec, txt_vec = self.conditioning_vectors(t, cond.text.pooled, grid)
         lt = txt.shape[1]
 
-        angles = rope = None  # [Lv, Dh/2] and, for MM-DiT, [L, Dh/2] with the text unrotated
-        if self.cfg.positions == "rope":  # angles in float64 on the CPU (MPS has no float64), then to the device
-            angles = rope_angles(grid_positions(grid), self.rope_axes, self.cfg.rope_theta).to(x.device)
-            rope = torch.cat([angles.new_zeros(lt, angles.shape[1]), angles])
+        angles = rope = None  # [(H,) Lv, Dh/2] and, for MM-DiT, [(H,) L, Dh/2] with the text unrotated
+        if self.cfg.positions == "rope":
+            angles = self.rope_angles(grid).to(x.device)
+            rope = torch.cat([angles.new_zeros(*angles.shape[:-2], lt, angles.shape[-1]), angles], dim=-2)
         patterns = iter(self.cfg.block_patterns())
         if self.dual or self.single:  # MM-DiT: joint attention over [text; video]
             masks = self.attention_masks(grid, cond.text.mask)
@@ -167,6 +169,16 @@ class MMDiT(nn.Module):
                 img = block(img, txt, mod_in, angles, masks[p], text_mask, layout=layouts[p], grid=grid)
         out = self.final(img, vec)  # [B, Lv, C*pt*ph*pw]
         return unpatchify(out, self.cfg.patch, grid).float()
+
+    def rope_angles(self, grid: tuple[int, int, int]) -> torch.Tensor:
+        """RoPE angles of the video tokens, on the CPU: [Lv, Dh/2], the same for every head
+        ("per_head", computed in float64: MPS has none), or [H, Lv, Dh/2] ("ltx": its frequencies
+        run across the whole width, so each head gets its own slice; float32 as LTX computes them)."""
+        pos = grid_positions(grid) * torch.tensor(self.cfg.rope_scale)  # [Lv, 3] (t, h, w), fp32
+        if self.cfg.rope_layout == "per_head":
+            return rope_angles(pos, self.rope_axes, self.cfg.rope_theta)
+        angles = ltx_rope_angles(pos, self.cfg.dim, self.cfg.rope_theta)  # [Lv, D/2]
+        return angles.unflatten(-1, (self.cfg.heads, -1)).transpose(0, 1)
 
     def absolute_positions(self, grid: tuple[int, int, int]) -> torch.Tensor:
         """The video tokens' absolute position embeddings [Lv, D] ("sincos", "sincos-2d", "learned")."""

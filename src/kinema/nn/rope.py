@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -24,8 +26,23 @@ def rope_angles(positions: torch.Tensor, axes: tuple[int, int, int], theta: floa
     return torch.cat(parts, dim=-1).float()
 
 
+def ltx_rope_angles(positions: torch.Tensor, dim: int, theta: float = 10000.0) -> torch.Tensor:
+    """LTX-Video's RoPE over the whole width: positions [L, 3] (already scaled) -> angles [L, dim / 2].
+
+    D/6 frequencies theta^linspace(0, 1) * pi / 2, each applied to (t, h, w) in turn, so pair
+    3k + a holds frequency k of axis a, at angle f_k (2 p_a - 1); the dim % 6 / 2 pairs left over
+    come first, unrotated. Computed in float32 in LTX's order: its angles reach 1.6e4 rad, where
+    float32 rounding is about 1e-3 rad, so another order would not reproduce its outputs."""
+    freqs = theta ** torch.linspace(0.0, 1.0, dim // 6, dtype=torch.float32)
+    freqs = freqs * math.pi / 2.0
+    angles = (freqs * (positions.float()[..., None] * 2 - 1)).transpose(-1, -2).flatten(-2)  # [L, D/6 * 3]
+    pad = angles.new_zeros(*angles.shape[:-1], (dim % 6) // 2)
+    return torch.cat([pad, angles], dim=-1)
+
+
 def apply_rope(x: torch.Tensor, angles: torch.Tensor | None) -> torch.Tensor:
-    """x: [B, H, L, Dh], angles: [L, Dh / 2] -> x with each (even, odd) pair rotated, in fp32.
+    """x: [B, H, L, Dh], angles: [L, Dh / 2] or per head [H, L, Dh / 2] -> x with each (even, odd)
+    pair rotated, in fp32.
     None (a model with absolute positions) leaves x as it is."""
     if angles is None:
         return x
