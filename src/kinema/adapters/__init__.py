@@ -40,3 +40,19 @@ class StateSource:
         if left:
             raise KinemaError(f"{len(left)} {self.family} tensors have no place in kinema's model (e.g. {left[0]}); "
                               f"the checkpoint uses a feature kinema does not implement")
+
+
+def cross_block(src: StateSource, out: dict, a: str, b: str, ff: str = "ff") -> None:
+    """A diffusers cross-attention block `a` (self-attention attn1 and cross-attention attn2, each
+    with norm_q / norm_k, then the feed-forward `ff`; Wan, LTX) -> kinema's CrossBlock `b`."""
+    src.linear(out, f"{b}.qkv", f"{a}.attn1.to_q", f"{a}.attn1.to_k", f"{a}.attn1.to_v")
+    src.linear(out, f"{b}.proj", f"{a}.attn1.to_out.0")
+    src.linear(out, f"{b}.cross_q", f"{a}.attn2.to_q")
+    src.linear(out, f"{b}.cross_kv", f"{a}.attn2.to_k", f"{a}.attn2.to_v")
+    src.linear(out, f"{b}.cross_proj", f"{a}.attn2.to_out.0")
+    for attn, norm in (("attn1", "qk_norm"), ("attn2", "cross_qk_norm")):
+        out[f"{b}.{norm}.q.weight"] = src(f"{a}.{attn}.norm_q.weight")
+        out[f"{b}.{norm}.k.weight"] = src(f"{a}.{attn}.norm_k.weight")
+    src.linear(out, f"{b}.mlp.0", f"{a}.{ff}.net.0.proj")
+    src.linear(out, f"{b}.mlp.2", f"{a}.{ff}.net.2")
+

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from kinema.adapters import StateSource
+from kinema.adapters import StateSource, cross_block
 from kinema.config import DiTConfig
 from kinema.errors import KinemaError
 
@@ -59,16 +59,7 @@ def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.T
     for i in range(cfg.cross_blocks):
         a, b = f"transformer_blocks.{i}", f"cross.{i}"
         out[f"{b}.mod.table"] = src(f"{a}.scale_shift_table")  # [6, D]: (shift, scale, gate) x 2, as kinema's
-        src.linear(out, f"{b}.qkv", f"{a}.attn1.to_q", f"{a}.attn1.to_k", f"{a}.attn1.to_v")
-        src.linear(out, f"{b}.proj", f"{a}.attn1.to_out.0")
-        src.linear(out, f"{b}.cross_q", f"{a}.attn2.to_q")
-        src.linear(out, f"{b}.cross_kv", f"{a}.attn2.to_k", f"{a}.attn2.to_v")
-        src.linear(out, f"{b}.cross_proj", f"{a}.attn2.to_out.0")
-        for attn, norm in (("attn1", "qk_norm"), ("attn2", "cross_qk_norm")):
-            out[f"{b}.{norm}.q.weight"] = src(f"{a}.{attn}.norm_q.weight")
-            out[f"{b}.{norm}.k.weight"] = src(f"{a}.{attn}.norm_k.weight")
-        src.linear(out, f"{b}.mlp.0", f"{a}.ff.net.0.proj")
-        src.linear(out, f"{b}.mlp.2", f"{a}.ff.net.2")
+        cross_block(src, out, a, b)
     out["final.table"] = src("scale_shift_table")  # [2, D]: (shift, scale)
     src.linear(out, "final.linear", "proj_out")
     src.check_all_used()
