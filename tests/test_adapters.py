@@ -153,3 +153,26 @@ def test_ltx_video_matches_diffusers():
         got = model(x, t, Conditioning(TextStates(states, mask, pooled))).flatten(2).transpose(1, 2)
     assert expected.abs().mean() > 0.1
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attention_bias", [True, False])
+def test_latte_matches_diffusers(attention_bias):
+    """Latte-1: spatial blocks with cross-attention alternating with temporal blocks without it,
+    2D sin-cos positions at the input and temporal ones added after the first spatial block."""
+    from kinema.adapters import latte
+
+    ref = diffusers.LatteTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, num_layers=2, cross_attention_dim=16,
+        attention_bias=attention_bias, sample_size=8, patch_size=2, activation_fn="gelu-approximate",
+        norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=24, video_length=3)
+    model = matched(latte, ref)
+    assert model.cfg.cross_flags() == [True, False, True, False]
+
+    x = torch.randn(2, 4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.3, 0.85])
+    states, mask, pooled = text(2, 6, 24, 24, valid=[4, 2])
+    with torch.no_grad():
+        expected = ref(x, t * 1000.0, states, return_dict=False)[0]  # no text mask: Latte attends to padding
+        got = model(x, t, Conditioning(TextStates(states, mask, pooled)))
+    assert expected.abs().mean() > 0.1
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

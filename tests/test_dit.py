@@ -249,3 +249,15 @@ def test_expert_adaln_modulates_text_and_video_tokens_separately(monkeypatch):
     shift = seen[0].shift
     assert shift.shape == (2, 7, 8) and (shift[:, :3] == 1).all() and (shift[:, 3:] == 2).all()
     assert out.shape == x.shape
+
+
+@torch.no_grad()
+def test_cross_blocks_without_cross_attention_ignore_the_text():
+    """cross_attention (True, False): the second block has no cross-attention weights; with none
+    cross-attending (and no pooled text) the text cannot reach the output at all."""
+    model = cross_model(cross_attention=(True, False))
+    assert hasattr(model.cross[0], "cross_q") and not hasattr(model.cross[1], "cross_q")
+    deaf = cross_model(cross_attention=(False,))
+    x, t = torch.randn(2, 4, 3, 4, 4), torch.rand(2)
+    assert torch.equal(deaf(x, t, random_text(2, seed=1)), deaf(x, t, random_text(2, seed=2)))
+    assert not torch.equal(model(x, t, random_text(2, seed=1)), model(x, t, random_text(2, seed=2)))

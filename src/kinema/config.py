@@ -88,6 +88,12 @@ class DiTConfig:
     pooled: bool = True  # add an MLP of the pooled text to the time vector (MM-DiT); Wan uses time alone
     pooled_dim: int | None = None  # width of the pooled text vector (HunyuanVideo: CLIP's); None: text_dim
     cross_blocks: int = 0
+    # whether each cross block cross-attends to the text, repeated over the cross blocks like
+    # `attention`; Latte's temporal blocks do not: (True, False) beside ("spatial", "temporal")
+    cross_attention: tuple[bool, ...] = (True,)
+    # "sincos" positions: the temporal part is added before this cross block (Latte: 1, after the
+    # first spatial block), the spatial part always at the input
+    sincos_time_at: int = 0
     # "per_block": each block projects the time vector to its own AdaLN parameters; "shared": one
     # projection for the model, each block adds a learned table (Wan; cross blocks only)
     modulation: str = "per_block"
@@ -107,6 +113,9 @@ class DiTConfig:
             raise KinemaError(f"dit.positions {self.positions!r}: use one of {', '.join(POSITIONS)}")
         if self.positions.startswith("sincos") and self.dim % 4:
             raise KinemaError(f"dit.positions {self.positions!r} needs a width divisible by 4, got dim {self.dim}")
+        if not self.cross_attention or self.sincos_time_at > max(self.cross_blocks - 1, 0):
+            raise KinemaError(f"dit.cross_attention needs an entry and dit.sincos_time_at ({self.sincos_time_at}) "
+                              f"a cross block (0 to {max(self.cross_blocks - 1, 0)})")
         if self.rope_layout not in ("per_head", "ltx"):
             raise KinemaError(f"dit.rope_layout {self.rope_layout!r}: use 'per_head' or 'ltx'")
         if self.block_norm not in ("layer", "rms"):
@@ -125,6 +134,10 @@ class DiTConfig:
     @property
     def head_dim(self) -> int:
         return self.dim // self.heads
+
+    def cross_flags(self) -> list[bool]:
+        """Whether each cross block has a cross-attention to the text."""
+        return [self.cross_attention[i % len(self.cross_attention)] for i in range(self.cross_blocks)]
 
     def block_patterns(self) -> list[str]:
         """The attention pattern of every block: dual blocks, then single, then cross blocks."""
@@ -178,7 +191,9 @@ DIT_FAMILIES: dict[str, dict] = {
     "wan": {**_ADALN_SINGLE, "qk_norm_across_heads": True, "cross_attn_mask": False},  # cross-attention, shared modulation
     "mochi": {"dual_blocks": 6, "single_blocks": 0, "text_width": 128},  # AsymmDiT: a text stream half as wide
     "cogvideox": {"dual_blocks": 0, "single_blocks": 6, "expert_adaln": True, "text_adapter": "linear"},  # expert AdaLN
-    "latte": {**_ADALN_SINGLE, "qk_norm": False, "attention": ("spatial", "temporal"), "positions": "sincos"},  # 2+1D
+    # factorized 2+1D; only the spatial blocks cross-attend; time positions after the first block
+    "latte": {**_ADALN_SINGLE, "qk_norm": False, "attention": ("spatial", "temporal"), "cross_attention": (True, False),
+              "positions": "sincos", "sincos_time_at": 1, "cross_attn_norm": False},
     "opensora": {**_ADALN_SINGLE, "attention": ("spatial", "temporal")},  # STDiT: factorized, QK-norm
     "opensora-plan": {**_ADALN_SINGLE, "attention": ("spatial", "temporal", "full")},  # factorized + periodic full
     "easyanimate": {"attention": ("full", "temporal")},  # MM-DiT, hybrid motion module: global / temporal

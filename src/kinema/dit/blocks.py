@@ -161,14 +161,15 @@ class SingleStreamBlock(nn.Module):
 
 class CrossBlock(nn.Module):
     """Cross-attention DiT block (Wan, Latte, Open-Sora, PixArt): self-attention over the video
-    tokens (any layout: full, spatial, temporal, or a mask), cross-attention from video to text,
-    then the MLP. AdaLN (shift, scale, gate) around self-attention and the MLP; the cross-attention
+    tokens (any layout: full, spatial, temporal, or a mask), cross-attention from video to text
+    (unless `cross` is False), then the MLP. AdaLN (shift, scale, gate) around self-attention and the MLP; the cross-attention
     is ungated, after an optional affine LayerNorm (Wan's cross_attn_norm). `shared_modulation`:
     the block adds its learned table to the model's one time projection (Wan) instead of
     projecting the time vector itself."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True, across_heads: bool = False,
-                 cross_norm: bool = True, shared_modulation: bool = False, norm: str = "layer", qk_eps: float = 1e-6):
+                 cross_norm: bool = True, shared_modulation: bool = False, norm: str = "layer", qk_eps: float = 1e-6,
+                 cross: bool = True):
         super().__init__()
         self.heads = heads
         self.mod = ModulationTable(dim, 2) if shared_modulation else Modulation(dim, 2)
@@ -176,11 +177,13 @@ class CrossBlock(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.qk_norm = QKNorm(dim // heads, qk_norm, heads, across_heads, qk_eps)
         self.proj = nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6) if cross_norm else nn.Identity()
-        self.cross_q = nn.Linear(dim, dim)
-        self.cross_kv = nn.Linear(dim, 2 * dim)
-        self.cross_qk_norm = QKNorm(dim // heads, qk_norm, heads, across_heads, qk_eps)
-        self.cross_proj = nn.Linear(dim, dim)
+        self.cross = cross  # False: no cross-attention (Latte's temporal blocks)
+        if cross:
+            self.norm2 = nn.LayerNorm(dim, eps=1e-6) if cross_norm else nn.Identity()
+            self.cross_q = nn.Linear(dim, dim)
+            self.cross_kv = nn.Linear(dim, 2 * dim)
+            self.cross_qk_norm = QKNorm(dim // heads, qk_norm, heads, across_heads, qk_eps)
+            self.cross_proj = nn.Linear(dim, dim)
         self.mlp = mlp(dim, round(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor | None,
@@ -191,8 +194,9 @@ class CrossBlock(nn.Module):
         q, k, v = split_heads(self.qkv(modulate(self.norm1(x), mods[0])), self.heads)
         q, k = self.qk_norm(q, k)
         x = x + mods[0].gate * self.proj(attention(apply_rope(q, rope), apply_rope(k, rope), v, mask, layout=layout, grid=grid))
-        q = heads_of(self.cross_q(self.norm2(x)), self.heads)
-        k, v = (heads_of(y, self.heads) for y in self.cross_kv(txt).chunk(2, dim=-1))
-        q, k = self.cross_qk_norm(q, k)
-        x = x + self.cross_proj(attention(q, k, v, text_mask))
+        if self.cross:
+            q = heads_of(self.cross_q(self.norm2(x)), self.heads)
+            k, v = (heads_of(y, self.heads) for y in self.cross_kv(txt).chunk(2, dim=-1))
+            q, k = self.cross_qk_norm(q, k)
+            x = x + self.cross_proj(attention(q, k, v, text_mask))
         return x + mods[1].gate * self.mlp(modulate(self.norm3(x), mods[1]))

@@ -95,7 +95,8 @@ def dit_flops(cfg: DiTConfig, grid: Grid, text_tokens: int, computed: bool = Fal
     expert = 2 if cfg.expert_adaln else 1  # CogVideoX: a second AdaLN for the text tokens
     linear += cfg.single_blocks * (((3 * d + hidden) * d + (d + hidden) * d) * (n + lt) + expert * 3 * d * d)
     cross_hidden = round(d * cfg.mlp_ratio)
-    linear += cfg.cross_blocks * ((6 * d * d + 2 * d * cross_hidden) * n + 2 * d * d * lt)
+    crosses = sum(cfg.cross_flags())  # cross blocks that cross-attend (Latte's temporal blocks do not)
+    linear += cfg.cross_blocks * (4 * d * d + 2 * d * cross_hidden) * n + crosses * (2 * d * d * n + 2 * d * d * lt)
     if cfg.modulation == "shared":
         linear += 6 * d * d  # one time projection for all blocks; the final layer adds a table
     else:
@@ -103,9 +104,9 @@ def dit_flops(cfg: DiTConfig, grid: Grid, text_tokens: int, computed: bool = Fal
     patterns = cfg.block_patterns()
     mm = cfg.dual_blocks + cfg.single_blocks
     pairs = sum((n + lt) ** 2 if computed else joint_pairs(p, grid, lt, cfg.window) for p in patterns[:mm])
-    for p in patterns[mm:]:
+    for p, cross in zip(patterns[mm:], cfg.cross_flags()):
         full_kernel = computed and p not in ("spatial", "temporal")
-        pairs += (n * n if full_kernel else attention_pairs(p, grid, cfg.window)) + n * lt  # self, cross
+        pairs += (n * n if full_kernel else attention_pairs(p, grid, cfg.window)) + n * lt * cross  # self, cross
     attention = 2 * 2 * pairs * d  # QK^T and AV, H heads x Dh = D
     if cfg.refiner_blocks:  # HunyuanVideo's token refiner at the text width: time / pooled MLPs, blocks over the text
         linear += 256 * dt + dt * dt + cfg.text_dim * dt + dt * dt

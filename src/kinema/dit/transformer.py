@@ -83,7 +83,8 @@ def sincos_table(cfg: DiTConfig, grid: tuple[int, int, int]) -> torch.Tensor:
             raise ValueError(f"a token grid of {grid[1]}x{grid[2]} exceeds the sin-cos grid {n} (dit.sincos_grid)")
         pos = pos + torch.tensor([0.0, (n - grid[1]) // 2, (n - grid[2]) // 2])
     pos = pos * torch.tensor([1.0, cfg.sincos_scale, cfg.sincos_scale])
-    return sincos_positions(pos, cfg.dim, temporal=cfg.positions == "sincos")
+    time_now = cfg.positions == "sincos" and not (cfg.sincos_time_at and cfg.cross_blocks)
+    return sincos_positions(pos, cfg.dim, temporal=time_now)
 
 
 def text_adapter(cfg: DiTConfig) -> nn.Sequential:
@@ -122,8 +123,8 @@ class MMDiT(nn.Module):
         shared = cfg.modulation == "shared"
         self.cross = nn.ModuleList(
             CrossBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.qk_norm_across_heads, cfg.cross_attn_norm, shared,
-                       **norms)
-            for _ in range(cfg.cross_blocks))
+                       **norms, cross=cross)
+            for cross in cfg.cross_flags())
         self.time_proj = nn.Linear(cfg.dim, 6 * cfg.dim) if shared else None  # Wan: one AdaLN projection for all blocks
         if self.time_proj is not None:
             nn.init.zeros_(self.time_proj.weight)
@@ -165,7 +166,10 @@ class MMDiT(nn.Module):
             cross_patterns = [next(patterns) for _ in self.cross]
             layouts = {p: p if p in ("spatial", "temporal") else "full" for p in cross_patterns}
             masks = {p: video_mask(p, grid, self.cfg.window, x.device) if layouts[p] == "full" else None for p in layouts}
-            for block, p in zip(self.cross, cross_patterns):
+            for i, (block, p) in enumerate(zip(self.cross, cross_patterns)):
+                if i and i == self.cfg.sincos_time_at and self.cfg.positions == "sincos" and grid[0] > 1:
+                    # Latte: time positions after the first spatial block (and, as Latte, none for one frame)
+                    img = img + sincos_positions(grid_positions(grid), self.cfg.dim, space=False).to(img)
                 img = block(img, txt, mod_in, angles, masks[p], text_mask, layout=layouts[p], grid=grid)
         out = self.final(img, vec)  # [B, Lv, C*pt*ph*pw]
         return unpatchify(out, self.cfg.patch, grid).float()

@@ -37,16 +37,19 @@ def sincos_1d(pos: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([out.sin(), out.cos()], dim=-1).float()
 
 
-def sincos_positions(positions: torch.Tensor, dim: int, temporal: bool = True) -> torch.Tensor:
+def sincos_positions(positions: torch.Tensor, dim: int, temporal: bool = True, space: bool = True) -> torch.Tensor:
     """Absolute sin-cos positions [L, 3] (t, h, w) -> [L, dim], added to the patch embeddings.
 
     Space as DiT / SD3 lay it out: the first half of the width encodes w, the second half h.
     `temporal` adds a 1D sin-cos of t over the whole width (Latte, Open-Sora 1.0); an image
-    model (SD3, PixArt) has none."""
+    model (SD3, PixArt) has none. `space=False` gives the temporal part alone."""
     if dim % 4:
         raise ValueError(f"2D sin-cos positions need a width divisible by 4, got {dim}")
+    time = sincos_1d(positions[:, 0], dim)
+    if not space:
+        return time
     emb = torch.cat([sincos_1d(positions[:, 2], dim // 2), sincos_1d(positions[:, 1], dim // 2)], dim=-1)
-    return emb + sincos_1d(positions[:, 0], dim) if temporal else emb
+    return emb + time if temporal else emb
 
 
 class LearnedPositions(nn.Module):
