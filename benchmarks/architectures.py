@@ -138,6 +138,11 @@ ATTRS = ("colour", "shape", "direction", "pace", "binding", "count_frames")
 
 def table(rows: list[dict], world: str) -> str:
     """Markdown: the oracle per attribute on one- and two-object scenes, motion by kind, cost."""
+    if not any("eval" in r for r in rows):  # --time-only: the cost columns alone
+        lines = ["| preset | params | train GFLOP / step | step s | sample s (8 clips, 25 steps, guided) |",
+                 "|---|---:|---:|---:|---:|"]
+        return "\n".join(lines + [f"| {r['arch']} | {r['params'] / 1e6:.2f} M | {r['train_flops'] / 1e9:,.0f} | "
+                                   f"{r['step_s']:.3f} | {r['sample_s']:.2f} |" for r in rows])
     if world == "scenes":
         head = ("| preset | steps | 1 obj colour | 1 obj count | 2 obj colour | 2 obj count | shape | direction: diagonal / axis "
                 "| pace | binding: 1 obj / 2 obj | held-out binding | params | train GFLOP / step | step s | sample s |")
@@ -216,7 +221,7 @@ def main() -> None:
             print(f"  timed {r['arch']}: step {r['step_s']:.3f} s, sampling {r['sample_s']:.2f} s", flush=True)
     print(f"\n{runtime.describe()}; recipe {recipe_path.name}, batch {recipe.dit.batch_size}, budget {budget}; "
           f"`python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`\n")
-    print(table(rows, recipe.world if not args.time_only else "none"))
+    print(table(rows, recipe.world))
     if args.json:
         out = {"budget": budget, "recipe": str(recipe_path), "runtime": runtime.describe(), "cpus": os.cpu_count(),
                "rows": rows}

@@ -39,7 +39,6 @@ def test_architectures_benchmark_trains_judges_times_and_resumes(tmp_path, tiny_
     bench(*common, "--steps", 2, "--no-timing")  # everything is done: nothing trains again
     assert (tmp_path / "root" / "wan-tiny-steps2" / "train_log.txt").read_text() == log
 
-    out = bench(*common, "--steps", 4, "--match-flops", "sd3-tiny", "--time-only")
-    steps = {line.split("|")[1].strip(): int(line.split("|")[2]) for line in out.splitlines() if line.startswith("| ")
-             and line.split("|")[2].strip().isdigit()}
+    bench(*common, "--steps", 4, "--match-flops", "sd3-tiny", "--time-only", "--json", tmp_path / "t.json")
+    steps = {r["arch"]: r["steps"] for r in json.loads((tmp_path / "t.json").read_text())["rows"]}
     assert steps["sd3-tiny"] == 4 and steps["wan-tiny"] != 4  # cost differs, so the steps do
