@@ -6,7 +6,9 @@ next to diffusers' WanTransformer3DModel and HunyuanVideoTransformer3DModel.
 
 Each (family, implementation, precision) runs in a fresh process that builds the diffusers model,
 converts its weights with kinema.adapters (so both compute the same function, checked to 1e-4),
-and times one of the two: the median of --runs after one warm-up; peak memory is that process's
+and times one of the two: the median of --runs after one warm-up. Each row alternates kinema and
+diffusers processes for --rounds rounds and reports the medians and the range of the per-round
+ratios, so a slow spell of a shared machine hits both alike. Peak memory is that process's
 peak resident set (the same imports and models in every process, so the difference between two
 rows is what the forward / backward itself holds). Precisions: fp32 and the one the policy picks
 (kinema.runtime). Then the machine's matmul peak at that precision (a 2048^3 matmul), and each
@@ -116,6 +118,18 @@ def measure(args, family: str, impl: str, precision: str, mode: str) -> dict:
     return {**json.loads(out.strip().splitlines()[-1]), "peak_mib": usage.ru_maxrss / 1024}
 
 
+def paired(args, family: str, precision: str, mode: str) -> tuple[dict, dict, list[float]]:
+    """`--rounds` rounds of kinema then diffusers, each in a fresh process, so that a slow spell of
+    a shared machine hits both alike: the medians over rounds, and each round's ratio."""
+    rounds = [(measure(args, family, "kinema", precision, mode), measure(args, family, "diffusers", precision, mode))
+              for _ in range(args.rounds)]
+
+    def med(i: int) -> dict:
+        return {key: statistics.median(r[i][key] for r in rounds) for key in ("seconds", "peak_mib")}
+
+    return med(0), med(1), [d["seconds"] / k["seconds"] for k, d in rounds]
+
+
 def matmul_peak(precision: str) -> float:
     """GFLOP/s of a 2048^3 matmul at `precision` under autocast on the policy's device (best of 5)."""
     import torch
@@ -143,6 +157,7 @@ def main() -> None:
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=3, help="kinema / diffusers process pairs per row, alternated")
     p.add_argument("--precision", default="auto", help="the second precision besides fp32 (default: the policy's)")
     p.add_argument("--json", default=None)
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
@@ -159,7 +174,7 @@ def main() -> None:
     print(f"machine: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads; {rt.describe()}")
     print(f"models: width {args.dim}, {args.heads} heads, batch {args.batch}, 17 x 128 x 128 frames -> 320 video tokens + 24 text")
     precisions = ["fp32"] + ([rt.precision] if rt.precision != "fp32" else [])
-    peaks = {prec: matmul_peak(prec) for prec in precisions}
+    peaks = {prec: matmul_peak(prec) for prec in precisions}  # measured again at the end; the best counts
     report = {"machine": cpu_model(), "device": str(rt.device), "matmul_peak_gflops": peaks, "rows": []}
     print("| family | precision | pass | kinema | diffusers | speed ratio (diffusers / kinema) | peak memory kinema / diffusers | kinema share of matmul peak |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
@@ -168,16 +183,20 @@ def main() -> None:
         flops = dit_flops(cfg, (5, 8, 8), 24, computed=True)["total"] * args.batch
         for prec in precisions:
             for mode in ("forward", "train"):
-                k, d = (measure(args, family, impl, prec, mode) for impl in ("kinema", "diffusers"))
+                k, d, ratios = paired(args, family, prec, mode)
                 step_flops = flops * (3 if mode == "train" else 1)
                 share = step_flops / k["seconds"] / 1e9 / peaks[prec]
                 row = {"family": family, "precision": prec, "pass": mode, "kinema_s": k["seconds"], "diffusers_s": d["seconds"],
-                       "ratio": d["seconds"] / k["seconds"], "kinema_peak_mib": k["peak_mib"], "diffusers_peak_mib": d["peak_mib"],
+                       "ratio": d["seconds"] / k["seconds"], "ratio_per_round": ratios, "kinema_peak_mib": k["peak_mib"], "diffusers_peak_mib": d["peak_mib"],
                        "kinema_gflops": step_flops / k["seconds"] / 1e9, "share_of_peak": share}
                 report["rows"].append(row)
                 print(f"| {family} | {prec} | {'forward+backward' if mode == 'train' else 'forward'} | {k['seconds']:.3f} s | "
-                      f"{d['seconds']:.3f} s | {row['ratio']:.2f} | {k['peak_mib']:.0f} / {d['peak_mib']:.0f} MiB | "
+                      f"{d['seconds']:.3f} s | {row['ratio']:.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {k['peak_mib']:.0f} / {d['peak_mib']:.0f} MiB | "
                       f"{100 * share:.0f}% ({row['kinema_gflops']:.0f} of {peaks[prec]:.0f} GFLOP/s) |")
+    after = {prec: matmul_peak(prec) for prec in precisions}
+    print("matmul peak, GFLOP/s, before / after the rows: " + ", ".join(
+        f"{prec} {peaks[prec]:.0f} / {after[prec]:.0f}" for prec in precisions) + " (shares above use the before figure)")
+    report["matmul_peak_after_gflops"] = after
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
