@@ -34,6 +34,15 @@ class StateSource:
             scale, shift = self(f"{src}.{kind}").chunk(2)
             out[f"{dst}.{kind}"] = torch.cat([shift, scale, torch.zeros_like(shift)])
 
+    def patch_out(self, out: dict, dst: str, src: str, patch: tuple[int, int, int]) -> None:
+        """A final Linear whose rows are ordered (pt, ph, pw, channel), as diffusers' unpatchify
+        reads them, -> kinema's order (channel, pt, ph, pw)."""
+        pt, ph, pw = patch
+        weight, bias = self(f"{src}.weight"), self(f"{src}.bias")
+        d = weight.shape[1]
+        out[f"{dst}.weight"] = weight.view(pt, ph, pw, -1, d).permute(3, 0, 1, 2, 4).reshape(-1, d)
+        out[f"{dst}.bias"] = bias.view(pt, ph, pw, -1).permute(3, 0, 1, 2).reshape(-1)
+
     def check_all_used(self) -> None:
         """A checkpoint never loads partially: every source tensor must have found a place."""
         left = sorted(set(self.state) - self.used)

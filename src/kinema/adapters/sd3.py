@@ -80,10 +80,6 @@ def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.T
                 src.linear(out, f"{b}.{stream}.mlp.0", f"{a}.{ff}.net.0.proj")
                 src.linear(out, f"{b}.{stream}.mlp.2", f"{a}.{ff}.net.2")
     src.scale_shift(out, "final.mod.lin", "norm_out.linear")
-    _, ph, pw = cfg.patch
-    weight, bias = src("proj_out.weight"), src("proj_out.bias")  # rows ordered (ph, pw, c)
-    d = weight.shape[1]
-    out["final.linear.weight"] = weight.view(ph, pw, -1, d).permute(2, 0, 1, 3).reshape(-1, d)
-    out["final.linear.bias"] = bias.view(ph, pw, -1).permute(2, 0, 1).reshape(-1)
+    src.patch_out(out, "final.linear", "proj_out", cfg.patch)  # (pt, ph, pw, c) rows -> (c, pt, ph, pw)
     src.check_all_used()
     return out

@@ -56,10 +56,6 @@ def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.T
         if cfg.cross_attn_norm:
             src.linear(out, f"{b}.norm2", f"{a}.norm2")
     out["final.table"] = src("scale_shift_table")[0]  # [1, 2, D] -> [2, D]: (shift, scale)
-    pt, ph, pw = cfg.patch
-    weight, bias = src("proj_out.weight"), src("proj_out.bias")  # rows ordered (pt, ph, pw, c)
-    d = weight.shape[1]
-    out["final.linear.weight"] = weight.view(pt, ph, pw, -1, d).permute(3, 0, 1, 2, 4).reshape(-1, d)
-    out["final.linear.bias"] = bias.view(pt, ph, pw, -1).permute(3, 0, 1, 2).reshape(-1)
+    src.patch_out(out, "final.linear", "proj_out", cfg.patch)  # (pt, ph, pw, c) rows -> (c, pt, ph, pw)
     src.check_all_used()
     return out
