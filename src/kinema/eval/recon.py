@@ -75,13 +75,13 @@ def level2_case(i: int, frames: int, size: int):
     """The same for Shapes level 2: clip i of a fixed list of seen scenes, scored by the scene oracle."""
     from kinema.data.scenes import sample_scene_clip
     from kinema.eval.scene_oracle import judge_scene
+    from kinema.eval.scene_report import METRICS
 
     ref, scene, _ = sample_scene_clip(50_000 + i, frames=frames, size=size)
-    keys = ("colour", "shape", "direction", "pace", "binding", "count_frames")
 
     def scores(rec: np.ndarray) -> dict[str, float]:
         r = judge_scene(rec, scene)
-        return {k: r[k] for k in keys}
+        return {k: r[k] for k in METRICS}
     return ref, scores
 
 

@@ -21,6 +21,7 @@ which the equivalence tests use).
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -35,6 +36,7 @@ _block_masks: dict[tuple, object] = {}  # one entry: the last dense mask's Block
 _compiled = None
 
 
+@functools.cache
 def flex_available() -> bool:
     try:
         from torch.nn.attention import flex_attention  # noqa: F401
