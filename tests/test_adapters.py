@@ -176,3 +176,25 @@ def test_latte_matches_diffusers(attention_bias):
         got = model(x, t, Conditioning(TextStates(states, mask, pooled)))
     assert expected.abs().mean() > 0.1
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_mochi_matches_diffusers():
+    """Mochi (AsymmDiT): a text stream narrower than the video's, learned RoPE frequencies that mix
+    the axes over centred positions, SwiGLU, tanh-gated sandwich-normed residuals, attention-pooled
+    text; a non-square 2x3 token grid and text padding that differs per sample."""
+    from kinema.adapters import mochi
+
+    ref = diffusers.MochiTransformer3DModel(
+        patch_size=2, num_attention_heads=2, attention_head_dim=16, num_layers=2, pooled_projection_dim=16,
+        in_channels=4, text_embed_dim=24, time_embed_dim=256)
+    model = matched(mochi, ref)
+    assert model.cfg.text_width == 16 and not model.dual[-1].text_out
+
+    x = torch.randn(2, 4, 3, 4, 6, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.3, 0.85])
+    states, mask, pooled = text(2, 6, 24, 24, valid=[4, 2])
+    with torch.no_grad():
+        expected = ref(x, states, t * 1000.0, mask.long(), return_dict=False)[0]
+        got = model(x, t, Conditioning(TextStates(states, mask, pooled)))
+    assert expected.abs().mean() > 0.1
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

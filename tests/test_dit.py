@@ -1,9 +1,11 @@
+import pytest
 import torch
 from conftest import random_text, randomize_
 
 from kinema.config import DIT_PRESETS, DiTConfig
 from kinema.dit.blocks import DualStreamBlock, SingleStreamBlock
 from kinema.dit.transformer import Conditioning, MMDiT
+from kinema.errors import KinemaError
 from kinema.nn.modulation import Modulation
 from kinema.text.encoders import TextStates
 
@@ -261,3 +263,42 @@ def test_cross_blocks_without_cross_attention_ignore_the_text():
     x, t = torch.randn(2, 4, 3, 4, 4), torch.rand(2)
     assert torch.equal(deaf(x, t, random_text(2, seed=1)), deaf(x, t, random_text(2, seed=2)))
     assert not torch.equal(model(x, t, random_text(2, seed=1)), model(x, t, random_text(2, seed=2)))
+
+
+def test_mochi_rope_starts_as_rope_3d_and_learns():
+    """The learned frequencies start as RoPE-3D's (each pair one axis), so an untrained `mochi`
+    layout is `per_head` RoPE over the centred positions; they get gradients and then mix axes."""
+    from kinema.nn.rope import centred_positions, rope_angles
+
+    cfg = DiTConfig(**{**DIT_PRESETS["mochi-tiny"].__dict__})
+    model = MMDiT(cfg)
+    grid = (3, 2, 4)
+    want = rope_angles(centred_positions(grid), model.rope_axes, cfg.rope_theta)  # [Lv, Dh/2]
+    torch.testing.assert_close(model.rope_angles(grid), want.expand(cfg.heads, -1, -1))
+    randomize_(model, std=0.1)
+    x, cond = torch.randn(1, 4, 3, 4, 8), random_text(1, tokens=5, dim=cfg.text_dim)
+    model(x, torch.rand(1), cond).square().mean().backward()
+    assert model.rope_freqs.grad.abs().amax() > 0
+
+
+def test_attention_pooling_ignores_padding():
+    from kinema.nn.embeddings import AttentionPool
+
+    pool = AttentionPool(16, 8, heads=4)
+    states, valid = torch.randn(2, 5, 16), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    changed = states.clone()
+    changed[0, 3:] = 100.0
+    out, again = pool(states, valid), pool(changed, valid)
+    torch.testing.assert_close(out, again)
+    assert not torch.allclose(out[0], pool(states, torch.ones_like(valid))[0])  # with the padding seen it differs
+
+
+def test_mochi_parts_are_for_dual_blocks_and_swiglu_width():
+    from kinema.dit.blocks import SwiGLU
+
+    with pytest.raises(KinemaError, match="dual-stream blocks only"):
+        DiTConfig(mlp="swiglu", single_blocks=1)
+    with pytest.raises(KinemaError, match="dit.residual"):
+        DiTConfig(residual="tanh")
+    ff = SwiGLU(48, 192)  # Mochi: (4 * 48 * 2) // 3 = 128
+    assert ff.proj_in.weight.shape == (256, 48) and ff.proj_out.weight.shape == (48, 128) and ff.proj_in.bias is None

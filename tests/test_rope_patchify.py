@@ -90,3 +90,28 @@ def test_weightless_rms_norm():
     assert not list(norm.parameters())
     x = torch.tensor([[3.0, -3.0, 3.0, -3.0]])
     torch.testing.assert_close(norm(x), x / 3.0, atol=1e-6, rtol=0)
+
+
+def test_centred_positions_known_values():
+    """Mochi's positions: t counts frames; h and w are cell centres covering the same area (192^2)
+    whatever the grid, cells sqrt(192^2 / (h w)) wide: a 2x2 grid's are 96 wide, centres -48 and 48;
+    a 1x4 row's are 96 wide too, centres -144, -48, 48, 144, and its one row sits at 0."""
+    from kinema.nn.rope import centred_positions
+
+    pos = centred_positions((2, 2, 2))
+    assert pos.shape == (8, 3)
+    assert pos[:4].tolist() == [[0, -48, -48], [0, -48, 48], [0, 48, -48], [0, 48, 48]]  # time-major, then h, then w
+    assert pos[4:, 0].tolist() == [1.0] * 4
+    torch.testing.assert_close(centred_positions((1, 1, 4))[:, 2], torch.tensor([-144.0, -48.0, 48.0, 144.0]))
+    assert centred_positions((1, 1, 4))[:, 1].tolist() == [0.0] * 4
+
+
+def test_mixed_rope_angles_sum_the_axes():
+    """Each frequency pair sees every axis: angle = t f_t + h f_h + w f_w, per head."""
+    from kinema.nn.rope import mixed_rope_angles
+
+    freqs = torch.zeros(3, 2, 4)
+    freqs[0, 0, 0], freqs[1, 0, 0], freqs[2, 1, 3] = 1.0, 10.0, 100.0
+    angles = mixed_rope_angles(torch.tensor([[2.0, 3.0, 5.0]]), freqs)  # [H, L, Dh/2]
+    assert angles.shape == (2, 1, 4)
+    assert angles[0, 0].tolist() == [32.0, 0.0, 0.0, 0.0] and angles[1, 0].tolist() == [0.0, 0.0, 0.0, 500.0]

@@ -64,7 +64,9 @@ class DiTConfig:
     rope_theta: float = 10000.0
     # "per_head": each head's dims split into (t, h, w) parts (rope_axes), frequencies theta^(-2i/d);
     # "ltx": LTX-Video's layout, frequencies theta^linspace(0, 1, D/6) * pi/2 interleaved over
-    # (t, h, w) across the whole width, angle = frequency * (2 * position * rope_scale - 1)
+    # (t, h, w) across the whole width, angle = frequency * (2 * position * rope_scale - 1);
+    # "mochi": learned frequencies [3, H, Dh/2] mixing the axes in every pair (initialised to
+    # "per_head"'s), over centred positions that span the same area whatever the grid
     rope_layout: str = "per_head"
     rope_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)  # (t, h, w) positions are multiplied by this
     # how a token knows where it is: "rope" (RoPE-3D inside every attention), "sincos" (absolute
@@ -102,6 +104,15 @@ class DiTConfig:
     cross_attn_mask: bool = True  # hide text padding from the cross-attention; Wan's released model sees it
     text_width: int | None = None  # AsymmDiT (Mochi): a text stream narrower than the video's; None: dim
     expert_adaln: bool = False  # CogVideoX: single-stream blocks modulate text and video tokens separately
+    # Mochi's block parts (dual-stream blocks only): a bias-free "swiglu" MLP instead of "gelu",
+    # q, k, v without biases, and residual "norm-tanh" (x + tanh(gate) * RMSNorm(branch)) instead of
+    # "gate" (x + gate * branch)
+    mlp: str = "gelu"
+    qkv_bias: bool = True
+    residual: str = "gate"
+    # where the pooled text vector comes from: "encoder" (the text encoder's pooled output, through
+    # an MLP) or "attention" (Mochi: attention pooling over the text states, 8 heads)
+    pooling: str = "encoder"
 
     def __post_init__(self):
         from kinema.nn.attention import PATTERNS
@@ -116,8 +127,16 @@ class DiTConfig:
         if not self.cross_attention or self.sincos_time_at > max(self.cross_blocks - 1, 0):
             raise KinemaError(f"dit.cross_attention needs an entry and dit.sincos_time_at ({self.sincos_time_at}) "
                               f"a cross block (0 to {max(self.cross_blocks - 1, 0)})")
-        if self.rope_layout not in ("per_head", "ltx"):
-            raise KinemaError(f"dit.rope_layout {self.rope_layout!r}: use 'per_head' or 'ltx'")
+        if self.rope_layout not in ("per_head", "ltx", "mochi"):
+            raise KinemaError(f"dit.rope_layout {self.rope_layout!r}: use 'per_head', 'ltx' or 'mochi'")
+        for name, value, allowed in (("mlp", self.mlp, ("gelu", "swiglu")), ("residual", self.residual, ("gate", "norm-tanh")),
+                                     ("pooling", self.pooling, ("encoder", "attention"))):
+            if value not in allowed:
+                raise KinemaError(f"dit.{name} {value!r}: use {' or '.join(repr(a) for a in allowed)}")
+        mochi_parts = self.mlp != "gelu" or not self.qkv_bias or self.residual != "gate"
+        if mochi_parts and (self.single_blocks or self.cross_blocks):
+            raise KinemaError("dit.mlp 'swiglu', dit.qkv_bias false and dit.residual 'norm-tanh' (Mochi's parts) are "
+                              "built for dual-stream blocks only; set single_blocks and cross_blocks to 0")
         if self.block_norm not in ("layer", "rms"):
             raise KinemaError(f"dit.block_norm {self.block_norm!r}: use 'layer' or 'rms'")
         if self.text_adapter not in ("rmsnorm", "linear", "mlp"):
@@ -189,7 +208,11 @@ _ADALN_SINGLE = {**_NO_MM, "cross_blocks": 6, "modulation": "shared", "text_adap
 DIT_FAMILIES: dict[str, dict] = {
     "hunyuan": {"text_adapter": "linear", "refiner_blocks": 1, "rope_theta": 256.0},  # dual -> single MM-DiT, token refiner
     "wan": {**_ADALN_SINGLE, "qk_norm_across_heads": True, "cross_attn_mask": False},  # cross-attention, shared modulation
-    "mochi": {"dual_blocks": 6, "single_blocks": 0, "text_width": 128},  # AsymmDiT: a text stream half as wide
+    # AsymmDiT: a text stream half as wide; Mochi's block (weightless RMSNorm, bias-free q, k, v,
+    # SwiGLU, sandwich-normed tanh-gated residuals), its learned RoPE and attention-pooled text
+    "mochi": {"dual_blocks": 6, "single_blocks": 0, "text_width": 128, "text_adapter": "linear", "block_norm": "rms",
+              "qk_norm_eps": 1e-5, "mlp": "swiglu", "qkv_bias": False, "residual": "norm-tanh", "rope_layout": "mochi",
+              "pooling": "attention"},
     "cogvideox": {"dual_blocks": 0, "single_blocks": 6, "expert_adaln": True, "text_adapter": "linear"},  # expert AdaLN
     # factorized 2+1D; only the spatial blocks cross-attend; time positions after the first block
     "latte": {**_ADALN_SINGLE, "qk_norm": False, "attention": ("spatial", "temporal"), "cross_attention": (True, False),

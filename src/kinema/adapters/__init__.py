@@ -22,10 +22,11 @@ class StateSource:
         self.used.update(names)
         return torch.cat([self.state[n] for n in names], dim=dim) if len(names) > 1 else self.state[names[0]]
 
-    def linear(self, out: dict, dst: str, *srcs: str) -> None:
+    def linear(self, out: dict, dst: str, *srcs: str, bias: bool = True) -> None:
         """dst.weight / dst.bias from one or several Linears stacked along the output dim."""
         out[f"{dst}.weight"] = self(*(f"{s}.weight" for s in srcs))
-        out[f"{dst}.bias"] = self(*(f"{s}.bias" for s in srcs))
+        if bias:
+            out[f"{dst}.bias"] = self(*(f"{s}.bias" for s in srcs))
 
     def scale_shift(self, out: dict, dst: str, src: str) -> None:
         """diffusers' AdaLayerNormContinuous Linear, (scale, shift), -> kinema's Modulation with one

@@ -11,6 +11,8 @@ Shapes: B batch, Lt text tokens, Lv video tokens, L = Lt + Lv, D width, H heads,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,6 +21,24 @@ from kinema.nn.attention import attention
 from kinema.nn.modulation import Modulation, ModulationOut, ModulationTable, modulate
 from kinema.nn.norms import RMSNorm
 from kinema.nn.rope import apply_rope
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The choices every block of a model shares (DiTConfig's; `Parts.of(cfg)`): the norm under
+    AdaLN, the QK-norm epsilon, the MLP ("gelu", or Mochi's bias-free "swiglu"), whether q, k, v
+    have biases, and how a residual branch is added ("gate": x + gate * f(x); "norm-tanh", Mochi's
+    sandwich norm: x + tanh(gate) * RMSNorm(f(x)))."""
+
+    norm: str = "layer"
+    qk_eps: float = 1e-6
+    mlp: str = "gelu"
+    qkv_bias: bool = True
+    residual: str = "gate"
+
+    @classmethod
+    def of(cls, cfg) -> "Parts":
+        return cls(cfg.block_norm, cfg.qk_norm_eps, cfg.mlp, cfg.qkv_bias, cfg.residual)
 
 
 def block_norm(dim: int, kind: str = "layer") -> nn.Module:
@@ -56,8 +76,26 @@ def split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tens
     return q, k, v
 
 
-def mlp(dim: int, hidden: int) -> nn.Sequential:
+def mlp(dim: int, hidden: int, kind: str = "gelu") -> nn.Module:
+    """The feed-forward [B, L, D] -> [B, L, D]: Linear, GELU (tanh), Linear; or SwiGLU."""
+    if kind == "swiglu":
+        return SwiGLU(dim, hidden)
     return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+
+
+class SwiGLU(nn.Module):
+    """Bias-free SwiGLU (Mochi, LLaMA): proj_out(a * silu(g)), (a, g) = proj_in(x). Its hidden width
+    is 2/3 of `hidden`, so its three matrices cost what GELU's two cost at `hidden`."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        inner = hidden * 2 // 3
+        self.proj_in = nn.Linear(dim, 2 * inner, bias=False)
+        self.proj_out = nn.Linear(inner, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, g = self.proj_in(x).chunk(2, dim=-1)  # [B, L, inner] each
+        return self.proj_out(a * F.silu(g))
 
 
 def heads_of(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -71,20 +109,21 @@ class Stream(nn.Module):
     AdaLN reads the model's `cond_dim`-wide time vector."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, qk_norm: bool, attn_dim: int | None = None,
-                 cond_dim: int | None = None, pre_only: bool = False, norm: str = "layer", qk_eps: float = 1e-6):
+                 cond_dim: int | None = None, pre_only: bool = False, parts: Parts = Parts()):
         super().__init__()
         attn_dim = attn_dim or dim
         self.heads = heads
         # [attention, MLP] x (shift, scale, gate); a pre-only stream (SD3's and Mochi's last text
         # stream: its output is never read) has only the attention group, no output weights
         self.mod = Modulation(dim, 1 if pre_only else 2, cond_dim)
-        self.norm1 = block_norm(dim, norm)
-        self.qkv = nn.Linear(dim, 3 * attn_dim)
-        self.qk_norm = QKNorm(attn_dim // heads, qk_norm, eps=qk_eps)
+        self.norm1 = block_norm(dim, parts.norm)
+        self.qkv = nn.Linear(dim, 3 * attn_dim, bias=parts.qkv_bias)
+        self.qk_norm = QKNorm(attn_dim // heads, qk_norm, eps=parts.qk_eps)
+        self.post_norm = RMSNorm(dim, affine=False) if parts.residual == "norm-tanh" else None
         if not pre_only:
-            self.norm2 = block_norm(dim, norm)
+            self.norm2 = block_norm(dim, parts.norm)
             self.proj = nn.Linear(attn_dim, dim)
-            self.mlp = mlp(dim, int(dim * mlp_ratio))
+            self.mlp = mlp(dim, int(dim * mlp_ratio), parts.mlp)
 
     def qkv_heads(self, x: torch.Tensor, mod: ModulationOut):
         """x: [B, L, D] -> q, k, v [B, H, L, Dh] (q, k normalised)"""
@@ -94,8 +133,14 @@ class Stream(nn.Module):
 
     def residuals(self, x: torch.Tensor, attn: torch.Tensor, mods: list[ModulationOut]) -> torch.Tensor:
         """Gated attention and MLP residuals: [B, L, D] -> [B, L, D]"""
-        x = x + mods[0].gate * self.proj(attn)
-        return x + mods[1].gate * self.mlp(modulate(self.norm2(x), mods[1]))
+        x = x + self.branch(self.proj(attn), mods[0].gate)
+        return x + self.branch(self.mlp(modulate(self.norm2(x), mods[1])), mods[1].gate)
+
+    def branch(self, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """What a residual branch adds: gate * y, or (Mochi) tanh(gate) * RMSNorm(y)."""
+        if self.post_norm is None:
+            return gate * y
+        return (self.post_norm(y.float()) * torch.tanh(gate)).to(y.dtype)
 
 
 class DualStreamBlock(nn.Module):
@@ -104,11 +149,11 @@ class DualStreamBlock(nn.Module):
     text stream only contributes keys and values (SD3, Mochi) and the text comes back unchanged."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True, text_dim: int | None = None,
-                 text_out: bool = True, norm: str = "layer", qk_eps: float = 1e-6):
+                 text_out: bool = True, parts: Parts = Parts()):
         super().__init__()
         self.txt = Stream(text_dim or dim, heads, mlp_ratio, qk_norm, attn_dim=dim, cond_dim=dim, pre_only=not text_out,
-                          norm=norm, qk_eps=qk_eps)
-        self.img = Stream(dim, heads, mlp_ratio, qk_norm, norm=norm, qk_eps=qk_eps)
+                          parts=parts)
+        self.img = Stream(dim, heads, mlp_ratio, qk_norm, parts=parts)
         self.text_out = text_out
 
     def forward(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor,
@@ -132,15 +177,15 @@ class SingleStreamBlock(nn.Module):
     video tokens, all other weights shared."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True, expert: bool = False,
-                 norm: str = "layer", qk_eps: float = 1e-6):
+                 parts: Parts = Parts()):
         super().__init__()
         self.heads, self.dim = heads, dim
         self.hidden = int(dim * mlp_ratio)
         self.mod = Modulation(dim, 1)
         self.mod_txt = Modulation(dim, 1) if expert else None
-        self.norm = block_norm(dim, norm)
+        self.norm = block_norm(dim, parts.norm)
         self.linear1 = nn.Linear(dim, 3 * dim + self.hidden)  # qkv and MLP input in one matmul
-        self.qk_norm = QKNorm(dim // heads, qk_norm, eps=qk_eps)
+        self.qk_norm = QKNorm(dim // heads, qk_norm, eps=parts.qk_eps)
         self.linear2 = nn.Linear(dim + self.hidden, dim)  # attention output and MLP output together
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor | None,
@@ -168,12 +213,12 @@ class CrossBlock(nn.Module):
     projecting the time vector itself."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True, across_heads: bool = False,
-                 cross_norm: bool = True, shared_modulation: bool = False, norm: str = "layer", qk_eps: float = 1e-6,
-                 cross: bool = True):
+                 cross_norm: bool = True, shared_modulation: bool = False, parts: Parts = Parts(), cross: bool = True):
         super().__init__()
         self.heads = heads
+        qk_eps = parts.qk_eps
         self.mod = ModulationTable(dim, 2) if shared_modulation else Modulation(dim, 2)
-        self.norm1, self.norm3 = block_norm(dim, norm), block_norm(dim, norm)
+        self.norm1, self.norm3 = block_norm(dim, parts.norm), block_norm(dim, parts.norm)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.qk_norm = QKNorm(dim // heads, qk_norm, heads, across_heads, qk_eps)
         self.proj = nn.Linear(dim, dim)

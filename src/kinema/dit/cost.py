@@ -71,6 +71,13 @@ def joint_pairs(pattern: str, grid: Grid, text_tokens: int, window: Grid | None 
     return text_rows + n * lt + attention_pairs(pattern, grid, window)
 
 
+def mlp_macs(dim: int, hidden: int, kind: str = "gelu") -> int:
+    """Multiply-adds of one token through the MLP: two matrices, or SwiGLU's three at 2/3 the width."""
+    if kind == "swiglu":
+        return 3 * dim * (hidden * 2 // 3)
+    return 2 * dim * hidden
+
+
 def dit_flops(cfg: DiTConfig, grid: Grid, text_tokens: int, computed: bool = False) -> dict[str, float]:
     """Forward FLOPs of kinema's denoiser for one sample on a token grid with `text_tokens` text tokens.
 
@@ -85,10 +92,13 @@ def dit_flops(cfg: DiTConfig, grid: Grid, text_tokens: int, computed: bool = Fal
     text_in = {"mlp": cfg.text_dim * dt + dt * dt}.get(cfg.text_adapter, cfg.text_dim * dt)
     linear = 2 * patch_dim * d * n + text_in * lt  # patch in, final out; the text adapter
     linear += 256 * d + d * d  # the timestep MLP (per sample)
-    if cfg.pooled:
+    if cfg.pooled and cfg.pooling == "attention":  # Mochi: q from the mean, k and v over [mean; text], out
+        dx = cfg.text_dim
+        linear += dx * dx + 2 * dx * dx * (lt + 1) + dx * d
+    elif cfg.pooled:
         linear += (cfg.pooled_dim or cfg.text_dim) * d + d * d
-    per_stream = 4 * d * d + 2 * d * hidden  # qkv, proj, MLP in and out (per token)
-    text_stream = 4 * dt * d + 2 * dt * int(dt * cfg.mlp_ratio)  # qkv up to d, proj back to dt, its MLP
+    per_stream = 4 * d * d + mlp_macs(d, hidden, cfg.mlp)  # qkv, proj, MLP (per token)
+    text_stream = 4 * dt * d + mlp_macs(dt, int(dt * cfg.mlp_ratio), cfg.mlp)  # qkv up to d, proj back to dt, its MLP
     linear += cfg.dual_blocks * (per_stream * n + text_stream * lt + 6 * d * d + 6 * dt * d)  # + both AdaLNs
     if cfg.dual_blocks and not (cfg.single_blocks or cfg.cross_blocks):  # the last text stream is pre-only
         linear -= (text_stream - 3 * dt * d) * lt + 3 * dt * d
@@ -108,6 +118,10 @@ def dit_flops(cfg: DiTConfig, grid: Grid, text_tokens: int, computed: bool = Fal
         full_kernel = computed and p not in ("spatial", "temporal")
         pairs += (n * n if full_kernel else attention_pairs(p, grid, cfg.window)) + n * lt * cross  # self, cross
     attention = 2 * 2 * pairs * d  # QK^T and AV, H heads x Dh = D
+    if cfg.pooled and cfg.pooling == "attention":
+        attention += 2 * 2 * (lt + 1) * cfg.text_dim
+    if cfg.rope_layout == "mochi":  # its angles: positions [Lv, 3] times the learned frequencies [3, H, Dh/2]
+        attention += 2 * 3 * n * d // 2
     if cfg.refiner_blocks:  # HunyuanVideo's token refiner at the text width: time / pooled MLPs, blocks over the text
         linear += 256 * dt + dt * dt + cfg.text_dim * dt + dt * dt
         linear += cfg.refiner_blocks * ((4 * dt * dt + 2 * dt * 4 * dt) * lt + 2 * dt * dt)  # its MLP is 4x wide

@@ -21,14 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from kinema.config import DiTConfig
-from kinema.dit.blocks import CrossBlock, DualStreamBlock, SingleStreamBlock
+from kinema.dit.blocks import CrossBlock, DualStreamBlock, Parts, SingleStreamBlock
 from kinema.dit.patchify import grid_positions, patch_grid, patchify, unpatchify
 from kinema.dit.refiner import TokenRefiner
 from kinema.nn.attention import key_padding_mask, pattern_mask, video_mask
-from kinema.nn.embeddings import LearnedPositions, MLPEmbedder, sincos_positions, timestep_embedding
+from kinema.nn.embeddings import AttentionPool, LearnedPositions, MLPEmbedder, sincos_positions, timestep_embedding
 from kinema.nn.modulation import Modulation, ModulationOut, modulate
 from kinema.nn.norms import RMSNorm
-from kinema.nn.rope import default_axes, ltx_rope_angles, rope_angles
+from kinema.nn.rope import centred_positions, default_axes, ltx_rope_angles, mixed_rope_angles, rope_angles
 from kinema.runtime import no_autocast
 from kinema.text.encoders import TextStates
 
@@ -104,26 +104,32 @@ class MMDiT(nn.Module):
         pt, ph, pw = cfg.patch
         patch_dim = cfg.in_channels * pt * ph * pw
         self.rope_axes = tuple(cfg.rope_axes) if cfg.rope_axes else default_axes(cfg.head_dim)
-        if cfg.rope_layout == "per_head" and sum(self.rope_axes) != cfg.head_dim:
+        if cfg.rope_layout != "ltx" and sum(self.rope_axes) != cfg.head_dim:
             raise ValueError(f"rope_axes {self.rope_axes} must sum to the head dim {cfg.head_dim}")
+        if cfg.rope_layout == "mochi":  # learned, one row per axis; starts as RoPE-3D's frequencies
+            freqs = rope_angles(torch.eye(3), self.rope_axes, cfg.rope_theta)  # [3, Dh/2]
+            self.rope_freqs = nn.Parameter(freqs[:, None].repeat(1, cfg.heads, 1))  # [3, H, Dh/2]
         self.patch_in = nn.Linear(patch_dim, cfg.dim)
         self.pos_embed = LearnedPositions(cfg.dim, cfg.max_grid) if cfg.positions == "learned" else None
         self.text_in = text_adapter(cfg)
         width = cfg.text_width or cfg.dim
         self.refiner = TokenRefiner(width, cfg.heads, cfg.text_dim, cfg.refiner_blocks) if cfg.refiner_blocks else None
         self.time_in = MLPEmbedder(256, cfg.dim)
-        self.pooled_in = MLPEmbedder(cfg.pooled_dim or cfg.text_dim, cfg.dim) if cfg.pooled else None
+        self.pooled_in = None
+        if cfg.pooled:
+            self.pooled_in = (AttentionPool(cfg.text_dim, cfg.dim) if cfg.pooling == "attention"
+                              else MLPEmbedder(cfg.pooled_dim or cfg.text_dim, cfg.dim))
         text_read_after = bool(cfg.single_blocks or cfg.cross_blocks)  # else the last dual block's text output is unused
-        norms = {"norm": cfg.block_norm, "qk_eps": cfg.qk_norm_eps}
+        parts = Parts.of(cfg)
         self.dual = nn.ModuleList(DualStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, width,
-                                                  text_out=text_read_after or i < cfg.dual_blocks - 1, **norms)
+                                                  text_out=text_read_after or i < cfg.dual_blocks - 1, parts=parts)
                                   for i in range(cfg.dual_blocks))
-        self.single = nn.ModuleList(SingleStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.expert_adaln, **norms)
+        self.single = nn.ModuleList(SingleStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.expert_adaln, parts)
                                     for _ in range(cfg.single_blocks))
         shared = cfg.modulation == "shared"
         self.cross = nn.ModuleList(
             CrossBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.qk_norm_across_heads, cfg.cross_attn_norm, shared,
-                       **norms, cross=cross)
+                       parts, cross=cross)
             for cross in cfg.cross_flags())
         self.time_proj = nn.Linear(cfg.dim, 6 * cfg.dim) if shared else None  # Wan: one AdaLN projection for all blocks
         if self.time_proj is not None:
@@ -141,12 +147,12 @@ class MMDiT(nn.Module):
         txt = self.text_in(cond.text.tokens.to(img.dtype))  # [B, Lt, D]
         if self.refiner is not None:
             txt = self.refiner(txt, cond.text.tokens, cond.text.mask, t if t.dim() == 1 else t.amax(1))
-        vec, txt_vec = self.conditioning_vectors(t, cond.text.pooled, grid)
+        vec, txt_vec = self.conditioning_vectors(t, cond.text, grid)
         lt = txt.shape[1]
 
         angles = rope = None  # [(H,) Lv, Dh/2] and, for MM-DiT, [(H,) L, Dh/2] with the text unrotated
         if self.cfg.positions == "rope":
-            angles = self.rope_angles(grid).to(x.device)
+            angles = self.rope_angles(grid).to(x.device)  # (a no-op for "mochi": on the device already)
             rope = torch.cat([angles.new_zeros(*angles.shape[:-2], lt, angles.shape[-1]), angles], dim=-2)
         patterns = iter(self.cfg.block_patterns())
         if self.dual or self.single:  # MM-DiT: joint attention over [text; video]
@@ -177,7 +183,11 @@ class MMDiT(nn.Module):
     def rope_angles(self, grid: tuple[int, int, int]) -> torch.Tensor:
         """RoPE angles of the video tokens, on the CPU: [Lv, Dh/2], the same for every head
         ("per_head", computed in float64: MPS has none), or [H, Lv, Dh/2] ("ltx": its frequencies
-        run across the whole width, so each head gets its own slice; float32 as LTX computes them)."""
+        run across the whole width, so each head gets its own slice; float32 as LTX computes them).
+        "mochi": [H, Lv, Dh/2] from the learned frequencies, on their device, differentiable."""
+        if self.cfg.rope_layout == "mochi":
+            with no_autocast(self.rope_freqs.device):
+                return mixed_rope_angles(centred_positions(grid), self.rope_freqs)
         pos = grid_positions(grid) * torch.tensor(self.cfg.rope_scale)  # [Lv, 3] (t, h, w), fp32
         if self.cfg.rope_layout == "per_head":
             return rope_angles(pos, self.rope_axes, self.cfg.rope_theta)
@@ -190,12 +200,16 @@ class MMDiT(nn.Module):
             return self.pos_embed(grid_positions(grid, self.pos_embed.tables[0].device))
         return sincos_table(self.cfg, grid)
 
-    def conditioning_vectors(self, t: torch.Tensor, pooled: torch.Tensor, grid: tuple[int, int, int]):
+    def conditioning_vectors(self, t: torch.Tensor, text: TextStates, grid: tuple[int, int, int]):
         """-> (video vec, text vec) driving AdaLN. t [B]: both [B, D], the same tensor. t [B, frames]:
         video vec [B, Lv, D], each token from its frame's time (a temporal patch takes its noisiest
         frame), and text vec [B, D] from the clip's noisiest frame, so a clean conditioning frame
         (t = 0) beside noisy ones leaves the text stream as it is at the noisy time."""
-        p = self.pooled_in(pooled) if self.pooled_in is not None else 0.0  # [B, D]
+        p = 0.0
+        if isinstance(self.pooled_in, AttentionPool):
+            p = self.pooled_in(text.tokens, text.mask)  # [B, D]
+        elif self.pooled_in is not None:
+            p = self.pooled_in(text.pooled)  # [B, D]
         if t.dim() == 1:
             vec = self.time_in(timestep_embedding(t)) + p
             return vec, vec

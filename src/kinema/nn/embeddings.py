@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from kinema.nn.attention import attention, key_padding_mask
+
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0, scale: float = 1000.0) -> torch.Tensor:
     """t: [B] in [0, 1] -> sinusoidal features [B, dim] (fp32)."""
@@ -69,3 +71,26 @@ class LearnedPositions(nn.Module):
             raise ValueError(f"a token grid up to {tuple(p + 1 for p in top)} exceeds the learned positions' "
                              f"max_grid {self.max_grid}; train with a larger dit.max_grid or use RoPE")
         return sum(table[idx[:, i]] for i, table in enumerate(self.tables))
+
+
+class AttentionPool(nn.Module):
+    """Mochi's pooled text vector: one query, made from the masked mean of the text states, attends
+    over [mean; states] (padding hidden). states [B, Lt, Dtext], valid [B, Lt] -> [B, out_dim]."""
+
+    def __init__(self, dim: int, out_dim: int, heads: int = 8):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention pooling splits the text width {dim} into {heads} heads; it must divide")
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, out_dim)
+
+    def forward(self, states: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        w = valid[..., None].to(states.dtype)
+        mean = (states * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1)  # [B, 1, Dtext]
+        x = torch.cat([mean, states], dim=1)  # [B, 1 + Lt, Dtext]
+        q = self.q(mean).unflatten(-1, (self.heads, -1)).transpose(1, 2)  # [B, H, 1, Dh]
+        k, v = (y.unflatten(-1, (self.heads, -1)).transpose(1, 2) for y in self.kv(x).chunk(2, dim=-1))
+        keep = key_padding_mask(torch.cat([valid.new_ones(valid.shape[0], 1), valid.bool()], dim=1))
+        return self.out(attention(q, k, v, keep)[:, 0])  # [B, out_dim]

@@ -40,6 +40,28 @@ def ltx_rope_angles(positions: torch.Tensor, dim: int, theta: float = 10000.0) -
     return torch.cat([pad, angles], dim=-1)
 
 
+def centred_positions(grid: tuple[int, int, int], area: float = 192.0 ** 2) -> torch.Tensor:
+    """Mochi's RoPE positions of a (t, h, w) token grid -> [L, 3] fp32, time-major: t = 0, 1, ...;
+    h and w are the centres of h (w) equal cells spanning [-h s / 2, h s / 2], s = sqrt(area / (h w)),
+    so every grid covers the same area of position space, whatever its size."""
+    t, h, w = grid
+    s = (area / (h * w)) ** 0.5
+
+    def centres(n: int) -> torch.Tensor:
+        edges = torch.linspace(-n * s / 2, n * s / 2, n + 1)
+        return (edges[:-1] + edges[1:]) / 2
+
+    return torch.stack(torch.meshgrid(torch.arange(t, dtype=torch.float32), centres(h), centres(w), indexing="ij"),
+                       dim=-1).view(-1, 3)
+
+
+def mixed_rope_angles(positions: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Mochi's learned RoPE: every frequency pair mixes the three axes. positions [L, 3], freqs
+    [3, H, Dh/2] (a parameter) -> angles [H, L, Dh/2] = sum over axes of position x frequency, fp32.
+    Initialised from `rope_angles(eye(3), axes)` it is RoPE-3D: each pair sees one axis."""
+    return torch.einsum("la,ahf->hlf", positions.to(freqs.device, torch.float32), freqs.float())
+
+
 def apply_rope(x: torch.Tensor, angles: torch.Tensor | None) -> torch.Tensor:
     """x: [B, H, L, Dh], angles: [L, Dh / 2] or per head [H, L, Dh / 2] -> x with each (even, odd)
     pair rotated, in fp32.
