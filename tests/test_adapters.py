@@ -198,3 +198,27 @@ def test_mochi_matches_diffusers():
         got = model(x, t, Conditioning(TextStates(states, mask, pooled)))
     assert expected.abs().mean() > 0.1
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attention_bias", [True, False])
+def test_cogvideox_matches_diffusers(attention_bias):
+    """CogVideoX 1.0: one stream's weights over [text; video] with expert AdaLN, LayerNorm QK norm,
+    3D sin-cos positions (time a quarter of the width, space interpolated by 1.875) on a 3x2x3
+    token grid, a time vector narrower than the model; text padded to max_text_seq_length, all seen."""
+    from kinema.adapters import cogvideox
+
+    ref = diffusers.CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=24, text_embed_dim=24,
+        num_layers=2, attention_bias=attention_bias, sample_width=6, sample_height=4, sample_frames=9, patch_size=2,
+        max_text_seq_length=6, spatial_interpolation_scale=1.875, temporal_interpolation_scale=1.0)
+    model = matched(cogvideox, ref)
+    assert model.cfg.time_dim == 24 and model.cfg.time_freq_dim == 32
+
+    x = torch.randn(2, 4, 3, 4, 6, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.3, 0.85])
+    states, _, pooled = text(2, 6, 24, 24, valid=[4, 2])
+    with torch.no_grad():
+        expected = ref(x.transpose(1, 2), states, t * 1000.0, return_dict=False)[0].transpose(1, 2)
+        got = model(x, t, Conditioning(TextStates(states, torch.ones(2, 6, dtype=torch.bool), pooled)))
+    assert expected.abs().mean() > 0.1
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

@@ -55,7 +55,10 @@ WAN = {"dual_blocks": 0, "single_blocks": 0, "cross_blocks": 4, "modulation": "s
                                              (("full",), {"single_blocks": 0, "dual_blocks": 3, "text_width": 128,
                                                           "refiner_blocks": 1}),  # AsymmDiT (Mochi)
                                              (("full", "spatial"), {"dual_blocks": 0, "expert_adaln": True}),  # CogVideoX
-                                             (("full",), {**DIT_FAMILIES["mochi"], "dual_blocks": 3})])
+                                             (("full",), {**DIT_FAMILIES["mochi"], "dual_blocks": 3}),
+                                             (("full", "spatial"), DIT_FAMILIES["cogvideox"]),
+                                             (("full",), {**DIT_FAMILIES["cogvideox"], "expert_adaln": False, "time_dim": None,
+                                                          "time_freq_dim": 64, "qkv_bias": False, "mlp": "swiglu"})])
 def test_flops_equal_torch_flop_counter(attention, extra):
     """Linear FLOPs against FlopCounterMode's addmm exactly; attention against its bmm under the
     math SDPA kernel (which computes every pair of the joint sequence, masked or not)."""

@@ -236,13 +236,16 @@ def test_asymmetric_text_stream_and_its_equal_width_reduction():
     torch.testing.assert_close(plain(x, t, cond), equal(x, t, cond))
 
 
-def test_expert_adaln_modulates_text_and_video_tokens_separately(monkeypatch):
+@pytest.mark.parametrize("sequential", [False, True])
+def test_expert_adaln_modulates_text_and_video_tokens_separately(monkeypatch, sequential):
+    """Parallel (HunyuanVideo-style) and sequential (CogVideoX) single-stream blocks alike."""
     from kinema.dit import blocks
 
-    block = SingleStreamBlock(8, 2, expert=True)
+    block = blocks.SharedStreamBlock(8, 2, expert=True) if sequential else SingleStreamBlock(8, 2, expert=True)
+    video_mod = block.stream.mod if sequential else block.mod
     with torch.no_grad():
         block.mod_txt.lin.bias.fill_(1.0)  # text shift = scale = gate = 1
-        block.mod.lin.bias.fill_(2.0)  # video: 2
+        video_mod.lin.bias.fill_(2.0)  # video: 2
     seen = []
     real = blocks.modulate
     monkeypatch.setattr(blocks, "modulate", lambda x, mod: seen.append(mod) or real(x, mod))
@@ -296,7 +299,7 @@ def test_attention_pooling_ignores_padding():
 def test_mochi_parts_are_for_dual_blocks_and_swiglu_width():
     from kinema.dit.blocks import SwiGLU
 
-    with pytest.raises(KinemaError, match="dual-stream blocks only"):
+    with pytest.raises(KinemaError, match="dual-stream and sequential single-stream blocks only"):
         DiTConfig(mlp="swiglu", single_blocks=1)
     with pytest.raises(KinemaError, match="dit.residual"):
         DiTConfig(residual="tanh")

@@ -21,6 +21,20 @@ def test_sincos_1d_known_values():
     torch.testing.assert_close(got, want)
 
 
+def test_sincos_3d_puts_time_in_the_first_quarter():
+    """CogVideoX's layout: [time over D/4 ; space over 3D/4 (w half, then h half)], time and space
+    scaled apart. Width 16: time pairs with frequencies 1 and 1/100; one token at (t, h, w) = (3, 1, 2)."""
+    cfg = DiTConfig(**{**CFG.__dict__, "dim": 16, "heads": 2, "positions": "sincos-3d", "sincos_scale": 0.5,
+                       "sincos_time_scale": 2.0})
+    table = sincos_table(cfg, (4, 2, 3))
+    row = table[3 * 6 + 1 * 3 + 2]  # time-major token order
+    t = torch.tensor(6.0)  # 3 x 2.0
+    torch.testing.assert_close(row[:4], torch.stack([t.sin(), (t / 100).sin(), t.cos(), (t / 100).cos()]))
+    torch.testing.assert_close(row[4:], sincos_positions(torch.tensor([[0.0, 0.5, 1.0]]), 12, temporal=False)[0])
+    with pytest.raises(KinemaError, match="divisible by 16"):
+        DiTConfig(dim=24, heads=2, positions="sincos-3d")
+
+
 def test_sincos_positions_put_w_first_then_h_then_add_t():
     pos = torch.tensor([[2.0, 5.0, 7.0]])  # (t, h, w)
     space = torch.cat([sincos_1d(torch.tensor([7.0]), 4), sincos_1d(torch.tensor([5.0]), 4)], dim=-1)

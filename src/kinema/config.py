@@ -40,7 +40,7 @@ class VAEConfig:
         return 2 ** (len(self.channel_mult) - 1)
 
 
-POSITIONS = ("rope", "sincos", "sincos-2d", "learned")
+POSITIONS = ("rope", "sincos", "sincos-2d", "sincos-3d", "learned")
 
 
 @dataclass
@@ -59,7 +59,11 @@ class DiTConfig:
     text_dim: int = 384  # width of the text encoder's token states
     qk_norm: bool = True
     qk_norm_eps: float = 1e-6  # LTX: 1e-5
-    block_norm: str = "layer"  # the norm under each AdaLN: "layer" (weightless LayerNorm) or "rms" (weightless RMSNorm: LTX)
+    qk_norm_type: str = "rms"  # "rms" (RMSNorm) or "layer" (affine LayerNorm per head: CogVideoX)
+    # the norm under each AdaLN: "layer" (weightless LayerNorm), "rms" (weightless RMSNorm: LTX,
+    # Mochi) or "layer-affine" (CogVideoX); its epsilon, also the final layer's
+    block_norm: str = "layer"
+    norm_eps: float = 1e-6
     rope_axes: tuple[int, int, int] | None = None  # head-dim split for (t, h, w); None: derived
     rope_theta: float = 10000.0
     # "per_head": each head's dims split into (t, h, w) parts (rope_axes), frequencies theta^(-2i/d);
@@ -71,7 +75,8 @@ class DiTConfig:
     rope_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)  # (t, h, w) positions are multiplied by this
     # how a token knows where it is: "rope" (RoPE-3D inside every attention), "sincos" (absolute
     # sin-cos added to the patch embeddings: 2D in space plus 1D in time; DiT, Latte, Open-Sora 1.0),
-    # "sincos-2d" (space only: image models, SD3, PixArt) or "learned" (a table per axis, summed)
+    # "sincos-2d" (space only: image models, SD3, PixArt), "sincos-3d" (CogVideoX: a quarter of the
+    # width for time, three quarters for space, side by side) or "learned" (a table per axis, summed)
     positions: str = "rope"
     sincos_grid: int | None = None  # SD3's pos_embed_max_size: space positions of a centred crop of this square grid
     sincos_scale: float = 1.0  # space positions are multiplied by this (SD3: base size / sincos_grid)
@@ -93,6 +98,7 @@ class DiTConfig:
     # whether each cross block cross-attends to the text, repeated over the cross blocks like
     # `attention`; Latte's temporal blocks do not: (True, False) beside ("spatial", "temporal")
     cross_attention: tuple[bool, ...] = (True,)
+    sincos_time_scale: float = 1.0  # "sincos-3d": time positions are multiplied by this
     # "sincos" positions: the temporal part is added before this cross block (Latte: 1, after the
     # first spatial block), the spatial part always at the input
     sincos_time_at: int = 0
@@ -104,12 +110,22 @@ class DiTConfig:
     cross_attn_mask: bool = True  # hide text padding from the cross-attention; Wan's released model sees it
     text_width: int | None = None  # AsymmDiT (Mochi): a text stream narrower than the video's; None: dim
     expert_adaln: bool = False  # CogVideoX: single-stream blocks modulate text and video tokens separately
-    # Mochi's block parts (dual-stream blocks only): a bias-free "swiglu" MLP instead of "gelu",
+    # Mochi's block parts (dual-stream and sequential single-stream blocks): a bias-free "swiglu" MLP instead of "gelu",
     # q, k, v without biases, and residual "norm-tanh" (x + tanh(gate) * RMSNorm(branch)) instead of
     # "gate" (x + gate * branch)
     mlp: str = "gelu"
     qkv_bias: bool = True
     residual: str = "gate"
+    # the time vector: sin-cos features `time_freq_dim` wide, then an MLP to `time_dim` (None: the
+    # model's width; CogVideoX: features as wide as the model, a narrower time vector)
+    time_freq_dim: int = 256
+    time_dim: int | None = None
+    # single-stream blocks: "parallel" (HunyuanVideo / Flux: attention and MLP from one projection)
+    # or "sequential" (CogVideoX: attention then MLP, one stream's weights over [text; video])
+    single_layout: str = "parallel"
+    # the final layer: "adaln" (weightless LayerNorm under AdaLN) or "cogvideox" (an affine
+    # LayerNorm, then AdaLN over another affine LayerNorm)
+    final_norm: str = "adaln"
     # where the pooled text vector comes from: "encoder" (the text encoder's pooled output, through
     # an MLP) or "attention" (Mochi: attention pooling over the text states, 8 heads)
     pooling: str = "encoder"
@@ -130,15 +146,24 @@ class DiTConfig:
         if self.rope_layout not in ("per_head", "ltx", "mochi"):
             raise KinemaError(f"dit.rope_layout {self.rope_layout!r}: use 'per_head', 'ltx' or 'mochi'")
         for name, value, allowed in (("mlp", self.mlp, ("gelu", "swiglu")), ("residual", self.residual, ("gate", "norm-tanh")),
-                                     ("pooling", self.pooling, ("encoder", "attention"))):
+                                     ("pooling", self.pooling, ("encoder", "attention")),
+                                     ("qk_norm_type", self.qk_norm_type, ("rms", "layer")),
+                                     ("single_layout", self.single_layout, ("parallel", "sequential")),
+                                     ("final_norm", self.final_norm, ("adaln", "cogvideox"))):
             if value not in allowed:
                 raise KinemaError(f"dit.{name} {value!r}: use {' or '.join(repr(a) for a in allowed)}")
-        mochi_parts = self.mlp != "gelu" or not self.qkv_bias or self.residual != "gate"
-        if mochi_parts and (self.single_blocks or self.cross_blocks):
-            raise KinemaError("dit.mlp 'swiglu', dit.qkv_bias false and dit.residual 'norm-tanh' (Mochi's parts) are "
-                              "built for dual-stream blocks only; set single_blocks and cross_blocks to 0")
-        if self.block_norm not in ("layer", "rms"):
-            raise KinemaError(f"dit.block_norm {self.block_norm!r}: use 'layer' or 'rms'")
+        stream_parts = self.mlp != "gelu" or not self.qkv_bias or self.residual != "gate"
+        if stream_parts and (self.cross_blocks or (self.single_blocks and self.single_layout == "parallel")):
+            raise KinemaError("dit.mlp 'swiglu', dit.qkv_bias false and dit.residual 'norm-tanh' are built for "
+                              "dual-stream and sequential single-stream blocks only; set cross_blocks to 0 and "
+                              "single_layout 'sequential' (or single_blocks 0)")
+        if self.block_norm not in ("layer", "rms", "layer-affine"):
+            raise KinemaError(f"dit.block_norm {self.block_norm!r}: use 'layer', 'rms' or 'layer-affine'")
+        if self.positions == "sincos-3d" and self.dim % 16:
+            raise KinemaError(f"dit.positions 'sincos-3d' needs a width divisible by 16, got dim {self.dim}")
+        if self.time_dim not in (None, self.dim) and (self.modulation == "shared" or self.refiner_blocks):
+            raise KinemaError("dit.time_dim (a time vector narrower than the model) is not built for shared modulation "
+                              "or the token refiner; leave it unset")
         if self.text_adapter not in ("rmsnorm", "linear", "mlp"):
             raise KinemaError(f"dit.text_adapter {self.text_adapter!r}: use 'rmsnorm', 'linear' or 'mlp'")
         if self.modulation not in ("per_block", "shared"):
@@ -213,7 +238,11 @@ DIT_FAMILIES: dict[str, dict] = {
     "mochi": {"dual_blocks": 6, "single_blocks": 0, "text_width": 128, "text_adapter": "linear", "block_norm": "rms",
               "qk_norm_eps": 1e-5, "mlp": "swiglu", "qkv_bias": False, "residual": "norm-tanh", "rope_layout": "mochi",
               "pooling": "attention"},
-    "cogvideox": {"dual_blocks": 0, "single_blocks": 6, "expert_adaln": True, "text_adapter": "linear"},  # expert AdaLN
+    # one stream's weights over [text; video], attention then MLP, expert AdaLN over affine
+    # LayerNorms; LayerNorm QK norm; 3D sin-cos positions; a time vector half the width; no pooled text
+    "cogvideox": {"dual_blocks": 0, "single_blocks": 6, "single_layout": "sequential", "expert_adaln": True,
+                  "text_adapter": "linear", "block_norm": "layer-affine", "norm_eps": 1e-5, "qk_norm_type": "layer",
+                  "positions": "sincos-3d", "time_dim": 128, "final_norm": "cogvideox", "pooled": False},
     # factorized 2+1D; only the spatial blocks cross-attend; time positions after the first block
     "latte": {**_ADALN_SINGLE, "qk_norm": False, "attention": ("spatial", "temporal"), "cross_attention": (True, False),
               "positions": "sincos", "sincos_time_at": 1, "cross_attn_norm": False},
@@ -236,7 +265,7 @@ def _tiny(parts: dict) -> dict:
     out = {**parts, "in_channels": 4, "dim": 32, "heads": 2, "mlp_ratio": 2.0}
     blocks = {k: parts.get(k, getattr(DiTConfig, k)) for k in ("dual_blocks", "single_blocks", "cross_blocks")}
     out.update({k: (2 if k == "cross_blocks" else 1) if v else 0 for k, v in blocks.items()})
-    out.update({k: v for k, v in (("text_width", 16), ("refiner_blocks", 1)) if parts.get(k)})
+    out.update({k: v for k, v in (("text_width", 16), ("refiner_blocks", 1), ("time_dim", 16)) if parts.get(k)})
     return out
 
 

@@ -6,6 +6,8 @@ SingleStreamBlock: one set of weights over the concatenated sequence, attention 
 parallel from one input projection.
 CrossBlock: video tokens only; text enters through cross-attention (Wan / Latte / Open-Sora).
 
+SharedStreamBlock: CogVideoX's, one Stream's weights over [text; video], attention then MLP.
+
 Shapes: B batch, Lt text tokens, Lv video tokens, L = Lt + Lv, D width, H heads, Dh head dim.
 """
 
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kinema.nn.attention import attention
-from kinema.nn.modulation import Modulation, ModulationOut, ModulationTable, modulate
+from kinema.nn.modulation import Modulation, ModulationOut, ModulationTable, joint_modulation, modulate
 from kinema.nn.norms import RMSNorm
 from kinema.nn.rope import apply_rope
 
@@ -26,36 +28,47 @@ from kinema.nn.rope import apply_rope
 @dataclass(frozen=True)
 class Parts:
     """The choices every block of a model shares (DiTConfig's; `Parts.of(cfg)`): the norm under
-    AdaLN, the QK-norm epsilon, the MLP ("gelu", or Mochi's bias-free "swiglu"), whether q, k, v
-    have biases, and how a residual branch is added ("gate": x + gate * f(x); "norm-tanh", Mochi's
-    sandwich norm: x + tanh(gate) * RMSNorm(f(x)))."""
+    AdaLN and its epsilon, the QK norm's kind and epsilon, the MLP ("gelu", or Mochi's bias-free
+    "swiglu"), whether q, k, v have biases, how a residual branch is added ("gate": x + gate * f(x);
+    "norm-tanh", Mochi's sandwich norm: x + tanh(gate) * RMSNorm(f(x))), and the width of the time
+    vector the AdaLN projections read (`cond_dim`; CogVideoX's is narrower than the model)."""
 
     norm: str = "layer"
+    norm_eps: float = 1e-6
+    qk_norm: str = "rms"
     qk_eps: float = 1e-6
     mlp: str = "gelu"
     qkv_bias: bool = True
     residual: str = "gate"
+    cond_dim: int | None = None
 
     @classmethod
     def of(cls, cfg) -> "Parts":
-        return cls(cfg.block_norm, cfg.qk_norm_eps, cfg.mlp, cfg.qkv_bias, cfg.residual)
+        return cls(cfg.block_norm, cfg.norm_eps, cfg.qk_norm_type, cfg.qk_norm_eps, cfg.mlp, cfg.qkv_bias, cfg.residual,
+                   cfg.time_dim or cfg.dim)
 
 
-def block_norm(dim: int, kind: str = "layer") -> nn.Module:
-    """The norm before AdaLN: weightless LayerNorm (most families) or weightless RMSNorm (LTX)."""
-    return RMSNorm(dim, affine=False) if kind == "rms" else nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+def block_norm(dim: int, kind: str = "layer", eps: float = 1e-6) -> nn.Module:
+    """The norm before AdaLN: weightless LayerNorm (most families), weightless RMSNorm (LTX) or an
+    affine LayerNorm (CogVideoX)."""
+    if kind == "rms":
+        return RMSNorm(dim, eps, affine=False)
+    return nn.LayerNorm(dim, elementwise_affine=kind == "layer-affine", eps=eps)
 
 
 class QKNorm(nn.Module):
     """RMSNorm on queries and keys: per head (SD3, HunyuanVideo), or over all heads at once
-    (`across_heads`, Wan); identity when disabled. q, k: [B, H, L, Dh]."""
+    (`across_heads`, Wan); `kind` "layer": an affine LayerNorm per head (CogVideoX); identity when
+    disabled. q, k: [B, H, L, Dh]."""
 
-    def __init__(self, head_dim: int, enabled: bool, heads: int = 1, across_heads: bool = False, eps: float = 1e-6):
+    def __init__(self, head_dim: int, enabled: bool, heads: int = 1, across_heads: bool = False, eps: float = 1e-6,
+                 kind: str = "rms"):
         super().__init__()
         width = head_dim * heads if across_heads else head_dim
         self.across = across_heads
-        self.q = RMSNorm(width, eps) if enabled else nn.Identity()
-        self.k = RMSNorm(width, eps) if enabled else nn.Identity()
+        norm = (lambda: nn.LayerNorm(width, eps=eps)) if kind == "layer" else (lambda: RMSNorm(width, eps))
+        self.q = norm() if enabled else nn.Identity()
+        self.k = norm() if enabled else nn.Identity()
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.across:
@@ -115,13 +128,13 @@ class Stream(nn.Module):
         self.heads = heads
         # [attention, MLP] x (shift, scale, gate); a pre-only stream (SD3's and Mochi's last text
         # stream: its output is never read) has only the attention group, no output weights
-        self.mod = Modulation(dim, 1 if pre_only else 2, cond_dim)
-        self.norm1 = block_norm(dim, parts.norm)
+        self.mod = Modulation(dim, 1 if pre_only else 2, cond_dim or parts.cond_dim)
+        self.norm1 = block_norm(dim, parts.norm, parts.norm_eps)
         self.qkv = nn.Linear(dim, 3 * attn_dim, bias=parts.qkv_bias)
-        self.qk_norm = QKNorm(attn_dim // heads, qk_norm, eps=parts.qk_eps)
+        self.qk_norm = QKNorm(attn_dim // heads, qk_norm, eps=parts.qk_eps, kind=parts.qk_norm)
         self.post_norm = RMSNorm(dim, affine=False) if parts.residual == "norm-tanh" else None
         if not pre_only:
-            self.norm2 = block_norm(dim, parts.norm)
+            self.norm2 = block_norm(dim, parts.norm, parts.norm_eps)
             self.proj = nn.Linear(attn_dim, dim)
             self.mlp = mlp(dim, int(dim * mlp_ratio), parts.mlp)
 
@@ -151,8 +164,7 @@ class DualStreamBlock(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True, text_dim: int | None = None,
                  text_out: bool = True, parts: Parts = Parts()):
         super().__init__()
-        self.txt = Stream(text_dim or dim, heads, mlp_ratio, qk_norm, attn_dim=dim, cond_dim=dim, pre_only=not text_out,
-                          parts=parts)
+        self.txt = Stream(text_dim or dim, heads, mlp_ratio, qk_norm, attn_dim=dim, pre_only=not text_out, parts=parts)
         self.img = Stream(dim, heads, mlp_ratio, qk_norm, parts=parts)
         self.text_out = text_out
 
@@ -181,11 +193,11 @@ class SingleStreamBlock(nn.Module):
         super().__init__()
         self.heads, self.dim = heads, dim
         self.hidden = int(dim * mlp_ratio)
-        self.mod = Modulation(dim, 1)
-        self.mod_txt = Modulation(dim, 1) if expert else None
-        self.norm = block_norm(dim, parts.norm)
+        self.mod = Modulation(dim, 1, parts.cond_dim)
+        self.mod_txt = Modulation(dim, 1, parts.cond_dim) if expert else None
+        self.norm = block_norm(dim, parts.norm, parts.norm_eps)
         self.linear1 = nn.Linear(dim, 3 * dim + self.hidden)  # qkv and MLP input in one matmul
-        self.qk_norm = QKNorm(dim // heads, qk_norm, eps=parts.qk_eps)
+        self.qk_norm = QKNorm(dim // heads, qk_norm, eps=parts.qk_eps, kind=parts.qk_norm)
         self.linear2 = nn.Linear(dim + self.hidden, dim)  # attention output and MLP output together
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor | None,
@@ -194,14 +206,35 @@ class SingleStreamBlock(nn.Module):
         With expert AdaLN, vec drives the video tokens and txt_vec [B, D] the first `text_len` tokens."""
         (mod,) = self.mod(vec)
         if self.mod_txt is not None:
-            (mod_t,) = self.mod_txt(txt_vec)
-            mod = ModulationOut(*(torch.cat([a.expand(-1, text_len, -1), b.expand(-1, x.shape[1] - text_len, -1)], dim=1)
-                                  for a, b in ((mod_t.shift, mod.shift), (mod_t.scale, mod.scale), (mod_t.gate, mod.gate))))
+            mod = joint_modulation(self.mod_txt(txt_vec)[0], mod, text_len, x.shape[1])
         qkv, h = self.linear1(modulate(self.norm(x), mod)).split([3 * self.dim, self.hidden], dim=-1)
         q, k, v = split_heads(qkv, self.heads)
         q, k = self.qk_norm(q, k)
         a = attention(apply_rope(q, rope), apply_rope(k, rope), v, mask)  # [B, L, D]
         return x + mod.gate * self.linear2(torch.cat([a, F.gelu(h, approximate="tanh")], dim=-1))
+
+
+class SharedStreamBlock(nn.Module):
+    """CogVideoX's block: one Stream's weights (norms, q, k, v, projection, MLP) over the joint
+    sequence [text; video], attention then MLP in sequence, not in parallel as SingleStreamBlock.
+    `expert`: the text tokens take their own AdaLN (shift, scale, gate) x 2, the video tokens the
+    stream's; without it every token takes the stream's."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True, expert: bool = False,
+                 parts: Parts = Parts()):
+        super().__init__()
+        self.stream = Stream(dim, heads, mlp_ratio, qk_norm, parts=parts)
+        self.mod_txt = Modulation(dim, 2, parts.cond_dim) if expert else None
+
+    def forward(self, x: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor | None,
+                text_len: int = 0, txt_vec: torch.Tensor | None = None) -> torch.Tensor:
+        """As SingleStreamBlock.forward: x [B, L, D] (text then video) -> [B, L, D]."""
+        mods = self.stream.mod(vec)
+        if self.mod_txt is not None:
+            mods = [joint_modulation(t, v, text_len, x.shape[1]) for t, v in zip(self.mod_txt(txt_vec), mods)]
+        q, k, v = self.stream.qkv_heads(x, mods[0])
+        a = attention(apply_rope(q, rope), apply_rope(k, rope), v, mask)  # [B, L, D]
+        return self.stream.residuals(x, a, mods)
 
 
 class CrossBlock(nn.Module):
@@ -217,17 +250,17 @@ class CrossBlock(nn.Module):
         super().__init__()
         self.heads = heads
         qk_eps = parts.qk_eps
-        self.mod = ModulationTable(dim, 2) if shared_modulation else Modulation(dim, 2)
-        self.norm1, self.norm3 = block_norm(dim, parts.norm), block_norm(dim, parts.norm)
+        self.mod = ModulationTable(dim, 2) if shared_modulation else Modulation(dim, 2, parts.cond_dim)
+        self.norm1, self.norm3 = block_norm(dim, parts.norm, parts.norm_eps), block_norm(dim, parts.norm, parts.norm_eps)
         self.qkv = nn.Linear(dim, 3 * dim)
-        self.qk_norm = QKNorm(dim // heads, qk_norm, heads, across_heads, qk_eps)
+        self.qk_norm = QKNorm(dim // heads, qk_norm, heads, across_heads, qk_eps, parts.qk_norm)
         self.proj = nn.Linear(dim, dim)
         self.cross = cross  # False: no cross-attention (Latte's temporal blocks)
         if cross:
             self.norm2 = nn.LayerNorm(dim, eps=1e-6) if cross_norm else nn.Identity()
             self.cross_q = nn.Linear(dim, dim)
             self.cross_kv = nn.Linear(dim, 2 * dim)
-            self.cross_qk_norm = QKNorm(dim // heads, qk_norm, heads, across_heads, qk_eps)
+            self.cross_qk_norm = QKNorm(dim // heads, qk_norm, heads, across_heads, qk_eps, parts.qk_norm)
             self.cross_proj = nn.Linear(dim, dim)
         self.mlp = mlp(dim, round(dim * mlp_ratio))
 

@@ -89,28 +89,32 @@ def dit_flops(cfg: DiTConfig, grid: Grid, text_tokens: int, computed: bool = Fal
     d, hidden = cfg.dim, int(cfg.dim * cfg.mlp_ratio)
     patch_dim = cfg.in_channels * math.prod(cfg.patch)
     dt = cfg.text_width or d  # the text stream's width (AsymmDiT)
+    td = cfg.time_dim or d  # the time vector's width, which every AdaLN projection reads
     text_in = {"mlp": cfg.text_dim * dt + dt * dt}.get(cfg.text_adapter, cfg.text_dim * dt)
     linear = 2 * patch_dim * d * n + text_in * lt  # patch in, final out; the text adapter
-    linear += 256 * d + d * d  # the timestep MLP (per sample)
+    linear += cfg.time_freq_dim * td + td * td  # the timestep MLP (per sample)
     if cfg.pooled and cfg.pooling == "attention":  # Mochi: q from the mean, k and v over [mean; text], out
         dx = cfg.text_dim
-        linear += dx * dx + 2 * dx * dx * (lt + 1) + dx * d
+        linear += dx * dx + 2 * dx * dx * (lt + 1) + dx * td
     elif cfg.pooled:
-        linear += (cfg.pooled_dim or cfg.text_dim) * d + d * d
+        linear += (cfg.pooled_dim or cfg.text_dim) * td + td * td
     per_stream = 4 * d * d + mlp_macs(d, hidden, cfg.mlp)  # qkv, proj, MLP (per token)
     text_stream = 4 * dt * d + mlp_macs(dt, int(dt * cfg.mlp_ratio), cfg.mlp)  # qkv up to d, proj back to dt, its MLP
-    linear += cfg.dual_blocks * (per_stream * n + text_stream * lt + 6 * d * d + 6 * dt * d)  # + both AdaLNs
+    linear += cfg.dual_blocks * (per_stream * n + text_stream * lt + 6 * d * td + 6 * dt * td)  # + both AdaLNs
     if cfg.dual_blocks and not (cfg.single_blocks or cfg.cross_blocks):  # the last text stream is pre-only
-        linear -= (text_stream - 3 * dt * d) * lt + 3 * dt * d
+        linear -= (text_stream - 3 * dt * d) * lt + 3 * dt * td
     expert = 2 if cfg.expert_adaln else 1  # CogVideoX: a second AdaLN for the text tokens
-    linear += cfg.single_blocks * (((3 * d + hidden) * d + (d + hidden) * d) * (n + lt) + expert * 3 * d * d)
+    if cfg.single_layout == "sequential":  # one stream over [text; video], two AdaLN groups per expert
+        linear += cfg.single_blocks * (per_stream * (n + lt) + expert * 6 * d * td)
+    else:
+        linear += cfg.single_blocks * (((3 * d + hidden) * d + (d + hidden) * d) * (n + lt) + expert * 3 * d * td)
     cross_hidden = round(d * cfg.mlp_ratio)
     crosses = sum(cfg.cross_flags())  # cross blocks that cross-attend (Latte's temporal blocks do not)
     linear += cfg.cross_blocks * (4 * d * d + 2 * d * cross_hidden) * n + crosses * (2 * d * d * n + 2 * d * d * lt)
     if cfg.modulation == "shared":
         linear += 6 * d * d  # one time projection for all blocks; the final layer adds a table
     else:
-        linear += cfg.cross_blocks * 6 * d * d + 3 * d * d  # each block's AdaLN, the final AdaLN
+        linear += cfg.cross_blocks * 6 * d * td + 3 * d * td  # each block's AdaLN, the final AdaLN
     patterns = cfg.block_patterns()
     mm = cfg.dual_blocks + cfg.single_blocks
     pairs = sum((n + lt) ** 2 if computed else joint_pairs(p, grid, lt, cfg.window) for p in patterns[:mm])

@@ -15,7 +15,7 @@ from torch import nn
 
 from kinema.dit.blocks import split_heads
 from kinema.nn.attention import attention
-from kinema.nn.embeddings import MLPEmbedder, timestep_embedding
+from kinema.nn.embeddings import MLPEmbedder, masked_mean, timestep_embedding
 
 
 class RefinerBlock(nn.Module):
@@ -51,9 +51,7 @@ class TokenRefiner(nn.Module):
     def forward(self, x: torch.Tensor, raw: torch.Tensor, valid: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x: [B, Lt, D] projected text, raw: [B, Lt, Dtext] the encoder's states, valid: [B, Lt] bool,
         t: [B] -> refined text [B, Lt, D]"""
-        w = valid[..., None].to(raw.dtype)
-        pooled = (raw * w).sum(1) / w.sum(1).clamp(min=1)  # mean over real tokens
-        vec = self.time_in(timestep_embedding(t)) + self.pooled_in(pooled)  # [B, D]
+        vec = self.time_in(timestep_embedding(t)) + self.pooled_in(masked_mean(raw, valid))  # [B, D]
         mask = (valid[:, :, None] & valid[:, None, :])[:, None]  # [B, 1, Lt, Lt]: real tokens see real tokens
         mask[..., 0] = True  # and every row sees token 0, so padding rows are never empty
         for block in self.blocks:

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from kinema.config import DiTConfig
-from kinema.dit.blocks import CrossBlock, DualStreamBlock, Parts, SingleStreamBlock
+from kinema.dit.blocks import CrossBlock, DualStreamBlock, Parts, SharedStreamBlock, SingleStreamBlock
 from kinema.dit.patchify import grid_positions, patch_grid, patchify, unpatchify
 from kinema.dit.refiner import TokenRefiner
 from kinema.nn.attention import key_padding_mask, pattern_mask, video_mask
-from kinema.nn.embeddings import AttentionPool, LearnedPositions, MLPEmbedder, sincos_positions, timestep_embedding
+from kinema.nn.embeddings import AttentionPool, LearnedPositions, MLPEmbedder, sincos_1d, sincos_positions, timestep_embedding
 from kinema.nn.modulation import Modulation, ModulationOut, modulate
 from kinema.nn.norms import RMSNorm
 from kinema.nn.rope import centred_positions, default_axes, ltx_rope_angles, mixed_rope_angles, rope_angles
@@ -54,12 +54,16 @@ class Conditioning:
 
 class FinalLayer(nn.Module):
     """AdaLN (shift, scale) then a zero-initialised projection back to patch values. `shared`:
-    Wan's form, a learned (shift, scale) table added to the time vector itself, no projection."""
+    Wan's form, a learned (shift, scale) table added to the time vector itself, no projection.
+    `kind` "cogvideox": an affine LayerNorm first, and AdaLN over an affine LayerNorm."""
 
-    def __init__(self, dim: int, out_dim: int, shared: bool = False):
+    def __init__(self, dim: int, out_dim: int, shared: bool = False, cond_dim: int | None = None, kind: str = "adaln",
+                 eps: float = 1e-6):
         super().__init__()
-        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.mod = None if shared else Modulation(dim, 1)
+        affine = kind == "cogvideox"
+        self.pre_norm = nn.LayerNorm(dim, eps=eps) if affine else nn.Identity()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=affine, eps=eps)
+        self.mod = None if shared else Modulation(dim, 1, cond_dim)
         self.table = nn.Parameter(torch.zeros(2, dim)) if shared else None
         self.linear = nn.Linear(dim, out_dim)
         nn.init.zeros_(self.linear.weight)
@@ -71,7 +75,7 @@ class FinalLayer(nn.Module):
         else:
             v = vec.float()[:, None] if vec.dim() == 2 else vec.float()  # [B, 1, D] or [B, Lv, D]
             mod = ModulationOut(self.table[0] + v, self.table[1] + v, None)
-        return self.linear(modulate(self.norm(x), mod))
+        return self.linear(modulate(self.norm(self.pre_norm(x)), mod))
 
 
 def sincos_table(cfg: DiTConfig, grid: tuple[int, int, int]) -> torch.Tensor:
@@ -83,6 +87,9 @@ def sincos_table(cfg: DiTConfig, grid: tuple[int, int, int]) -> torch.Tensor:
             raise ValueError(f"a token grid of {grid[1]}x{grid[2]} exceeds the sin-cos grid {n} (dit.sincos_grid)")
         pos = pos + torch.tensor([0.0, (n - grid[1]) // 2, (n - grid[2]) // 2])
     pos = pos * torch.tensor([1.0, cfg.sincos_scale, cfg.sincos_scale])
+    if cfg.positions == "sincos-3d":  # CogVideoX: [time, a quarter of the width; space, three quarters]
+        space = sincos_positions(pos, cfg.dim // 4 * 3, temporal=False)
+        return torch.cat([sincos_1d(pos[:, 0] * cfg.sincos_time_scale, cfg.dim // 4), space], dim=-1)
     time_now = cfg.positions == "sincos" and not (cfg.sincos_time_at and cfg.cross_blocks)
     return sincos_positions(pos, cfg.dim, temporal=time_now)
 
@@ -114,17 +121,19 @@ class MMDiT(nn.Module):
         self.text_in = text_adapter(cfg)
         width = cfg.text_width or cfg.dim
         self.refiner = TokenRefiner(width, cfg.heads, cfg.text_dim, cfg.refiner_blocks) if cfg.refiner_blocks else None
-        self.time_in = MLPEmbedder(256, cfg.dim)
+        time_dim = cfg.time_dim or cfg.dim
+        self.time_in = MLPEmbedder(cfg.time_freq_dim, time_dim)
         self.pooled_in = None
         if cfg.pooled:
-            self.pooled_in = (AttentionPool(cfg.text_dim, cfg.dim) if cfg.pooling == "attention"
-                              else MLPEmbedder(cfg.pooled_dim or cfg.text_dim, cfg.dim))
+            self.pooled_in = (AttentionPool(cfg.text_dim, time_dim) if cfg.pooling == "attention"
+                              else MLPEmbedder(cfg.pooled_dim or cfg.text_dim, time_dim))
         text_read_after = bool(cfg.single_blocks or cfg.cross_blocks)  # else the last dual block's text output is unused
         parts = Parts.of(cfg)
         self.dual = nn.ModuleList(DualStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, width,
                                                   text_out=text_read_after or i < cfg.dual_blocks - 1, parts=parts)
                                   for i in range(cfg.dual_blocks))
-        self.single = nn.ModuleList(SingleStreamBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.expert_adaln, parts)
+        single = SharedStreamBlock if cfg.single_layout == "sequential" else SingleStreamBlock
+        self.single = nn.ModuleList(single(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.expert_adaln, parts)
                                     for _ in range(cfg.single_blocks))
         shared = cfg.modulation == "shared"
         self.cross = nn.ModuleList(
@@ -135,7 +144,7 @@ class MMDiT(nn.Module):
         if self.time_proj is not None:
             nn.init.zeros_(self.time_proj.weight)
             nn.init.zeros_(self.time_proj.bias)
-        self.final = FinalLayer(cfg.dim, patch_dim, shared)
+        self.final = FinalLayer(cfg.dim, patch_dim, shared, time_dim, cfg.final_norm, cfg.norm_eps)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """x: [B, C, t, h, w] noisy latent, t: [B] in [0, 1], or [B, t] one time per latent frame
@@ -211,16 +220,16 @@ class MMDiT(nn.Module):
         elif self.pooled_in is not None:
             p = self.pooled_in(text.pooled)  # [B, D]
         if t.dim() == 1:
-            vec = self.time_in(timestep_embedding(t)) + p
+            vec = self.time_in(timestep_embedding(t, self.cfg.time_freq_dim)) + p
             return vec, vec
         b, frames = t.shape
         if frames != grid[0] * self.cfg.patch[0]:
             raise ValueError(f"per-frame t has {frames} frames; the latent has {grid[0] * self.cfg.patch[0]}")
         t_tok = t.unflatten(1, (grid[0], self.cfg.patch[0])).amax(-1)  # [B, T] per token frame
-        per_frame = self.time_in(timestep_embedding(t_tok.flatten())).view(b, grid[0], -1)  # [B, T, D]
+        per_frame = self.time_in(timestep_embedding(t_tok.flatten(), self.cfg.time_freq_dim)).view(b, grid[0], -1)  # [B, T, D]
         per_frame = per_frame + (p[:, None] if torch.is_tensor(p) else p)
         vec = per_frame.repeat_interleave(grid[1] * grid[2], dim=1)  # [B, Lv, D], time-major like the tokens
-        return vec, self.time_in(timestep_embedding(t.amax(1))) + p
+        return vec, self.time_in(timestep_embedding(t.amax(1), self.cfg.time_freq_dim)) + p
 
     def attention_masks(self, grid: tuple[int, int, int], text_valid: torch.Tensor) -> dict[str, torch.Tensor]:
         """One joint [text; video] mask per pattern the blocks use: "full" is the key-padding mask

@@ -73,6 +73,12 @@ class LearnedPositions(nn.Module):
         return sum(table[idx[:, i]] for i, table in enumerate(self.tables))
 
 
+def masked_mean(states: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The mean over the real tokens: states [B, L, D], valid [B, L] -> [B, D]."""
+    w = valid[..., None].to(states.dtype)
+    return (states * w).sum(1) / w.sum(1).clamp(min=1)
+
+
 class AttentionPool(nn.Module):
     """Mochi's pooled text vector: one query, made from the masked mean of the text states, attends
     over [mean; states] (padding hidden). states [B, Lt, Dtext], valid [B, Lt] -> [B, out_dim]."""
@@ -87,8 +93,7 @@ class AttentionPool(nn.Module):
         self.out = nn.Linear(dim, out_dim)
 
     def forward(self, states: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        w = valid[..., None].to(states.dtype)
-        mean = (states * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1)  # [B, 1, Dtext]
+        mean = masked_mean(states, valid)[:, None]  # [B, 1, Dtext]
         x = torch.cat([mean, states], dim=1)  # [B, 1 + Lt, Dtext]
         q = self.q(mean).unflatten(-1, (self.heads, -1)).transpose(1, 2)  # [B, H, 1, Dh]
         k, v = (y.unflatten(-1, (self.heads, -1)).transpose(1, 2) for y in self.kv(x).chunk(2, dim=-1))

@@ -41,6 +41,13 @@ class Modulation(nn.Module):
         return [ModulationOut(*chunks[3 * i: 3 * i + 3]) for i in range(self.count)]
 
 
+def joint_modulation(txt: ModulationOut, img: ModulationOut, text_len: int, length: int) -> ModulationOut:
+    """Expert AdaLN (CogVideoX) over a joint [text; video] sequence of `length` tokens: the first
+    `text_len` tokens take `txt`'s (shift, scale, gate), the others `img`'s -> [B, length, D] each."""
+    return ModulationOut(*(torch.cat([a.expand(-1, text_len, -1), b.expand(-1, length - text_len, -1)], dim=1)
+                           for a, b in ((txt.shift, img.shift), (txt.scale, img.scale), (txt.gate, img.gate))))
+
+
 def modulate(x: torch.Tensor, mod: ModulationOut) -> torch.Tensor:
     """x: [B, L, D] (already normalised) -> x * (1 + scale) + shift"""
     return (x.float() * (1 + mod.scale) + mod.shift).to(x.dtype)
