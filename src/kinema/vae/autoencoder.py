@@ -4,6 +4,9 @@ Every op is causal in time: CausalConv3d, per-position RMSNorm (a clip-wide Grou
 later frames change earlier latents), stride-2 causal temporal downsampling, and temporal
 upsampling that repeats each latent frame twice and drops the first copy. A `T=1` image is a
 one-frame video.
+
+Every forward takes an optional `CausalCache`: then its input is the next time chunk of a clip
+(kinema.vae.coding streams and tiles with it).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from torch import nn
 
 from kinema.config import VAEConfig
 from kinema.nn.norms import RMSNorm
-from kinema.vae.causal_conv import CausalConv3d
+from kinema.vae.causal_conv import CausalCache, CausalConv3d
+from kinema.vae.coding import CodingPlan, plan_coding, run_tiled
 
 
 def _norm(c: int) -> RMSNorm:
@@ -28,9 +32,9 @@ class ResBlock(nn.Module):
         self.norm2, self.conv2 = _norm(cout), CausalConv3d(cout, cout)
         self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, T, H, W] -> [B, C', T, H, W]
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
+    def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:  # [B, C, T, H, W] -> [B, C', T, H, W]
+        h = self.conv1(F.silu(self.norm1(x)), cache)
+        h = self.conv2(F.silu(self.norm2(h)), cache)
         return self.skip(x) + h
 
 
@@ -41,8 +45,8 @@ class Downsample(nn.Module):
         super().__init__()
         self.conv = CausalConv3d(cin, cout, 3, stride=(2 if temporal else 1, 2, 2))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+    def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
+        return self.conv(x, cache)
 
 
 class Upsample(nn.Module):
@@ -53,11 +57,14 @@ class Upsample(nn.Module):
         self.temporal = temporal
         self.conv = CausalConv3d(cin, cout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         x = F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")  # [B, C, T, 2H, 2W]
         if self.temporal:
-            x = x.repeat_interleave(2, dim=2)[:, :, 1:]  # [B, C, 2T - 1, 2H, 2W]
-        return self.conv(x)
+            first = cache is None or self not in cache.started  # only the clip's first frame loses a copy
+            x = x.repeat_interleave(2, dim=2)[:, :, int(first):]  # [B, C, 2T - 1 (or 2T), 2H, 2W]
+            if cache is not None:
+                cache.started.add(self)
+        return self.conv(x, cache)
 
 
 class Encoder(nn.Module):
@@ -70,7 +77,7 @@ class Encoder(nn.Module):
             blocks = [ResBlock(c, c) for _ in range(cfg.num_res_blocks)]
             if i < len(chans) - 1:
                 blocks.append(Downsample(c, chans[i + 1], cfg.temporal_down[i]))
-            self.levels.append(nn.Sequential(*blocks))
+            self.levels.append(nn.ModuleList(blocks))
         self.mid = ResBlock(chans[-1], chans[-1])
         self.norm_out = _norm(chans[-1])
         self.conv_out = CausalConv3d(chans[-1], 2 * cfg.latent_channels)
@@ -79,13 +86,14 @@ class Encoder(nn.Module):
         with torch.no_grad():
             self.conv_out.conv.bias[cfg.latent_channels:].fill_(-6.0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         """x: [B, 3, T, H, W] -> moments [B, 2*Cz, t, h, w]"""
-        h = self.conv_in(x)
+        h = self.conv_in(x, cache)
         for level in self.levels:
-            h = level(h)
-        h = self.mid(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+            for block in level:
+                h = block(h, cache)
+        h = self.mid(h, cache)
+        return self.conv_out(F.silu(self.norm_out(h)), cache)
 
 
 class Decoder(nn.Module):
@@ -99,16 +107,17 @@ class Decoder(nn.Module):
             blocks = [ResBlock(chans[i], chans[i]) for _ in range(cfg.num_res_blocks + 1)]
             if i > 0:
                 blocks.append(Upsample(chans[i], chans[i - 1], cfg.temporal_down[i - 1]))
-            self.levels.append(nn.Sequential(*blocks))
+            self.levels.append(nn.ModuleList(blocks))
         self.norm_out = _norm(chans[0])
         self.conv_out = CausalConv3d(chans[0], cfg.in_channels)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         """z: [B, Cz, t, h, w] -> [B, 3, T, H, W]"""
-        h = self.mid(self.conv_in(z))
+        h = self.mid(self.conv_in(z, cache), cache)
         for level in self.levels:
-            h = level(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+            for block in level:
+                h = block(h, cache)
+        return self.conv_out(F.silu(self.norm_out(h)), cache)
 
 
 class CausalVAE(nn.Module):
@@ -127,15 +136,37 @@ class CausalVAE(nn.Module):
         if (frames - 1) % r:
             raise ValueError(f"frame count {frames} is not 1 + {r}k (e.g. {r + 1}, {2 * r + 1}, {4 * r + 1})")
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: [B, 3, T, H, W] in [-1, 1], T = 1 + 4k -> (mean, logvar), each [B, Cz, 1 + k, H/8, W/8]"""
-        self.check_frames(x.shape[2])
-        mean, logvar = self.encoder(x).chunk(2, dim=1)
+    def check_size(self, height: int, width: int) -> None:
+        s = self.cfg.space_compression
+        if height % s or width % s:
+            raise ValueError(f"frame size {height}x{width} is not a multiple of the VAE's spatial factor {s}; "
+                             f"crop or resize to e.g. {height // s * s or s}x{width // s * s or s}")
+
+    def encode(self, x: torch.Tensor, plan: CodingPlan | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [B, 3, T, H, W] in [-1, 1], T = 1 + 4k -> (mean, logvar), each [B, Cz, 1 + k, H/8, W/8].
+        `plan`: streamed / tiled (kinema.vae.coding); None lets the size policy choose."""
+        b, _, frames, height, width = x.shape
+        self.check_frames(frames)
+        self.check_size(height, width)
+        s = self.cfg.space_compression
+        latent = (self.latent_frames(frames), height // s, width // s)
+        plan = plan or plan_coding(self.cfg, latent)
+        if plan.whole:
+            moments = self.encoder(x)
+        else:
+            moments = run_tiled(self.encoder, x, (b, 2 * self.cfg.latent_channels, *latent), plan, self.cfg, encoder=True)
+        mean, logvar = moments.chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """z: [B, Cz, t, h, w] -> [B, 3, 1 + 4(t-1), 8h, 8w]"""
-        return self.decoder(z)
+    def decode(self, z: torch.Tensor, plan: CodingPlan | None = None) -> torch.Tensor:
+        """z: [B, Cz, t, h, w] -> [B, 3, 1 + 4(t-1), 8h, 8w]. `plan` as for encode."""
+        b, _, t, h, w = z.shape
+        plan = plan or plan_coding(self.cfg, (t, h, w))
+        if plan.whole:
+            return self.decoder(z)
+        r, s = self.cfg.time_compression, self.cfg.space_compression
+        return run_tiled(self.decoder, z, (b, self.cfg.in_channels, 1 + r * (t - 1), h * s, w * s), plan, self.cfg,
+                         encoder=False)
 
     # latents seen by the denoiser are normalised per channel with statistics of the training data
     def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,6 +3,11 @@
 Time is padded with (k_t - 1) * d_t zero frames on the past side only; space is padded
 symmetrically. With zero padding, a single frame (T=1) passes through the last temporal slice
 of the kernel alone, so an image is encoded exactly like the first frame of a video (SPEC §1, Q11).
+
+Streaming: given a `CausalCache`, the conv takes a chunk of frames, prepends the input frames its
+next output window still needs from the previous chunk (zeros at the clip's start, as the whole
+pass pads), and leaves the frames the following chunk will need in the cache. Chunk by chunk it
+computes the same windows as the whole clip, so the outputs are the same.
 """
 
 from __future__ import annotations
@@ -16,6 +21,17 @@ def _triple(v) -> tuple[int, int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v, v)
 
 
+class CausalCache:
+    """What a streamed encode or decode carries from one time chunk to the next: for each causal
+    conv, the input frames [B, C, n, H, W] its next window still needs; for each temporal
+    upsampler, whether it has passed the clip's first frame. Made by the caller (one per clip, per
+    spatial tile) and passed down explicitly; the modules keep no state of their own."""
+
+    def __init__(self):
+        self.frames: dict[nn.Module, torch.Tensor] = {}
+        self.started: set[nn.Module] = set()
+
+
 class CausalConv3d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, dilation=1):
         super().__init__()
@@ -25,8 +41,19 @@ class CausalConv3d(nn.Module):
         self.space_pad = ((kh - 1) * dh // 2, (kw - 1) * dw // 2)
         self.conv = nn.Conv3d(in_channels, out_channels, (kt, kh, kw), stride=_triple(stride), dilation=(dt, dh, dw))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, C, T, H, W] -> [B, C', T', H', W']"""
+    def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
+        """x: [B, C, T, H, W] -> [B, C', T', H', W']; with `cache`, x is the clip's next chunk."""
         ph, pw = self.space_pad
-        x = F.pad(x, (pw, pw, ph, ph, self.time_pad, 0))  # (W_left, W_right, H_top, H_bottom, T_past, T_future)
-        return self.conv(x)
+        if cache is None:
+            return self.conv(F.pad(x, (pw, pw, ph, ph, self.time_pad, 0)))  # (W, W, H, H, T past, T future)
+        past = cache.frames.get(self)
+        if past is None:  # the clip's first chunk: the zero frames the whole pass pads with
+            past = x.new_zeros(*x.shape[:2], self.time_pad, *x.shape[3:])
+        x = torch.cat([past, x], dim=2)
+        stride, extent = self.conv.stride[0], self.time_pad + 1
+        windows = (x.shape[2] - extent) // stride + 1
+        if windows < 1:
+            raise ValueError(f"a streamed chunk gave a causal conv {x.shape[2]} frames, fewer than its kernel's "
+                             f"{extent}; stream in chunks of whole latent frames")
+        cache.frames[self] = x[:, :, stride * windows:].clone()  # where the next window starts (a copy frees x)
+        return self.conv(F.pad(x, (pw, pw, ph, ph, 0, 0)))
