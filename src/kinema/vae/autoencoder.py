@@ -113,10 +113,18 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         """z: [B, Cz, t, h, w] -> [B, 3, T, H, W]"""
-        h = self.mid(self.conv_in(z, cache), cache)
-        for level in self.levels:
-            for block in level:
-                h = block(h, cache)
+        return self.levels_from(self.mid(self.conv_in(z, cache), cache), 0, 0, cache)
+
+    def levels_from(self, h: torch.Tensor, level: int, block: int, cache: CausalCache | None) -> torch.Tensor:
+        """Run `h` from levels[level][block] to the output. Streaming (a cache), each upsampler's
+        output frames go on one at a time, depth first, so only one frame of each larger feature
+        map is alive at once: the memory of a decode is that of about one output frame."""
+        for i in range(level, len(self.levels)):
+            blocks = self.levels[i]
+            for j in range(block if i == level else 0, len(blocks)):
+                h = blocks[j](h, cache)
+                if cache is not None and isinstance(blocks[j], Upsample) and h.shape[2] > 1:
+                    return torch.cat([self.levels_from(f, i, j + 1, cache) for f in h.split(1, dim=2)], dim=2)
         return self.conv_out(F.silu(self.norm_out(h)), cache)
 
 

@@ -39,13 +39,14 @@ class CausalConv3d(nn.Module):
         dt, dh, dw = _triple(dilation)
         self.time_pad = (kt - 1) * dt
         self.space_pad = ((kh - 1) * dh // 2, (kw - 1) * dw // 2)
-        self.conv = nn.Conv3d(in_channels, out_channels, (kt, kh, kw), stride=_triple(stride), dilation=(dt, dh, dw))
+        # space is padded by the conv itself (no padded copy of the input); time by hand, past side only
+        self.conv = nn.Conv3d(in_channels, out_channels, (kt, kh, kw), stride=_triple(stride), dilation=(dt, dh, dw),
+                              padding=(0, *self.space_pad))
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         """x: [B, C, T, H, W] -> [B, C', T', H', W']; with `cache`, x is the clip's next chunk."""
-        ph, pw = self.space_pad
         if cache is None:
-            return self.conv(F.pad(x, (pw, pw, ph, ph, self.time_pad, 0)))  # (W, W, H, H, T past, T future)
+            return self.conv(F.pad(x, (0, 0, 0, 0, self.time_pad, 0)))  # (W, W, H, H, T past, T future)
         past = cache.frames.get(self)
         if past is None:  # the clip's first chunk: the zero frames the whole pass pads with
             past = x.new_zeros(*x.shape[:2], self.time_pad, *x.shape[3:])
@@ -56,4 +57,4 @@ class CausalConv3d(nn.Module):
             raise ValueError(f"a streamed chunk gave a causal conv {x.shape[2]} frames, fewer than its kernel's "
                              f"{extent}; stream in chunks of whole latent frames")
         cache.frames[self] = x[:, :, stride * windows:].clone()  # where the next window starts (a copy frees x)
-        return self.conv(F.pad(x, (pw, pw, ph, ph, 0, 0)))
+        return self.conv(x)

@@ -1,0 +1,168 @@
+"""VAE decode memory and speed: kinema whole / streamed / tiled, against diffusers' AutoencoderKLWan.
+
+    python benchmarks/vae_speed.py                 # memory table and the speed ratio
+    python benchmarks/vae_speed.py --memory-only   # decode peak memory alone
+    python benchmarks/vae_speed.py --json docs/vae_speed_cpu.json
+
+Memory: every configuration decodes in a fresh process (random weights: memory does not depend on
+them), which reports its peak resident memory (ru_maxrss) and its resident memory just before the
+decode (imports, weights, the latent). "activations" is the difference, less the output buffer.
+A whole-clip decode that would need more than --max-whole-gb is not run.
+
+Speed: the default preset (4x8x8, 16 channels, width 32) against diffusers' AutoencoderKLWan at the
+same width (base_dim 32, one residual block per level as kinema's encoder has, Wan's default
+temporal layout), encode and decode of 17 frames at 64x64 and 33 frames at 128x128, the two
+alternating for --rounds rounds, each on its own output of the same input. Wan decodes one latent
+frame at a time with its own causal cache, as kinema's streamed path does; both run in fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+FRAMES = (17, 65, 257)
+SIZES = (64, 128, 256)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def build(impl: str):
+    torch.manual_seed(0)
+    if impl == "wan":
+        from diffusers import AutoencoderKLWan
+
+        return AutoencoderKLWan(base_dim=32, z_dim=16, num_res_blocks=1).eval()
+    from kinema.config import VAE_PRESETS
+    from kinema.vae.autoencoder import CausalVAE
+
+    return CausalVAE(VAE_PRESETS["4x8x8"]).eval()
+
+
+def child(spec: dict) -> dict:
+    """Decode once in this process; report memory."""
+    from kinema.vae.coding import CodingPlan
+
+    torch.set_num_threads(spec["threads"])
+    vae = build(spec["impl"])
+    t, h = 1 + (spec["frames"] - 1) // 4, spec["size"] // 8
+    z = torch.randn(1, 16, t, h, h)
+    before = rss_mb()
+    with torch.no_grad():
+        start = time.perf_counter()
+        if spec["impl"] == "wan":
+            out = vae.decode(z, return_dict=False)[0]
+        else:
+            plan = CodingPlan(**spec["plan"]) if spec["plan"] is not None else None
+            out = vae.decode(z, plan)
+        seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    output = out.numel() * out.element_size() / 2 ** 20
+    return {"peak_mb": peak, "before_mb": before, "output_mb": output,
+            "activations_mb": peak - before - output, "seconds": seconds}
+
+
+def measure(spec: dict) -> dict:
+    """Run `child` in a fresh interpreter."""
+    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if done.returncode:
+        raise SystemExit(f"{spec}: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def memory_table(args) -> list[dict]:
+    from kinema.config import VAE_PRESETS
+    from kinema.vae.coding import activation_bytes, plan_coding
+
+    cfg = VAE_PRESETS["4x8x8"]
+    rows = []
+    for size in SIZES:
+        for frames in FRAMES:
+            latent = (1 + (frames - 1) // 4, size // 8, size // 8)
+            with torch.no_grad():
+                auto = plan_coding(cfg, latent)
+            plans = {"whole": {}, "streamed": {"latent_chunk": 1}, "auto": None}
+            for name, plan in plans.items():
+                if name == "whole" and activation_bytes(cfg, frames, size, size) > args.max_whole_gb * 2 ** 30:
+                    continue
+                spec = {"impl": "kinema", "frames": frames, "size": size, "plan": plan, "threads": args.threads}
+                r = measure(spec)
+                label = f"auto {auto}" if name == "auto" else name
+                rows.append({"impl": "kinema", "mode": label, "frames": frames, "size": size, **r})
+                print(f"kinema {label:40s} {frames:4d} x {size:3d}px  peak {r['peak_mb']:7.0f} MB  "
+                      f"activations {r['activations_mb']:6.0f} MB  output {r['output_mb']:5.0f} MB  {r['seconds']:6.1f} s",
+                      flush=True)
+            if args.wan and frames <= args.wan_max_frames:
+                r = measure({"impl": "wan", "frames": frames, "size": size, "plan": None, "threads": args.threads})
+                rows.append({"impl": "wan", "mode": "diffusers", "frames": frames, "size": size, **r})
+                print(f"wan    {'diffusers (1 latent frame at a time)':40s} {frames:4d} x {size:3d}px  peak {r['peak_mb']:7.0f} MB  "
+                      f"activations {r['activations_mb']:6.0f} MB  output {r['output_mb']:5.0f} MB  {r['seconds']:6.1f} s",
+                      flush=True)
+    return rows
+
+
+def speed(args) -> list[dict]:
+    kin, wan = build("kinema"), build("wan")
+    rows = []
+    for frames, size in ((17, 64), (33, 128)):
+        x = torch.rand(1, 3, frames, size, size) * 2 - 1
+        times = {k: [] for k in ("kinema encode", "wan encode", "kinema decode", "wan decode")}
+        with torch.no_grad():
+            z_k, z_w = kin.encode(x)[0], wan.encode(x, return_dict=False)[0].mode()
+            for _ in range(args.rounds):
+                for name, fn in (("kinema encode", lambda: kin.encode(x)), ("wan encode", lambda: wan.encode(x)),
+                                 ("kinema decode", lambda: kin.decode(z_k)), ("wan decode", lambda: wan.decode(z_w))):
+                    start = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - start)
+        best = {k: min(v) for k, v in times.items()}
+        for op in ("encode", "decode"):
+            ratio = best[f"wan {op}"] / best[f"kinema {op}"]
+            rows.append({"op": op, "frames": frames, "size": size, "kinema_s": best[f"kinema {op}"],
+                         "wan_s": best[f"wan {op}"], "speed_ratio": ratio})
+            print(f"{op} {frames} x {size}px: kinema {best[f'kinema {op}']:.3f} s, wan {best[f'wan {op}']:.3f} s, "
+                  f"wan / kinema = {ratio:.2f} (>= 1: kinema faster)", flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--memory-only", action="store_true")
+    p.add_argument("--speed-only", action="store_true")
+    p.add_argument("--no-wan", dest="wan", action="store_false", help="leave diffusers out of the memory table")
+    p.add_argument("--wan-max-frames", type=int, default=65, help="Wan's decode is slow: its longest clip")
+    p.add_argument("--max-whole-gb", type=float, default=4.0, help="skip whole-clip decodes needing more")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    out = {"threads": args.threads}
+    if not args.speed_only:
+        out["memory"] = memory_table(args)
+    if not args.memory_only:
+        out["speed"] = speed(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
