@@ -1,0 +1,150 @@
+"""The photo world: a virtual camera moving over real photographs.
+
+A clip is one photograph seen through a camera path, recorded with the clip: per frame the
+centre of view (x, y) in photo pixels, the zoom (the photo's shorter side over the view's side:
+1 sees the whole shorter side, 2 half of it) and the roll (radians; the view's x axis points
+along (cos a, sin a) in the photo, whose y axis points down, so a positive roll turns the camera
+clockwise on the page and the content counter-clockwise in the frame). `render(photo, path, size)`
+makes the frames from the photo and the path alone.
+
+Motions, one or two per clip (two from different kinds): pan left / right / up / down, zoom in /
+out, rotate clockwise / counter-clockwise (a slight roll, 4 to 12 degrees over the clip). Every
+view stays inside the photo.
+
+Photographs: the colour and grey photographs scikit-image ships (TRAIN) are the only ones trained
+on. scikit-learn's two sample photographs (HELD_OUT: a Chinese temple, a flower) come from another
+source and serve as held-out evaluation only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# name -> (loader, caption subject)
+TRAIN = {
+    "astronaut": "an astronaut", "chelsea": "a cat", "coffee": "a cup of coffee", "rocket": "a rocket on its pad",
+    "motorcycle": "a motorcycle", "immunohistochemistry": "stained tissue", "hubble_deep_field": "distant galaxies",
+    "camera": "a photographer", "brick": "a brick wall", "grass": "grass", "gravel": "gravel", "moon": "the moon's surface",
+    "coins": "old coins", "clock": "a clock", "cell": "cells under a microscope",
+}
+HELD_OUT = {"china": "a temple", "flower": "a flower"}
+PAN = {"pan left": (-1, 0), "pan right": (1, 0), "pan up": (0, -1), "pan down": (0, 1)}
+KINDS = {"pan x": ("pan left", "pan right"), "pan y": ("pan up", "pan down"), "zoom": ("zoom in", "zoom out"),
+         "rotate": ("rotate clockwise", "rotate counter-clockwise")}
+MOTIONS = tuple(m for ms in KINDS.values() for m in ms)
+MAX_ROLL = math.radians(12.0)
+
+
+@lru_cache(maxsize=None)
+def load_photo(name: str) -> np.ndarray:
+    """uint8 [H, W, 3] of a TRAIN or HELD_OUT photograph (grey ones repeated to RGB)."""
+    if name in HELD_OUT:
+        try:
+            from sklearn.datasets import load_sample_image
+        except ImportError as e:
+            raise ImportError("the held-out photographs ship with scikit-learn: pip install scikit-learn") from e
+        image = load_sample_image(f"{name}.jpg")
+    elif name in TRAIN:
+        import skimage.data
+
+        image = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
+    else:
+        raise ValueError(f"unknown photograph {name!r}; training: {', '.join(TRAIN)}; held out: {', '.join(HELD_OUT)}")
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    image = np.array(image[..., :3])
+    image.setflags(write=False)  # cached: shared by every caller
+    return image
+
+
+@dataclass(frozen=True)
+class CameraPath:
+    photo: str
+    centre: np.ndarray  # [T, 2] (x, y) in photo pixels
+    zoom: np.ndarray  # [T]
+    roll: np.ndarray  # [T] radians
+    motions: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return {"photo": self.photo, "centre": self.centre.tolist(), "zoom": self.zoom.tolist(),
+                "roll": self.roll.tolist(), "motions": list(self.motions)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CameraPath":
+        return cls(d["photo"], np.array(d["centre"], dtype=np.float64), np.array(d["zoom"], dtype=np.float64),
+                   np.array(d["roll"], dtype=np.float64), tuple(d["motions"]))
+
+    def caption(self) -> str:
+        """e.g. "the camera pans left and zooms in over a cat"."""
+        verbs = [f"{m.split()[0]}s {m.split(maxsplit=1)[1]}" for m in self.motions]
+        return f"the camera {' and '.join(verbs)} over {({**TRAIN, **HELD_OUT})[self.photo]}"
+
+
+def view_radius(short: float, zoom: float, roll: float) -> float:
+    """Half extent, along x and along y, in photo pixels of a square view rolled by up to `roll`."""
+    return short / zoom / 2 * (math.cos(roll) + math.sin(roll))
+
+
+def sample_path(rng: np.random.Generator, photo: str, frames: int) -> CameraPath:
+    """One or two motions of different kinds, at random speeds, every view inside the photo."""
+    h, w = load_photo(photo).shape[:2]
+    short = min(h, w)
+    kinds = list(KINDS)
+    picked = [kinds[i] for i in rng.choice(len(kinds), size=int(rng.integers(1, 3)), replace=False)]
+    motions = tuple(KINDS[k][int(rng.integers(2))] for k in picked)
+    s = np.linspace(0.0, 1.0, frames)
+    z0 = float(rng.uniform(1.3, 1.8))
+    zoom = np.full(frames, z0)
+    if "zoom in" in motions or "zoom out" in motions:
+        ratio = float(rng.uniform(1.3, 1.7))  # in: z0 -> z0 ratio; out: z0 ratio -> z0
+        zoom = z0 * ratio ** (s if "zoom in" in motions else 1 - s)
+    roll = np.zeros(frames)
+    if "rotate clockwise" in motions or "rotate counter-clockwise" in motions:
+        sign = 1.0 if "rotate clockwise" in motions else -1.0
+        roll = sign * float(rng.uniform(math.radians(4), MAX_ROLL)) * s
+    r = view_radius(short, float(zoom.min()), MAX_ROLL)  # the widest view bounds the whole path
+    lo, hi = np.array([r, r]), np.array([w - r, h - r])
+    direction = np.zeros(2)
+    for m in motions:
+        direction += PAN.get(m, (0, 0))
+    span = np.where(direction != 0, rng.uniform(0.15, 0.35, size=2) * short, 0.0)
+    span = np.minimum(span, hi - lo)  # a pan never leaves the photo
+    start = lo + rng.uniform(0, 1, size=2) * (hi - lo - span)
+    start = np.where(direction < 0, start + span, start)
+    centre = start[None] + direction[None] * span[None] * s[:, None]
+    return CameraPath(photo, centre, np.asarray(zoom, dtype=np.float64), np.asarray(roll, dtype=np.float64), motions)
+
+
+def render(path: CameraPath, size: int = 64, photo: np.ndarray | None = None) -> np.ndarray:
+    """uint8 [T, size, size, 3]: the photo (`photo`, or the path's photograph) through each frame's
+    view, sampled bilinearly at twice the size and averaged down 2x (so a wide view does not alias)."""
+    photo = torch.tensor(load_photo(path.photo) if photo is None else photo).permute(2, 0, 1).float()[None]  # [1, 3, H, W]
+    h, w = photo.shape[-2:]
+    short = min(h, w)
+    frames = len(path.zoom)
+    theta = torch.zeros(frames, 2, 3, dtype=torch.float64)
+    half = torch.as_tensor(short / path.zoom / 2)  # view half side in photo pixels
+    cos, sin = torch.as_tensor(np.cos(path.roll)), torch.as_tensor(np.sin(path.roll))
+    # output (u, v) in [-1, 1] -> photo point centre + R(roll) (u, v) half -> grid coords 2 p / (W, H) - 1
+    theta[:, 0, 0], theta[:, 0, 1] = cos * half * 2 / w, -sin * half * 2 / w
+    theta[:, 1, 0], theta[:, 1, 1] = sin * half * 2 / h, cos * half * 2 / h
+    theta[:, 0, 2] = torch.as_tensor(path.centre[:, 0]) * 2 / w - 1
+    theta[:, 1, 2] = torch.as_tensor(path.centre[:, 1]) * 2 / h - 1
+    grid = F.affine_grid(theta.float(), [frames, 3, 2 * size, 2 * size], align_corners=False)
+    out = F.grid_sample(photo.expand(frames, -1, -1, -1), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = F.avg_pool2d(out, 2)  # [T, 3, size, size]
+    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def sample_photo_clip(seed: int, frames: int = 17, size: int = 64, held_out: bool = False) -> tuple[np.ndarray, CameraPath]:
+    """One clip from a seed: uint8 [T, size, size, 3] and its camera path."""
+    rng = np.random.default_rng(seed)
+    names = list(HELD_OUT if held_out else TRAIN)
+    path = sample_path(rng, names[int(rng.integers(len(names)))], frames)
+    return render(path, size), path
