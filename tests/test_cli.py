@@ -1,5 +1,6 @@
 """The command line as a user meets it: each bad input is one line on stderr, exit code 2, no traceback."""
 
+import json
 import subprocess
 import sys
 
@@ -154,6 +155,16 @@ def test_eval_vae_on_a_model_and_a_vae_run(capsys, tiny_model_dir):
     assert code == 0 and out.count("4x4x4x4") == 2
     code, _, err = run_cli(capsys, "eval", "vae", "--model", tiny_model_dir.parent / "nothing")
     assert_one_line_error(code, err, "neither")
+
+
+def test_eval_vae_on_held_out_photographs(capsys, tiny_model_dir, tmp_path):
+    pytest.importorskip("sklearn", reason="the held-out photographs ship with scikit-learn")
+    out_json = tmp_path / "photos.json"
+    code, out, _ = run_cli(capsys, "eval", "vae", "--model", tiny_model_dir, "--world", "photos", "--clips", 2,
+                           "--json", out_json)
+    r = json.loads(out_json.read_text())[0]
+    assert code == 0 and r["world"] == "photos" and "colour" not in r and "naive PSNR" in out
+    assert 0 < r["baseline_psnr"] < 60 and np.isfinite(r["psnr"])
 
 
 def test_unknown_stage(capsys, tmp_path):

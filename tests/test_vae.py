@@ -151,3 +151,18 @@ def test_gradient_loss_sees_blurred_edges_but_not_flat_offsets():
 
     assert loss(target) == 0.0 and loss(shifted) == pytest.approx(0.0, abs=1e-7)
     assert loss(blurred) > 0.05
+
+
+def test_naive_baseline_keeps_the_latents_count_and_smooth_clips():
+    """As many numbers as the latent (4x8x8x16 at 17x64x64: 3 x 5 x 18 x 18 = 4860 against 5120),
+    and a clip that trilinear sampling represents (constant in space and time) comes back exactly."""
+    from kinema.eval.recon import baseline_size, naive_baseline
+
+    cfg = VAE_PRESETS["4x8x8"]
+    assert baseline_size(cfg, 17, 64, 64) == (5, 18, 18)
+    assert baseline_size(VAE_PRESETS["tiny"], 9, 32, 32) == (3, 9, 9)  # 4x4x4x4: 3 x 3 x 9 x 9 = 729 against 768
+    x = torch.tensor([0.5, -0.2, 0.9]).view(1, 3, 1, 1, 1).expand(2, 3, 17, 64, 64)
+    torch.testing.assert_close(naive_baseline(x, cfg), x)
+    ramp = torch.linspace(-1, 1, 64).view(1, 1, 1, 1, 64).expand(1, 3, 17, 64, 64)
+    err = (naive_baseline(ramp, cfg) - ramp).abs()
+    assert err[..., 8:-8].max() < 1e-5 and err.max() < 0.1  # linear in space: exact away from the edges
