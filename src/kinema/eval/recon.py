@@ -154,10 +154,11 @@ def format_vae_table(results: list[dict]) -> str:
     oracle = [k for k in ("colour", "shape", "direction", "pace", "binding", "one_object_frames", "count_frames")
               if k in results[0]]
     names = {"one_object_frames": "one-object frames", "count_frames": "right object count"}
-    lines = ["| model | world | compression | PSNR | SSIM | object PSNR | naive PSNR / SSIM | "
-             + " | ".join(names.get(k, k) for k in oracle) + " |", "|---|---|---|---:|---:|---:|---:|" + "---:|" * len(oracle)]
+    head = ["model", "world", "compression", "PSNR", "SSIM", "object PSNR", "naive PSNR / SSIM", *(names.get(k, k) for k in oracle)]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
     for r in results:
-        lines.append(f"| {r['model']} | {r['world']} | {r['compression']}x{r['latent_channels']} | {r['psnr']:.2f} | "
-                     f"{r['ssim']:.4f} | {r['fg_psnr']:.2f} | {r['baseline_psnr']:.2f} / {r['baseline_ssim']:.4f} | "
-                     + " | ".join(f"{100 * r[k]:.1f}%" for k in oracle) + " |")
+        cells = [r["model"], r["world"], f"{r['compression']}x{r['latent_channels']}", f"{r['psnr']:.2f}", f"{r['ssim']:.4f}",
+                 f"{r['fg_psnr']:.2f}", f"{r['baseline_psnr']:.2f} / {r['baseline_ssim']:.4f}",
+                 *(f"{100 * r[k]:.1f}%" for k in oracle)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
