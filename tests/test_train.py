@@ -1,5 +1,6 @@
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_model_config, tiny_recipe_dict
@@ -234,3 +235,25 @@ def test_decoder_stage_on_a_finished_run_retunes_the_decoder_only(tmp_path):
     text = (tmp_path / "train_log.txt").read_text()
     assert "[vae_decoder] step 2/2" in text and "image_gradient" in text
     assert "[dit] step" not in text.split("[vae_decoder]")[-1]  # no denoiser step after the tune
+
+
+def test_vae_world_mixes_photos_with_shapes(tmp_path, monkeypatch):
+    """vae.world "shapes+photos": the VAE stages draw from both worlds (the denoiser keeps the
+    recipe's world); a world that does not exist is one clear error before any work."""
+    from kinema.data import worlds
+    from kinema.train import recipe as recipe_mod
+    from kinema.train import vae_stage
+
+    shapes_clip, photo_clip = worlds.render_clip("shapes", 3, 5, 32), worlds.render_clip("photos", 3, 5, 32)
+    assert np.array_equal(worlds.render_clip("shapes+photos", 6, 5, 32), shapes_clip)  # even seeds: shapes, seed // 2
+    assert np.array_equal(worlds.render_clip("shapes+photos", 7, 5, 32), photo_clip)
+    seen = []
+    real = worlds.render_clip
+    monkeypatch.setattr(vae_stage, "render_clip", lambda w, *a: seen.append(w) or real(w, *a))
+    data = {**tiny_recipe_dict(tmp_path / "run", vae_steps=1, dit_steps=1), "vae": {
+        "steps": 1, "batch_size": 2, "frames": 5, "world": "shapes+photos", "ckpt_every": 1, "sample_every": 0}}
+    recipe_mod.run(from_dict(Recipe, data), stage="vae")
+    assert seen and set(seen) == {"shapes+photos"}
+    data["vae"]["world"] = "shapes+paintings"
+    with pytest.raises(KinemaError, match="vae.world: unknown VAE world 'paintings'"):
+        recipe_mod.run(from_dict(Recipe, data), stage="vae")

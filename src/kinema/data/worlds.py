@@ -3,19 +3,35 @@
     "shapes"  level 1: one object (kinema.data.shapes)
     "scenes"  level 2: one or two objects, each with its own colour, shape, motion and pace
               (kinema.data.scenes)
+    "photos"  a camera moving over scikit-image's photographs (kinema.data.photos); VAE stages only
+              for now: its captions name camera motions, which no oracle judges yet
+
+A mix such as "shapes+photos" draws each clip from one of its worlds, in turn by seed.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from kinema.data import scenes, shapes
+from kinema.data import photos, scenes, shapes
 
-WORLDS = ("shapes", "scenes")
+WORLDS = ("shapes", "scenes")  # what a whole recipe (denoiser included) trains on
+VAE_WORLDS = (*WORLDS, "photos")  # what the VAE stages can train on, alone or mixed with "+"
+
+
+def check_vae_world(world: str) -> None:
+    bad = [w for w in world.split("+") if w not in VAE_WORLDS]
+    if bad:
+        raise ValueError(f"unknown VAE world {bad[0]!r}; choose from {', '.join(VAE_WORLDS)}, or mix them with '+'")
 
 
 def render_clip(world: str, seed: int, frames: int = 17, size: int = 64) -> np.ndarray:
-    """uint8 [T, H, W, 3] of one training clip (seen combinations only) drawn from `seed`."""
+    """uint8 [T, H, W, 3] of one training clip (seen combinations, training photographs) drawn from `seed`."""
+    if "+" in world:
+        parts = world.split("+")
+        return render_clip(parts[seed % len(parts)], seed // len(parts), frames, size)
+    if world == "photos":
+        return photos.sample_photo_clip(seed, frames=frames, size=size)[0]
     if world == "shapes":
         return shapes.sample_clip(seed, frames=frames, size=size)[0]
     if world == "scenes":

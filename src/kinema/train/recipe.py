@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kinema.config import ModelConfig, from_dict, load_yaml, merge, to_dict
-from kinema.data.worlds import WORLDS
+from kinema.data.worlds import WORLDS, check_vae_world
 from kinema.errors import KinemaError
 from kinema.train.dit_stage import DiTStage
 from kinema.train.trainer import Log
@@ -68,6 +68,11 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
         raise KinemaError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
     if recipe.world not in WORLDS:
         raise KinemaError(f"unknown world {recipe.world!r}; choose from {', '.join(WORLDS)}")
+    if recipe.vae.world:
+        try:
+            check_vae_world(recipe.vae.world)
+        except ValueError as e:
+            raise KinemaError(f"vae.world: {e}") from None
     runtime = resolve_runtime(recipe.device, recipe.precision)  # a bad device or precision fails before any work
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
@@ -79,9 +84,10 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
     mc = recipe.model
     common = dict(seed=recipe.seed, runtime=runtime, resume=resume, log=log, world=recipe.world)
 
-    vae = train_vae(mc.vae, recipe.vae, run_dir=run_dir / "vae", size=mc.height, **common)
+    vae_common = {**common, "world": recipe.vae.world or recipe.world}
+    vae = train_vae(mc.vae, recipe.vae, run_dir=run_dir / "vae", size=mc.height, **vae_common)
     if recipe.vae_decoder.steps:
-        vae = tune_decoder(vae, recipe.vae_decoder, run_dir=run_dir / "vae_decoder", size=mc.height, **common)
+        vae = tune_decoder(vae, recipe.vae_decoder, run_dir=run_dir / "vae_decoder", size=mc.height, **vae_common)
     if stage == "vae":
         return None
     from kinema.train.dit_stage import prepare_cache, train_dit

@@ -41,6 +41,9 @@ class VAEStage:
     # start from this VAE (a shipped model name such as "shapes", a model directory, or a VAE run or
     # checkpoint) instead of random weights; with steps: 0 it is used as it is
     init_from: str | None = None
+    # the clips trained on, if not the recipe's world: "photos", or a mix such as "shapes+photos"
+    # (each clip from one world in turn); the decoder fine-tune follows it
+    world: str | None = None
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, warmup=100))
     loss: VAELossConfig = field(default_factory=lambda: VAELossConfig(foreground_weight=20.0))
     log_every: int = 25
