@@ -35,7 +35,7 @@ def test_shipped_recipe_matches_the_presets():
 
 def test_presets_are_consistent():
     for name, v in VAE_PRESETS.items():
-        assert len(v.temporal_down) == len(v.channel_mult) - 1, name
+        assert len(v.factors()) == len(v.channel_mult) - 1, name
     for name, d in DIT_PRESETS.items():
         assert d.dim % d.heads == 0 and isinstance(d, DiTConfig), name
 

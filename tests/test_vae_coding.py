@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import randomize_
 
-from kinema.config import VAE_PRESETS
+from kinema.config import VAE_PRESETS, VAEConfig
 from kinema.vae.autoencoder import CausalVAE
 from kinema.vae.causal_conv import CausalCache
 from kinema.vae.coding import CodingPlan, halo, plan_coding
@@ -40,11 +40,11 @@ def test_streamed_equals_whole(chunk):
     torch.testing.assert_close(vae.decode(z, CodingPlan(latent_chunk=chunk)), whole, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("plan", [CodingPlan(tile=5), CodingPlan(tile=7), CodingPlan(latent_chunk=1, tile=4)])
+@pytest.mark.parametrize("plan", [CodingPlan(tile=5), CodingPlan(tile=7), CodingPlan(latent_chunk=1, tile=9)])
 @torch.no_grad()
 def test_tiled_equals_untiled(plan):
     """A 26x23 latent grid, wider than two halos, so interior tiles see neither border; tiles of
-    5 and 7 leave a ragged last tile."""
+    5, 7 and 9 leave a ragged last tile."""
     vae = vae_of()
     x, z = clip(vae, (2, 26, 23))
     torch.testing.assert_close(vae.encode(x, plan)[0], vae.encode(x, CodingPlan())[0], atol=1e-5, rtol=1e-5)
@@ -105,3 +105,60 @@ def test_frame_size_must_divide_by_the_spatial_factor():
     vae = vae_of()
     with pytest.raises(ValueError, match="multiple of the VAE's spatial factor 4; crop or resize to e.g. 8x12"):
         vae.encode(torch.zeros(1, 3, 5, 10, 12))
+
+
+OTHER_COMPRESSIONS = ["8x16x16-tiny", "8x32x32-tiny", "6x8x8-tiny"]  # Step-Video's dual path, LTX's patch, 2 x 3 in time
+
+
+@pytest.mark.parametrize("name", OTHER_COMPRESSIONS)
+@torch.no_grad()
+def test_every_compression_is_causal_and_round_trips(name):
+    """Shapes, the frame rule (1 + r k), causality of encoder and decoder per latent window, and
+    the image property (a frame alone has the latent a video starting with it has first)."""
+    vae = vae_of(name)
+    r, s = vae.cfg.time_compression, vae.cfg.space_compression
+    assert {"8x16x16-tiny": (8, 16), "8x32x32-tiny": (8, 32), "6x8x8-tiny": (6, 8)}[name] == (r, s)
+    x, z = clip(vae, (3, 2, 3))
+    mean, _ = vae.encode(x)
+    assert mean.shape == (2, vae.cfg.latent_channels, 3, 2, 3) and vae.decode(z).shape == x.shape
+    later = x.clone()
+    later[:, :, r + 1:] = torch.randn_like(later[:, :, r + 1:])  # after latent 1's window (frames 1..r)
+    changed, _ = vae.encode(later)
+    torch.testing.assert_close(changed[:, :, :2], mean[:, :, :2])
+    assert not torch.allclose(changed[:, :, 2], mean[:, :, 2])
+    z2 = z.clone()
+    z2[:, :, 2] = torch.randn_like(z2[:, :, 2])
+    torch.testing.assert_close(vae.decode(z2)[:, :, :r + 1], vae.decode(z)[:, :, :r + 1])
+    torch.testing.assert_close(vae.encode(x[:, :, :1])[0][:, :, 0], mean[:, :, 0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=f"is not 1 \\+ {r}k"):
+        vae.encode(x[:, :, :r])
+
+
+@pytest.mark.parametrize("name", OTHER_COMPRESSIONS)
+@torch.no_grad()
+def test_every_compression_streams_exactly(name):
+    vae = vae_of(name)
+    x, z = clip(vae, (4, 2, 2))
+    for chunk in (1, 3):
+        torch.testing.assert_close(vae.encode(x, CodingPlan(chunk))[0], vae.encode(x, CodingPlan())[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(vae.decode(z, CodingPlan(chunk)), vae.decode(z, CodingPlan()), atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_a_patched_dual_path_compression_tiles_exactly():
+    """Space folded into channels (patch 2) and the dual path, on a grid wider than two halos."""
+    vae = randomize_(CausalVAE(VAEConfig(latent_channels=8, base_channels=8, channel_mult=(1, 2, 2), temporal_down=(True, False),
+                                         patch=2, downsample="dual")).eval(), std=0.2)
+    x, z = clip(vae, (2, 27, 26))
+    plan = CodingPlan(latent_chunk=1, tile=6)
+    torch.testing.assert_close(vae.encode(x, plan)[0], vae.encode(x, CodingPlan())[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(vae.decode(z, plan), vae.decode(z, CodingPlan()), atol=1e-5, rtol=1e-5)
+
+
+def test_bad_compression_configs_say_what_is_wrong():
+    from kinema.errors import KinemaError
+
+    with pytest.raises(KinemaError, match="vae.downsample 'shuffle'"):
+        VAEConfig(downsample="shuffle")
+    with pytest.raises(ValueError, match="1 downsamplings .* need as many temporal_down / temporal_factors entries, got 3"):
+        CausalVAE(VAEConfig(channel_mult=(1, 2)))

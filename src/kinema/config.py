@@ -7,6 +7,7 @@ are plain dicts turned into these dataclasses by `from_dict`, which rejects unkn
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,25 +20,43 @@ from kinema.errors import KinemaError
 
 @dataclass
 class VAEConfig:
-    """3D causal VAE. Compression is derived: time 2**sum(temporal_down), space 2**len(...)."""
+    """3D causal VAE. Compression is derived: time is the product of the temporal factors, space
+    patch * 2**(levels - 1)."""
 
     in_channels: int = 3
     latent_channels: int = 16
     base_channels: int = 32
     channel_mult: tuple[int, ...] = (1, 2, 4, 4)  # one entry per resolution level
-    temporal_down: tuple[bool, ...] = (True, True, False)  # one per downsampling (levels - 1)
+    temporal_down: tuple[bool, ...] = (True, True, False)  # one per downsampling (levels - 1): x2 in time or not
+    # the time factor of each downsampling, if not 2 / 1: e.g. (2, 3, 1), Mochi's 6x; overrides temporal_down
+    temporal_factors: tuple[int, ...] | None = None
+    patch: int = 1  # space to channels at the input and back at the output (LTX: 4)
+    # "conv": each downsampling is a strided causal conv; "dual" (Step-Video): plus a parameter-free
+    # path that folds space (and time) into channels and averages them down to the new width,
+    # summed (the upsampling mirrors it)
+    downsample: str = "conv"
     num_res_blocks: int = 1
     # per-channel statistics of the latents over the training data, set after VAE training
     latent_mean: tuple[float, ...] | None = None
     latent_std: tuple[float, ...] | None = None
 
+    def __post_init__(self):
+        if any(f < 1 for f in self.factors()) or self.patch < 1:
+            raise KinemaError("vae.temporal_factors and vae.patch must be at least 1")
+        if self.downsample not in ("conv", "dual"):
+            raise KinemaError(f"vae.downsample {self.downsample!r}: use 'conv' or 'dual'")
+
+    def factors(self) -> tuple[int, ...]:
+        """The time factor of each downsampling (1: space only)."""
+        return tuple(self.temporal_factors) if self.temporal_factors else tuple(2 if d else 1 for d in self.temporal_down)
+
     @property
     def time_compression(self) -> int:
-        return 2 ** sum(self.temporal_down)
+        return math.prod(self.factors())
 
     @property
     def space_compression(self) -> int:
-        return 2 ** (len(self.channel_mult) - 1)
+        return self.patch * 2 ** (len(self.channel_mult) - 1)
 
 
 POSITIONS = ("rope", "sincos", "sincos-2d", "sincos-3d", "learned")
@@ -218,7 +237,15 @@ VAE_PRESETS: dict[str, VAEConfig] = {
     "shapes": VAEConfig(base_channels=16, channel_mult=(1, 2, 4, 8)),
     "shapes-4x4x4": VAEConfig(base_channels=16, channel_mult=(1, 2, 4), temporal_down=(True, True)),
     "tiny": VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 2, 2), temporal_down=(True, True)),
+    # the compressions of the other sources: Step-Video (8x16x16, a dual path beside every strided
+    # conv), LTX (8x32x32, 128 channels, 4x4 patches folded into channels first), Mochi (6x8x8,
+    # 12 channels, time 2 x 3: clips of 1 + 6k frames)
+    "8x16x16": VAEConfig(latent_channels=64, channel_mult=(1, 2, 4, 4, 4), temporal_factors=(2, 2, 2, 1), downsample="dual"),
+    "8x32x32": VAEConfig(latent_channels=128, channel_mult=(1, 2, 4, 4), temporal_factors=(2, 2, 2), patch=4),
+    "6x8x8": VAEConfig(latent_channels=12, channel_mult=(1, 2, 4, 4), temporal_factors=(2, 3, 1)),
 }
+for _name in ("8x16x16", "8x32x32", "6x8x8"):  # test sizes: width 8
+    VAE_PRESETS[f"{_name}-tiny"] = dataclasses.replace(VAE_PRESETS[_name], base_channels=8)
 
 DIT_PRESETS: dict[str, DiTConfig] = {
     "shapes": DiTConfig(),  # the shipped model's MM-DiT

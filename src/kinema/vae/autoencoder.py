@@ -1,9 +1,12 @@
-"""3D causal VAE (SPEC §1): `1 + 4k` frames -> `1 + k` latent frames, space / 2**(levels-1).
+"""3D causal VAE (SPEC §1): `1 + r k` frames -> `1 + k` latent frames (r the time compression),
+space / (patch * 2**(levels-1)).
 
 Every op is causal in time: CausalConv3d, per-position RMSNorm (a clip-wide GroupNorm would let
-later frames change earlier latents), stride-2 causal temporal downsampling, and temporal
-upsampling that repeats each latent frame twice and drops the first copy. A `T=1` image is a
-one-frame video.
+later frames change earlier latents), strided causal temporal downsampling (x2, or any factor f:
+Mochi's 6x is 2 x 3), and temporal upsampling that repeats each latent frame f times and drops
+the first f - 1 copies of the clip's first frame. A `T=1` image is a one-frame video.
+`downsample: dual` adds Step-Video's parameter-free path beside each strided conv: space (and
+time) folded into channels, averaged down to the new width; upsampling mirrors it.
 
 Every forward takes an optional `CausalCache`: then its input is the next time chunk of a clip
 (kinema.vae.coding streams and tiles with it).
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from kinema.config import VAEConfig
@@ -38,45 +42,84 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-class Downsample(nn.Module):
-    """Stride-2 causal conv in space, and in time when `temporal` (T = 1 + 2k -> 1 + k)."""
+def clip_start(module: nn.Module, cache: CausalCache | None) -> bool:
+    """Whether this call holds the clip's first frame (always, without a cache), and note that it did."""
+    first = cache is None or module not in cache.started
+    if cache is not None:
+        cache.started.add(module)
+    return first
 
-    def __init__(self, cin: int, cout: int, temporal: bool):
+
+def fold(x: torch.Tensor, f: int, first: bool) -> torch.Tensor:
+    """Space 2x2 and time f into channels, causally: [B, C, T, H, W] -> [B, 4 f C, T', H/2, W/2].
+    At the clip's start f - 1 zero frames go before the first frame, so it makes a group alone
+    (T = 1 + f k -> 1 + k); later chunks have whole groups."""
+    if first and f > 1:
+        x = F.pad(x, (0, 0, 0, 0, f - 1, 0))
+    return rearrange(x, "b c (t f) (h p) (w q) -> b (c f p q) t h w", f=f, p=2, q=2)
+
+
+def unfold(x: torch.Tensor, f: int, first: bool) -> torch.Tensor:
+    """fold's inverse: [B, 4 f C, T, H, W] -> [B, C, f T (less f - 1 at the clip's start), 2H, 2W]."""
+    x = rearrange(x, "b (c f p q) t h w -> b c (t f) (h p) (w q)", f=f, p=2, q=2)
+    return x[:, :, f - 1:] if first else x
+
+
+class Downsample(nn.Module):
+    """Stride-2 causal conv in space and stride f in time (T = 1 + f k -> 1 + k). `dual`: plus the
+    folded input (fold) averaged over groups of channels down to `cout`."""
+
+    def __init__(self, cin: int, cout: int, factor: int, dual: bool = False):
         super().__init__()
-        self.conv = CausalConv3d(cin, cout, 3, stride=(2 if temporal else 1, 2, 2))
+        self.factor, self.dual = factor, dual
+        self.conv = CausalConv3d(cin, cout, 3, stride=(factor, 2, 2))
+        if dual and (4 * factor * cin) % cout:
+            raise ValueError(f"the dual path folds {cin} channels into {4 * factor * cin}, not a multiple of {cout}")
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
-        return self.conv(x, cache)
+        first = clip_start(self, cache)
+        y = self.conv(x, cache)
+        if not self.dual:
+            return y
+        folded = fold(x, self.factor, first)  # [B, 4 f cin, T', H/2, W/2]
+        return y + folded.unflatten(1, (y.shape[1], -1)).mean(2)
 
 
 class Upsample(nn.Module):
-    """Nearest x2 in space; in time repeat each frame twice and drop the first copy (1 + k -> 1 + 2k)."""
+    """Nearest x2 in space; in time repeat each frame f times and drop the clip's first frame's
+    first f - 1 copies (1 + k -> 1 + f k); then a causal conv. `dual`: plus the input's channels
+    repeated up to 4 f cout and unfolded (the mirror of Downsample's path)."""
 
-    def __init__(self, cin: int, cout: int, temporal: bool):
+    def __init__(self, cin: int, cout: int, factor: int, dual: bool = False):
         super().__init__()
-        self.temporal = temporal
+        self.factor, self.dual, self.cout = factor, dual, cout
         self.conv = CausalConv3d(cin, cout)
+        if dual and (4 * factor * cout) % cin:
+            raise ValueError(f"the dual path unfolds {cin} channels into {4 * factor * cout}, not a multiple of {cin}")
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")  # [B, C, T, 2H, 2W]
-        if self.temporal:
-            first = cache is None or self not in cache.started  # only the clip's first frame loses a copy
-            x = x.repeat_interleave(2, dim=2)[:, :, int(first):]  # [B, C, 2T - 1 (or 2T), 2H, 2W]
-            if cache is not None:
-                cache.started.add(self)
-        return self.conv(x, cache)
+        first = clip_start(self, cache)
+        h = F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")  # [B, C, T, 2H, 2W]
+        if self.factor > 1:
+            h = h.repeat_interleave(self.factor, dim=2)[:, :, self.factor - 1 if first else 0:]
+        y = self.conv(h, cache)
+        if not self.dual:
+            return y
+        repeats = 4 * self.factor * self.cout // x.shape[1]
+        return y + unfold(x.repeat_interleave(repeats, dim=1), self.factor, first)
 
 
 class Encoder(nn.Module):
     def __init__(self, cfg: VAEConfig):
         super().__init__()
         chans = [cfg.base_channels * m for m in cfg.channel_mult]
-        self.conv_in = CausalConv3d(cfg.in_channels, chans[0])
+        self.patch = cfg.patch
+        self.conv_in = CausalConv3d(cfg.in_channels * cfg.patch ** 2, chans[0])
         self.levels = nn.ModuleList()
         for i, c in enumerate(chans):
             blocks = [ResBlock(c, c) for _ in range(cfg.num_res_blocks)]
             if i < len(chans) - 1:
-                blocks.append(Downsample(c, chans[i + 1], cfg.temporal_down[i]))
+                blocks.append(Downsample(c, chans[i + 1], cfg.factors()[i], cfg.downsample == "dual"))
             self.levels.append(nn.ModuleList(blocks))
         self.mid = ResBlock(chans[-1], chans[-1])
         self.norm_out = _norm(chans[-1])
@@ -88,6 +131,8 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         """x: [B, 3, T, H, W] -> moments [B, 2*Cz, t, h, w]"""
+        if self.patch > 1:  # [B, 3, T, H, W] -> [B, 3 p p, T, H / p, W / p]
+            x = rearrange(x, "b c t (h p) (w q) -> b (c p q) t h w", p=self.patch, q=self.patch)
         h = self.conv_in(x, cache)
         for level in self.levels:
             for block in level:
@@ -106,10 +151,11 @@ class Decoder(nn.Module):
         for i in reversed(range(len(chans))):
             blocks = [ResBlock(chans[i], chans[i]) for _ in range(cfg.num_res_blocks + 1)]
             if i > 0:
-                blocks.append(Upsample(chans[i], chans[i - 1], cfg.temporal_down[i - 1]))
+                blocks.append(Upsample(chans[i], chans[i - 1], cfg.factors()[i - 1], cfg.downsample == "dual"))
             self.levels.append(nn.ModuleList(blocks))
         self.norm_out = _norm(chans[0])
-        self.conv_out = CausalConv3d(chans[0], cfg.in_channels)
+        self.patch = cfg.patch
+        self.conv_out = CausalConv3d(chans[0], cfg.in_channels * cfg.patch ** 2)
 
     def forward(self, z: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         """z: [B, Cz, t, h, w] -> [B, 3, T, H, W]"""
@@ -125,14 +171,18 @@ class Decoder(nn.Module):
                 h = blocks[j](h, cache)
                 if cache is not None and isinstance(blocks[j], Upsample) and h.shape[2] > 1:
                     return torch.cat([self.levels_from(f, i, j + 1, cache) for f in h.split(1, dim=2)], dim=2)
-        return self.conv_out(F.silu(self.norm_out(h)), cache)
+        out = self.conv_out(F.silu(self.norm_out(h)), cache)
+        if self.patch > 1:  # [B, 3 p p, T, h, w] -> [B, 3, T, h p, w p]
+            out = rearrange(out, "b (c p q) t h w -> b c t (h p) (w q)", p=self.patch, q=self.patch)
+        return out
 
 
 class CausalVAE(nn.Module):
     def __init__(self, cfg: VAEConfig):
         super().__init__()
-        if len(cfg.temporal_down) != len(cfg.channel_mult) - 1:
-            raise ValueError("temporal_down needs one entry per downsampling (len(channel_mult) - 1)")
+        if len(cfg.factors()) != len(cfg.channel_mult) - 1:
+            raise ValueError(f"vae: {len(cfg.channel_mult) - 1} downsamplings (channel_mult has {len(cfg.channel_mult)} "
+                             f"levels) need as many temporal_down / temporal_factors entries, got {len(cfg.factors())}")
         self.cfg = cfg
         self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
 

@@ -52,7 +52,9 @@ def halo(net: nn.Module, space_compression: int, encoder: bool) -> int:
     """The receptive-field radius of an encoder or decoder in latent pixels: how far outside a
     tile its interior's outputs can see. Each conv adds its padding at the scale it runs at
     (modules are registered in the order they run)."""
-    scale = 1.0 if encoder else float(space_compression)  # input pixels per pixel of the current layer, in pixels
+    # video pixels per pixel of the current layer: the encoder starts at its patch (space folded
+    # into channels), the decoder at the latent and halves it at each upsampler
+    scale = float(net.patch) if encoder else float(space_compression)
     radius = 0.0  # in output pixels (decoder) / input pixels (encoder)
     from kinema.vae.autoencoder import Upsample
 
