@@ -69,9 +69,10 @@ def halo(net: nn.Module, space_compression: int, encoder: bool) -> int:
 
 
 def activation_bytes(cfg: VAEConfig, frames: int, height: int, width: int) -> int:
-    """A rough peak of a whole-clip decode's activations: a few full-resolution feature maps
-    (measured: 17 frames at 64x64 with the default preset, about 35 MB)."""
-    return 16 * cfg.base_channels * cfg.channel_mult[0] * frames * height * width
+    """A rough peak of a whole-clip decode's activations, 40 bytes per full-resolution pixel and
+    channel (benchmarks/vae_speed.py, default preset: 89 MB at 17 x 64x64, 303 MB at 65 x 64x64,
+    342 MB at 17 x 128x128; 28-40 bytes)."""
+    return 40 * cfg.base_channels * cfg.channel_mult[0] * frames * height * width
 
 
 def plan_coding(cfg: VAEConfig, latent_shape: tuple[int, int, int], budget_mb: float = 256.0) -> CodingPlan:
