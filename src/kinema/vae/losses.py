@@ -9,6 +9,9 @@ ghosts survive.
 
 `gradient` compares spatial finite differences (an edge loss): a blurred edge or a rounded corner
 costs where the pixel losses, which average over the whole frame, barely notice it.
+
+`perceptual` adds a perceptual term by name (`perceptual_net`, kinema.vae.perceptual: "ms-ssim",
+1 - multi-scale SSIM), for textures that L1 / L2 blur.
 """
 
 from __future__ import annotations
@@ -29,8 +32,14 @@ class VAELossConfig:
     gradient: float = 0.0  # L1 between horizontal and vertical pixel differences of output and target
     foreground_weight: float = 0.0
     foreground_from: str = "target"  # "target", or "either": the target or the reconstruction
+    perceptual: float = 0.0
+    perceptual_net: str = "ms-ssim"  # kinema.vae.perceptual.PERCEPTUAL
 
     def __post_init__(self):
+        from kinema.vae.perceptual import PERCEPTUAL
+
+        if self.perceptual_net not in PERCEPTUAL:
+            raise KinemaError(f"vae.loss.perceptual_net {self.perceptual_net!r}: use one of {', '.join(PERCEPTUAL)}")
         if self.foreground_from not in ("target", "either"):
             raise KinemaError(f"vae.loss.foreground_from must be 'target' or 'either', not {self.foreground_from!r}")
 
@@ -78,6 +87,10 @@ def vae_loss(cfg: VAELossConfig, recon: torch.Tensor, target: torch.Tensor,
         terms["kl"] = cfg.kl * kl_divergence(mean.float(), logvar.float())
     if cfg.temporal and recon.shape[2] > 1:
         terms["temporal"] = cfg.temporal * difference_error(recon, target, 2)
+    if cfg.perceptual:
+        from kinema.vae.perceptual import PERCEPTUAL
+
+        terms["perceptual"] = cfg.perceptual * PERCEPTUAL[cfg.perceptual_net](recon, target)
     if cfg.gradient:
         terms["gradient"] = cfg.gradient * (difference_error(recon, target, 3, w) + difference_error(recon, target, 4, w))
     total = sum(terms.values())
