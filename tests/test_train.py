@@ -257,3 +257,40 @@ def test_vae_world_mixes_photos_with_shapes(tmp_path, monkeypatch):
     data["vae"]["world"] = "shapes+paintings"
     with pytest.raises(KinemaError, match="vae.world: unknown VAE world 'paintings'"):
         recipe_mod.run(from_dict(Recipe, data), stage="vae")
+
+
+def test_vae_stage_with_a_discriminator_resumes_exactly(tmp_path):
+    """vae.loss.adversarial: the discriminator trains beside the VAE from adversarial_start, its
+    weights are checkpointed, and a run stopped at step 2 and resumed ends where 4 straight steps do."""
+    from kinema.train.vae_stage import VAEStage, train_vae
+    from kinema.vae.losses import VAELossConfig
+
+    cfg = tiny_model_config().vae
+    stage = lambda steps: VAEStage(steps=steps, batch_size=1, frames=5, log_every=1, ckpt_every=2, sample_every=0,  # noqa: E731
+                                   loss=VAELossConfig(adversarial=0.5, adversarial_start=1, disc_channels=4))
+    common = dict(seed=0, size=16, runtime=cpu_runtime("fp32"))
+    straight = train_vae(cfg, stage(4), run_dir=tmp_path / "a", resume=False, log=Log(tmp_path / "a.txt"), **common)
+    train_vae(cfg, stage(2), run_dir=tmp_path / "b", resume=False, log=Log(tmp_path / "b.txt"), **common)
+    resumed = train_vae(cfg, stage(4), run_dir=tmp_path / "b", resume=True, log=Log(tmp_path / "b.txt"), **common)
+    for k, v in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, msg=k)
+    a, b = (load_weights(latest_checkpoint(tmp_path / r / "ckpt") / "aux.safetensors") for r in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = (tmp_path / "a.txt").read_text()
+    assert "adaptive_weight" not in log.split("step 1/4")[1].split("\n")[0] and "adaptive_weight" in log.split("step 2/4")[1]
+
+
+def test_the_adversarial_term_changes_the_vae_and_off_leaves_it_alone(tmp_path):
+    from kinema.train.vae_stage import VAEStage, train_vae
+    from kinema.vae.losses import VAELossConfig
+
+    cfg = tiny_model_config().vae
+    weights = {}
+    for name, adversarial in (("off", 0.0), ("off_again", 0.0), ("on", 0.5)):
+        stage = VAEStage(steps=1, batch_size=1, frames=5, log_every=1, ckpt_every=1, sample_every=0,
+                         loss=VAELossConfig(adversarial=adversarial, disc_channels=4))
+        vae = train_vae(cfg, stage, run_dir=tmp_path / name, seed=0, size=16, runtime=cpu_runtime("fp32"), resume=False,
+                        log=Log(tmp_path / f"{name}.txt"))
+        weights[name] = vae.decoder.conv_out.conv.weight.detach().clone()
+    assert torch.equal(weights["off"], weights["off_again"]) and not torch.equal(weights["off"], weights["on"])
+    assert not (tmp_path / "off" / "ckpt" / "step_0000001" / "aux.safetensors").exists()

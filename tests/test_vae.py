@@ -197,3 +197,21 @@ def test_ms_ssim_term_is_zero_for_a_perfect_recon_and_has_gradients():
     assert terms["perceptual"] > 0.05 and recon.grad.abs().sum() > 0
     with pytest.raises(KinemaError, match="perceptual_net 'vgg'"):
         VAELossConfig(perceptual_net="vgg")
+
+
+def test_hinge_generator_and_adaptive_weight_known_values():
+    from kinema.vae.discriminator import PatchDiscriminator3D, adaptive_weight, generator_loss, hinge_d
+
+    real, fake = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([-2.0, 0.0, 1.0])
+    # relu(1 - real) = (0, 0.5, 2) -> 2.5 / 3; relu(1 + fake) = (0, 1, 2) -> 1
+    assert torch.isclose(hinge_d(real, fake), torch.tensor(2.5 / 3 + 1.0))
+    d = PatchDiscriminator3D(channels=4, layers=2)
+    recon = torch.randn(1, 3, 5, 16, 16, requires_grad=True)
+    g = generator_loss(d, recon)
+    g.backward()
+    assert recon.grad.abs().sum() > 0 and all(p.grad is None for p in d.parameters())  # D untouched by its adversary
+    assert all(p.requires_grad for p in d.parameters())
+    assert d(torch.randn(2, 3, 1, 16, 16)).shape[2] == 1  # an image is a one-frame clip
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    a = torch.tensor([3.0, 4.0])
+    assert torch.isclose(adaptive_weight((w * a).sum(), 2 * (w * a).sum(), w), torch.tensor(0.5), atol=1e-4)

@@ -82,13 +82,19 @@ def fit(
     sample_fn: Callable[[nn.Module, EMA | None, int], None] | None = None,
     sample_every: int = 0,
     desc: str = "train",
+    aux: nn.Module | None = None,
 ) -> EMA | None:
     """Train `model` (already on runtime.device) for `steps` optimizer steps; returns the EMA (None
-    when ema_decay is None). `loss_fn` returns its loss on that device."""
+    when ema_decay is None). `loss_fn` returns its loss on that device.
+
+    `aux`: a second module trained beside the model by the same loss and optimizer (a GAN's
+    discriminator: loss_fn makes sure its gradients come from its own term only), with its own
+    gradient clipping, checkpointed in aux.safetensors and restored on resume."""
     runtime = runtime or cpu_runtime("fp32")
     # fp16 overflows without loss scaling; bf16 and fp32 have fp32's range and need none
     scaler = torch.amp.GradScaler(runtime.device.type) if runtime.precision == "fp16" else None
-    opt = torch.optim.AdamW(model.parameters(), lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+    groups = [{"params": list(model.parameters())}] + ([{"params": list(aux.parameters())}] if aux is not None else [])
+    opt = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
     ema = EMA(model, ema_decay) if ema_decay else None
     start = 0
     ckpt = latest_checkpoint(run_dir)
@@ -96,6 +102,11 @@ def fit(
         raise KinemaError(f"{run_dir} already holds checkpoints; pass --resume to continue, or delete it to start over")
     if ckpt is not None:
         model.load_state_dict(load_weights(ckpt / "model.safetensors"))
+        if aux is not None:
+            if not (ckpt / "aux.safetensors").is_file():
+                raise KinemaError(f"{ckpt} was trained without the auxiliary module (e.g. a discriminator) this run has; "
+                                  f"resume with the recipe it was started with")
+            aux.load_state_dict(load_weights(ckpt / "aux.safetensors"))
         state = load_trainer_state(ckpt)
         opt.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
@@ -111,6 +122,8 @@ def fit(
 
     def save(step: int) -> None:
         weights = {"model": model.state_dict()}
+        if aux is not None:
+            weights["aux"] = aux.state_dict()
         if ema is not None:
             weights["ema"] = ema.state_dict()
         state = {"step": step, "optimizer": opt.state_dict(), "ema_updates": ema.updates if ema is not None else 0,
@@ -118,6 +131,8 @@ def fit(
         save_checkpoint(run_dir, step, weights, config, state)
 
     model.train()
+    if aux is not None:
+        aux.train()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, dynamic_ncols=True, mininterval=1.0)
     t0, seen = time.time(), 0
     done = start  # optimizer steps completed
@@ -136,6 +151,8 @@ def fit(
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)  # clip the true gradients
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip) if optim.grad_clip else None
+            if aux is not None and optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(aux.parameters(), optim.grad_clip)
             if scaler is None:
                 opt.step()
             else:

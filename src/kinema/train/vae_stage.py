@@ -23,6 +23,7 @@ from kinema.io.video import write_gif
 from kinema.runtime import Runtime, to_device
 from kinema.train.trainer import Log, OptimConfig, fit, seeded
 from kinema.vae.autoencoder import CausalVAE
+from kinema.vae.discriminator import PatchDiscriminator3D, adaptive_weight, generator_loss, hinge_d
 from kinema.vae.losses import VAELossConfig, vae_loss
 
 
@@ -109,24 +110,33 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
         vae.load_state_dict(start.state_dict())
         log(f"[vae] starts from {stage.init_from}")
     vae = vae.to(device)
+    disc = PatchDiscriminator3D(cfg.in_channels, stage.loss.disc_channels).to(device) if stage.loss.adversarial else None
 
-    def reconstruction_loss(model: CausalVAE, x: torch.Tensor, g: torch.Generator):
+    def reconstruction_loss(model: CausalVAE, x: torch.Tensor, g: torch.Generator, step: int):
         x = to_device(x, device)
         mean, logvar = model.encode(x)
         eps = to_device(torch.randn(mean.shape, generator=g), device)  # drawn on the CPU: the same on every device
         z = mean + (0.5 * logvar).exp() * eps.to(mean.dtype)
-        return vae_loss(stage.loss, model.decode(z), x, mean, logvar)
+        recon = model.decode(z)
+        loss, terms = vae_loss(stage.loss, recon, x, mean, logvar)
+        if disc is not None and step >= stage.loss.adversarial_start:
+            g_loss = generator_loss(disc, recon)  # reaches the VAE only
+            weight = adaptive_weight(loss, g_loss, model.decoder.conv_out.conv.weight)
+            d_loss = hinge_d(disc(x).float(), disc(recon.detach()).float())  # reaches the discriminator only
+            loss = loss + stage.loss.adversarial * weight * g_loss + d_loss
+            terms.update(adversarial=float(g_loss.detach()), adaptive_weight=float(weight), disc=float(d_loss.detach()))
+        return loss, terms
 
     def loss_fn(model: CausalVAE, step: int):
         g = seeded(seed, step, stream=1)
         frames, batch_size = clip_shape(stage, step)
         images = shapes_batch(seed, step, stage.image_batch_size, 1, size, 1, world) if stage.image_batch_size else None
-        return clips_and_images(lambda x: reconstruction_loss(model, x, g),
+        return clips_and_images(lambda x: reconstruction_loss(model, x, g, step),
                                 shapes_batch(seed, step, batch_size, frames, size, 0, world), images)
 
     fit(vae, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(cfg),
         log=log, resume=resume, runtime=runtime, log_every=stage.log_every, ckpt_every=stage.ckpt_every,
-        sample_fn=recon_samples(run_dir, seed, size, world), sample_every=stage.sample_every, desc="vae")
+        sample_fn=recon_samples(run_dir, seed, size, world), sample_every=stage.sample_every, desc="vae", aux=disc)
     vae.eval()
     return vae
 
@@ -134,6 +144,9 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
 def tune_decoder(vae: CausalVAE, stage: DecoderStage, *, run_dir: Path, seed: int, size: int,
                  runtime: Runtime, resume: bool, log: Log, world: str = "shapes") -> CausalVAE:
     """Train `vae.decoder` to decode the frozen encoder's posterior means; the encoder is untouched."""
+    if stage.loss.adversarial:
+        raise KinemaError("vae_decoder.loss.adversarial: the decoder fine-tune has no discriminator yet; "
+                          "use it in the vae stage")
     vae.to(runtime.device).encoder.requires_grad_(False)  # AdamW skips parameters that never receive a gradient
 
     def reconstruct(model: CausalVAE, x: torch.Tensor):

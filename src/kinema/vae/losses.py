@@ -10,6 +10,9 @@ ghosts survive.
 `gradient` compares spatial finite differences (an edge loss): a blurred edge or a rounded corner
 costs where the pixel losses, which average over the whole frame, barely notice it.
 
+`adversarial` (VAE stage) adds a 3D patch discriminator with a hinge loss from step
+`adversarial_start` on, its term weighted adaptively (kinema.vae.discriminator).
+
 `perceptual` adds a perceptual term by name (`perceptual_net`, kinema.vae.perceptual: "ms-ssim",
 1 - multi-scale SSIM), for textures that L1 / L2 blur.
 """
@@ -34,6 +37,9 @@ class VAELossConfig:
     foreground_from: str = "target"  # "target", or "either": the target or the reconstruction
     perceptual: float = 0.0
     perceptual_net: str = "ms-ssim"  # kinema.vae.perceptual.PERCEPTUAL
+    adversarial: float = 0.0  # x the adaptive weight x the generator's hinge term
+    adversarial_start: int = 0  # the discriminator and its term start at this step
+    disc_channels: int = 32
 
     def __post_init__(self):
         from kinema.vae.perceptual import PERCEPTUAL
