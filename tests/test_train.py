@@ -294,3 +294,17 @@ def test_the_adversarial_term_changes_the_vae_and_off_leaves_it_alone(tmp_path):
         weights[name] = vae.decoder.conv_out.conv.weight.detach().clone()
     assert torch.equal(weights["off"], weights["off_again"]) and not torch.equal(weights["off"], weights["on"])
     assert not (tmp_path / "off" / "ckpt" / "step_0000001" / "aux.safetensors").exists()
+
+
+@pytest.mark.parametrize("override,words", [
+    ({"vae": {"frames": 7}}, ["vae.frames 7 is not 1 + 4k", "use e.g. 5, 9 or 17"]),
+    ({"model": {"vae": {"temporal_factors": [2, 3]}}, "vae": {"frames": 7}}, ["model.frames 9 is not 1 + 6k", "7, 13 or 25"]),
+    ({"model": {"height": 30}}, ["model.height 30", "spatial factor 4"]),
+])
+def test_recipe_sizes_the_vae_cannot_code_fail_first(tmp_path, override, words):
+    from kinema.config import merge
+
+    with pytest.raises(KinemaError) as e:
+        run(from_dict(Recipe, merge(tiny_recipe_dict(tmp_path), override)))
+    assert all(w in str(e.value) for w in words)
+    assert not (tmp_path / "train_log.txt").exists()  # before any work

@@ -58,6 +58,26 @@ def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
     return from_dict(Recipe, data, where=Path(path).name)
 
 
+def check_sizes(recipe: Recipe) -> None:
+    """Every clip length a recipe trains on is 1 + r k for its VAE, and the frame size a multiple of
+    its spatial factor: one clear line before any work, not an error from inside the VAE later."""
+    v = recipe.model.vae
+    r, s = v.time_compression, v.space_compression
+    lengths = [("model.frames", recipe.model.frames)]
+    if recipe.vae.steps:
+        lengths += [("vae.frames", recipe.vae.frames),
+                    *((f"vae.length_schedule[{i}]", f) for i, (_, f, _) in enumerate(recipe.vae.length_schedule))]
+    if recipe.vae_decoder.steps:
+        lengths.append(("vae_decoder.frames", recipe.vae_decoder.frames))
+    for where, frames in lengths:
+        if frames < 1 or (frames - 1) % r:
+            raise KinemaError(f"{where} {frames} is not 1 + {r}k, as the {r}x{s}x{s} VAE (model.vae) needs; "
+                              f"use e.g. {r + 1}, {2 * r + 1} or {4 * r + 1}")
+    for where, n in (("model.height", recipe.model.height), ("model.width", recipe.model.width)):
+        if n % s:
+            raise KinemaError(f"{where} {n} is not a multiple of the VAE's spatial factor {s}; use e.g. {max(s, n // s * s)}")
+
+
 def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | None:
     import torch
 
@@ -73,6 +93,7 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
             check_vae_world(recipe.vae.world)
         except ValueError as e:
             raise KinemaError(f"vae.world: {e}") from None
+    check_sizes(recipe)
     runtime = resolve_runtime(recipe.device, recipe.precision)  # a bad device or precision fails before any work
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
