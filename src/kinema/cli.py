@@ -65,6 +65,8 @@ def _train(args: argparse.Namespace) -> None:
             overrides[key] = getattr(args, key)
     if args.compile:
         overrides["compile"] = True
+    if args.data:
+        overrides["dit"] = {"data": args.data}
     recipe = load_recipe(args.config, overrides)
     if args.arch:
         recipe.model.dit = arch_config(args.arch, recipe.model.dit)
@@ -72,6 +74,23 @@ def _train(args: argparse.Namespace) -> None:
         out = run(recipe, resume=args.resume, stage=args.stage)
     if out is not None:
         print(f"model written to {out}; try: kinema generate \"a red circle moving right\" --model {out}")
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    import os
+
+    from kinema.data.latent_cache import ClipSettings, prepare
+    from kinema.pipelines.pipeline import load_pipeline
+
+    pipe = load_pipeline(args.model, device=args.device, precision=args.precision)
+    cfg = pipe.cfg
+    settings = ClipSettings(frames=args.frames or cfg.frames, height=args.height or cfg.height, width=args.width or cfg.width,
+                            fps=args.fps, crop=args.crop, seed=args.seed)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))  # torchrun: each rank its share
+    counts = prepare(args.data, args.out, pipe.vae, pipe.text_encoder, cfg.text, settings, runtime=pipe.runtime,
+                     rank=rank, world=world, shard_size=args.shard_size)
+    print(f"rank {rank}: {counts['encoded']} clips encoded, {counts['already']} already in {args.out}, "
+          f"{counts['skipped']} files skipped; train with: kinema train RECIPE --data {args.out}")
 
 
 def arch_config(name: str, current):
@@ -211,7 +230,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train this denoiser family instead of the recipe's (kinema info --presets lists them)")
     _runtime_args(t, default=None)  # None: the recipe's device / precision (auto unless it says otherwise)
     t.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
+    t.add_argument("--data", default=None, metavar="CACHE",
+                   help="train the denoiser on a cache made by `kinema prepare` instead of the recipe's world")
     t.set_defaults(func=_train)
+
+    pr = sub.add_parser("prepare", help="encode a folder of your videos and images into a latent and text cache")
+    pr.add_argument("data", help="folder of videos (.mp4 .webm .mov .mkv .avi .gif) and images, captions in captions.jsonl or .txt")
+    pr.add_argument("--out", required=True, help="cache directory (resumable: run the same command again to continue)")
+    pr.add_argument("--model", default=DEFAULT_MODEL, help="the model whose VAE and text encoder encode the data")
+    pr.add_argument("--frames", type=int, default=None, help="frames per clip (default: the model's; 1 + r k)")
+    pr.add_argument("--height", type=int, default=None, help="default: the model's")
+    pr.add_argument("--width", type=int, default=None, help="default: the model's")
+    pr.add_argument("--fps", type=float, default=8.0, help="frames per second sampled from each video")
+    pr.add_argument("--crop", default="center", choices=("center", "resize", "pad"))
+    pr.add_argument("--seed", type=int, default=0, help="draws each video's start")
+    pr.add_argument("--shard-size", type=int, default=64, help="clips per shard file")
+    _runtime_args(pr)
+    pr.set_defaults(func=_prepare)
 
     e = sub.add_parser("eval", help="evaluate a model")
     esub = e.add_subparsers(dest="suite", required=True)

@@ -52,6 +52,9 @@ class DiTStage:
     sample_every: int = 1000
     sample_prompts: tuple[str, ...] = ("a red circle moving right", "a blue square moving up-left",
                                        "a yellow triangle moving down", "a cyan square standing still")
+    # a cache made by `kinema prepare` from your own videos (kinema.data.latent_cache): the
+    # denoiser trains on it instead of the recipe's world; num_clips and captions_per_combo are unused
+    data: str | None = None
 
 
 def training_clips(world: str, stage: DiTStage, mc: ModelConfig, seed: int):
@@ -141,12 +144,18 @@ class CaptionSampler:
         offset = (torch.rand(b, generator=g) * self.count[combos]).long()
         canonical = torch.rand(b, generator=g) < self.canonical_prob
         rows = self.first[combos] + torch.where(canonical, 0, offset)
-        s = self.text.index(rows.to(self.device))
-        drop = (torch.rand(b, generator=g) < self.dropout)[:, None].to(self.device)
-        tokens = torch.where(drop[..., None], self.empty.tokens.expand_as(s.tokens), s.tokens).float()
-        mask = torch.where(drop, self.empty.mask.expand_as(s.mask), s.mask)
-        pooled = torch.where(drop, self.empty.pooled.expand_as(s.pooled), s.pooled)
-        return TextStates(tokens, mask, pooled)
+        return drop_captions(self.text.index(rows.to(self.device)), self.empty, self.dropout, g)
+
+
+def drop_captions(s: TextStates, empty: TextStates, p: float, g: torch.Generator) -> TextStates:
+    """Replace each sample's caption by the empty one with probability p (drawn on the CPU from g),
+    so the model also learns the unconditional velocity that classifier-free guidance needs."""
+    drop = (torch.rand(s.mask.shape[0], generator=g) < p)[:, None].to(s.mask.device)
+    empty = empty.to(s.mask.device)
+    tokens = torch.where(drop[..., None], empty.tokens.expand_as(s.tokens), s.tokens).float()
+    mask = torch.where(drop, empty.mask.expand_as(s.mask), s.mask)
+    pooled = torch.where(drop, empty.pooled.expand_as(s.pooled), s.pooled)
+    return TextStates(tokens, mask, pooled)
 
 
 def flow_loss(model: MMDiT, z0: torch.Tensor, cond: Conditioning, tcfg: TimestepConfig, g: torch.Generator):
@@ -173,6 +182,9 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
     """Returns (model config with latent statistics, EMA weights of the DiT, text encoder name).
     The cache lives on runtime.device for the whole stage; batches and noise are drawn on the CPU."""
     device = runtime.device
+    if stage.data:
+        return train_dit_on_cache(mc, stage, vae, run_dir=run_dir, seed=seed, runtime=runtime, resume=resume, log=log,
+                                  compile=compile)
     text_encoder, cache = prepare_cache(mc, stage, vae, run_dir=run_dir, seed=seed, runtime=runtime, log=log, world=world)
     mc = copy.deepcopy(mc)
     mc.vae.latent_mean = tuple(cache["channel_mean"].tolist())
@@ -209,4 +221,38 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
     ema = fit(model, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(mc),
               log=log, ema_decay=stage.ema_decay, resume=resume, runtime=runtime, log_every=stage.log_every,
               ckpt_every=stage.ckpt_every, sample_fn=sample_fn, sample_every=stage.sample_every, desc="dit")
+    return mc, ema.state_dict(), mc.text.encoder
+
+
+def train_dit_on_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path, seed: int, runtime: Runtime,
+                       resume: bool, log: Log, compile: bool = False) -> tuple[ModelConfig, dict[str, torch.Tensor], str]:
+    """train_dit on a `kinema prepare` cache (stage.data): each step's batch comes from one bucket
+    of latent shape, drawn from (seed, step), captions dropped as for the worlds."""
+    from kinema.data.latent_cache import LatentCache, dataset_summary
+
+    device = runtime.device
+    cache = LatentCache(stage.data, vae, mc.text)
+    log(f"[dit] data {stage.data}: {dataset_summary(cache)}")
+    mc = copy.deepcopy(mc)
+    mean, std = cache.channel_stats()
+    mc.vae.latent_mean, mc.vae.latent_std = tuple(mean.tolist()), tuple(std.tolist())
+    vae.cfg = mc.vae
+    torch.manual_seed(seed)
+    model = MMDiT(mc.dit).to(device)
+    if compile:
+        model.compile()
+
+    def loss_fn(m: MMDiT, step: int):
+        g = seeded(seed, step)
+        post_mean, post_logvar, text = cache.batch(stage.batch_size, g)
+        z0 = post_mean.float()
+        if stage.sample_posterior:
+            z0 = z0 + (0.5 * post_logvar.float()).exp() * torch.randn(z0.shape, generator=g)
+        z0 = vae.normalize(to_device(z0, device))
+        text = drop_captions(text.to(device), cache.empty, stage.caption_dropout, g)
+        return flow_loss(m, z0, Conditioning(text), stage.timesteps, g), {}
+
+    ema = fit(model, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(mc),
+              log=log, ema_decay=stage.ema_decay, resume=resume, runtime=runtime, log_every=stage.log_every,
+              ckpt_every=stage.ckpt_every, desc="dit")
     return mc, ema.state_dict(), mc.text.encoder

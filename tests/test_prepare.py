@@ -1,0 +1,121 @@
+"""`kinema prepare` and training on your own videos (kinema.data.latent_cache): a resumable,
+data-parallel cache that any split and any restart make the same, refused by another VAE."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_recipe_dict
+from PIL import Image
+
+from kinema.data.latent_cache import ClipSettings, LatentCache, prepare
+from kinema.data.photos import sample_photo_clip
+from kinema.data.shapes import sample_clip
+from kinema.errors import KinemaError
+from kinema.io.video import write_gif, write_mp4
+from kinema.pipelines.pipeline import load_pipeline
+
+SETTINGS = ClipSettings(frames=9, height=32, width=32, fps=8)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """Mixed sizes, lengths and containers, an image, and a broken file."""
+    root = tmp_path_factory.mktemp("videos")
+    for k in range(5):
+        write_mp4(sample_clip(k, frames=(13, 17, 21)[k % 3], size=(48, 64)[k % 2])[0], root / f"shape{k}.mp4", fps=8)
+    write_mp4(sample_photo_clip(7, frames=20, size=40)[0], root / "photo.mp4", fps=10)
+    write_gif(sample_clip(9)[0], root / "anim.gif", fps=8)
+    Image.fromarray(sample_photo_clip(8, frames=1, size=36)[0][0]).save(root / "still.jpg")
+    (root / "broken.mp4").write_bytes(b"\x00" * 100)
+    (root / "captions.jsonl").write_text("\n".join(json.dumps({"file": f"shape{k}.mp4", "caption": f"clip {k}"}) for k in range(5)))
+    return root
+
+
+def contents(cache: LatentCache) -> dict:
+    return {(shape, k): v for shape, b in cache.buckets.items() for k, v in b.items()}
+
+
+def same(a: LatentCache, b: LatentCache) -> bool:
+    ca, cb = contents(a), contents(b)
+    return ca.keys() == cb.keys() and all(torch.equal(ca[k], cb[k]) for k in ca)
+
+
+def test_prepare_buckets_skips_and_reports(videos, tmp_path, tiny_model_dir):
+    pipe = load_pipeline(tiny_model_dir, device="cpu", precision="fp32")
+    lines = []
+    counts = prepare(videos, tmp_path / "cache", pipe.vae, pipe.text_encoder, pipe.cfg.text, SETTINGS,
+                     runtime=pipe.runtime, log=lines.append)
+    assert counts == {"encoded": 8, "skipped": 1, "already": 0}
+    assert any("broken.mp4" in line for line in lines)
+    cache = LatentCache(tmp_path / "cache", pipe.vae, pipe.cfg.text)
+    assert sorted(cache.shapes) == [(4, 1, 8, 8), (4, 3, 8, 8)]  # the image alone; every video one latent shape
+    assert len(cache) == 8
+    # the caption states are the text encoder's for each file's caption
+    part = [json.loads(x) for x in (tmp_path / "cache" / "part_00000.jsonl").read_text().splitlines()]
+    assert {p["file"]: p.get("caption") for p in part}["shape3.mp4"] == "clip 3"
+    assert {p["file"]: p.get("skipped", "") for p in part}["broken.mp4"] != ""
+    mean, logvar, text = cache.batch(5, torch.Generator().manual_seed(0))
+    assert mean.shape[0] == 5 and text.tokens.shape[0] == 5
+
+
+def test_interrupted_and_split_prepares_make_the_same_cache(videos, tmp_path, tiny_model_dir, monkeypatch):
+    pipe = load_pipeline(tiny_model_dir, device="cpu", precision="fp32")
+    args = (pipe.vae, pipe.text_encoder, pipe.cfg.text, SETTINGS)
+    prepare(videos, tmp_path / "whole", *args, runtime=pipe.runtime, log=lambda *_: None)
+    from kinema.data import folder
+
+    real, calls = folder.VideoFolder.clip, []
+
+    def dies_on_the_fifth(self, i, seed=0):
+        calls.append(i)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(self, i, seed)
+
+    monkeypatch.setattr(folder.VideoFolder, "clip", dies_on_the_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(videos, tmp_path / "resumed", *args, runtime=pipe.runtime, shard_size=2, log=lambda *_: None)
+    monkeypatch.setattr(folder.VideoFolder, "clip", real)
+    again = prepare(videos, tmp_path / "resumed", *args, runtime=pipe.runtime, shard_size=2, log=lambda *_: None)
+    assert again["already"] == 4  # two shards of two were on disk
+    for rank in (1, 0):  # two processes' shares, in either order
+        prepare(videos, tmp_path / "split", *args, runtime=pipe.runtime, rank=rank, world=2, shard_size=3, log=lambda *_: None)
+    whole = LatentCache(tmp_path / "whole")
+    assert same(whole, LatentCache(tmp_path / "resumed")) and same(whole, LatentCache(tmp_path / "split"))
+
+
+def test_a_cache_from_another_vae_or_settings_is_refused(videos, tmp_path, tiny_model_dir):
+    pipe = load_pipeline(tiny_model_dir, device="cpu", precision="fp32")
+    prepare(videos, tmp_path / "c", pipe.vae, pipe.text_encoder, pipe.cfg.text, SETTINGS, runtime=pipe.runtime,
+            log=lambda *_: None)
+    with torch.no_grad():
+        pipe.vae.decoder.conv_out.conv.bias.add_(0.1)
+    with pytest.raises(KinemaError, match="another VAE"):
+        LatentCache(tmp_path / "c", pipe.vae, pipe.cfg.text)
+    with pytest.raises(KinemaError, match="other settings or another VAE"):
+        prepare(videos, tmp_path / "c", pipe.vae, pipe.text_encoder, pipe.cfg.text, SETTINGS, runtime=pipe.runtime)
+    with pytest.raises(KinemaError, match="not a kinema cache"):
+        LatentCache(tmp_path)
+
+
+def test_kinema_train_on_a_prepared_folder(videos, tmp_path, tiny_model_dir, capsys):
+    """The new user's path: kinema prepare, then kinema train RECIPE --data CACHE with the model's
+    VAE (vae.init_from, steps 0); the exported model generates."""
+    import yaml
+
+    from kinema.cli import main
+
+    assert main(["prepare", str(videos), "--out", str(tmp_path / "cache"), "--model", str(tiny_model_dir),
+                 "--device", "cpu", "--precision", "fp32"]) in (0, None)
+    recipe = tiny_recipe_dict(tmp_path / "run", vae_steps=0, dit_steps=3)
+    recipe["vae"]["init_from"] = str(tiny_model_dir)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["train", str(tmp_path / "r.yaml"), "--data", str(tmp_path / "cache")]) in (0, None)
+    out = capsys.readouterr().out
+    assert "model written to" in out
+    log = (tmp_path / "run" / "train_log.txt").read_text()
+    assert "8 clips in 2 bucket(s)" in log and "step 3/3" in log
+    frames = load_pipeline(tmp_path / "run" / "model", device="cpu")("clip 3", num_frames=9, steps=2)
+    assert frames.shape == (9, 32, 32, 3) and np.isfinite(frames).all()
