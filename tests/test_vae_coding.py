@@ -91,11 +91,14 @@ def test_caches_are_separate_and_modules_keep_no_state():
 def test_size_policy():
     cfg = VAE_PRESETS["4x8x8"]
     with torch.no_grad():
-        assert plan_coding(cfg, (5, 8, 8)).whole  # 17 frames at 64x64: about 35 MB
+        assert plan_coding(cfg, (5, 8, 8)).whole  # 17 frames at 64x64: about 90 MB
         long = plan_coding(cfg, (65, 8, 8), budget_mb=64)  # 257 frames: chunks of a few latent frames
         assert long.tile is None and 1 <= long.latent_chunk < 65
-        big = plan_coding(cfg, (65, 32, 32), budget_mb=64)  # 257 frames at 256x256: tiles too
-        assert big.latent_chunk == 1 and big.tile is not None and big.tile < 32
+        big = plan_coding(cfg, (65, 32, 32), budget_mb=64)  # 257 frames at 256x256: a tile would be mostly halo
+        assert big == CodingPlan(latent_chunk=1)
+        assert plan_coding(cfg, (65, 135, 240), budget_mb=256) == CodingPlan(latent_chunk=1)  # 1080p: tiles all halo
+        huge = plan_coding(cfg, (65, 135, 240), budget_mb=2048)  # room for 72-pixel tiles: 48 inside, 12 a side
+        assert huge == CodingPlan(latent_chunk=1, tile=48)
     assert plan_coding(cfg, (65, 32, 32), budget_mb=64).whole  # gradients on: the whole clip
     with pytest.raises(ValueError, match="at least 1"):
         CodingPlan(tile=0)

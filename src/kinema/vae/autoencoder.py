@@ -22,7 +22,7 @@ from torch import nn
 from kinema.config import VAEConfig
 from kinema.nn.norms import RMSNorm
 from kinema.vae.causal_conv import CausalCache, CausalConv3d
-from kinema.vae.coding import CodingPlan, plan_coding, run_tiled
+from kinema.vae.coding import CodingPlan, halo, plan_coding, run_tiled
 
 
 def _norm(c: int) -> RMSNorm:
@@ -208,7 +208,7 @@ class CausalVAE(nn.Module):
         self.check_size(height, width)
         s = self.cfg.space_compression
         latent = (self.latent_frames(frames), height // s, width // s)
-        plan = plan or plan_coding(self.cfg, latent)
+        plan = plan or plan_coding(self.cfg, latent, halo_px=halo(self.encoder, s, encoder=True))
         if plan.whole:
             moments = self.encoder(x)
         else:
@@ -219,7 +219,7 @@ class CausalVAE(nn.Module):
     def decode(self, z: torch.Tensor, plan: CodingPlan | None = None) -> torch.Tensor:
         """z: [B, Cz, t, h, w] -> [B, 3, 1 + 4(t-1), 8h, 8w]. `plan` as for encode."""
         b, _, t, h, w = z.shape
-        plan = plan or plan_coding(self.cfg, (t, h, w))
+        plan = plan or plan_coding(self.cfg, (t, h, w), halo_px=halo(self.decoder, self.cfg.space_compression, encoder=False))
         if plan.whole:
             return self.decoder(z)
         r, s = self.cfg.time_compression, self.cfg.space_compression
