@@ -53,8 +53,10 @@ def _stop_on_signals():
 
 
 def _train(args: argparse.Namespace) -> None:
+    from kinema.train import dist
     from kinema.train.recipe import load_recipe, run
 
+    dist.init_from_env()  # torchrun: DDP over its processes
     overrides = {}
     if args.run_dir:
         overrides["run_dir"] = args.run_dir
@@ -72,7 +74,7 @@ def _train(args: argparse.Namespace) -> None:
         recipe.model.dit = arch_config(args.arch, recipe.model.dit)
     with _stop_on_signals():
         out = run(recipe, resume=args.resume, stage=args.stage)
-    if out is not None:
+    if out is not None and dist.is_main():
         print(f"model written to {out}; try: kinema generate \"a red circle moving right\" --model {out}")
 
 

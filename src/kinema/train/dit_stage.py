@@ -29,6 +29,7 @@ from kinema.io.video import write_gif
 from kinema.io.weights import save_weights
 from kinema.runtime import Runtime, to_device
 from kinema.text.encoders import TextStates, load_text_encoder
+from kinema.train import dist
 from kinema.train.trainer import Log, OptimConfig, fit, seeded
 from kinema.vae.autoencoder import CausalVAE
 
@@ -159,10 +160,14 @@ def drop_captions(s: TextStates, empty: TextStates, p: float, g: torch.Generator
 
 
 def flow_loss(model: MMDiT, z0: torch.Tensor, cond: Conditioning, tcfg: TimestepConfig, g: torch.Generator):
-    """Rectified-flow regression: ||v(x_t, t) - (x1 - x0)||^2 with t ~ tcfg."""
+    """Rectified-flow regression: ||v(x_t, t) - (x1 - x0)||^2 with t ~ tcfg. z0 and cond are the
+    global batch; t and the noise are drawn for all of it, then each process (torchrun) takes its
+    share, so any number of processes sees the same samples (kinema.train.dist)."""
     t = sample_timesteps(tcfg, z0.shape[0], generator=g).to(z0.device)  # drawn on the CPU: the same on every device
     x1 = torch.randn(z0.shape, generator=g).to(z0.device)
-    v = model(interpolate(z0, x1, t), t, cond)
+    s = dist.share(z0.shape[0])
+    z0, x1, t = z0[s], x1[s], t[s]
+    v = model(interpolate(z0, x1, t), t, cond.index(s))
     return F.mse_loss(v.float(), velocity(z0, x1))
 
 
@@ -173,8 +178,13 @@ def prepare_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: 
     denoiser, so one cache serves every architecture (benchmarks/architectures.py)."""
     text_encoder = load_text_encoder(mc.text).to(runtime.device)
     vae.to(runtime.device)
-    return text_encoder, build_cache(run_dir / "cache.safetensors", mc, stage, vae, text_encoder, seed, log, runtime,
-                                     world=world)
+    path = run_dir / "cache.safetensors"
+    if not dist.is_main():  # under torchrun rank 0 builds the cache, the others read it
+        dist.barrier()
+        return text_encoder, load_file(str(path))
+    cache = build_cache(path, mc, stage, vae, text_encoder, seed, log, runtime, world=world)
+    dist.barrier()
+    return text_encoder, cache
 
 
 def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path, seed: int, runtime: Runtime,
@@ -182,6 +192,7 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
     """Returns (model config with latent statistics, EMA weights of the DiT, text encoder name).
     The cache lives on runtime.device for the whole stage; batches and noise are drawn on the CPU."""
     device = runtime.device
+    dist.check_batch(stage.batch_size, "dit.batch_size")
     if stage.data:
         return train_dit_on_cache(mc, stage, vae, run_dir=run_dir, seed=seed, runtime=runtime, resume=resume, log=log,
                                   compile=compile)

@@ -120,8 +120,11 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
     model_cfg, dit, encoder_name = train_dit(mc, recipe.dit, vae, run_dir=run_dir / "dit", compile=recipe.compile, **common)
 
     from kinema.pipelines.pipeline import save_model
+    from kinema.train import dist
 
     export = Path(recipe.export_dir or run_dir / "model")
+    if not dist.is_main():  # rank 0 exports
+        return export
     save_model(export, model_cfg, vae.state_dict(), dit)
     shutil.copyfile(run_dir / "train_log.txt", export / "train_log.txt")
     log(f"exported model to {export} (text encoder: {encoder_name})")

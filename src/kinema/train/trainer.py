@@ -21,6 +21,7 @@ from tqdm import tqdm
 from kinema.errors import KinemaError
 from kinema.io.weights import load_weights
 from kinema.runtime import Runtime, cpu_runtime
+from kinema.train import dist
 from kinema.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from kinema.train.ema import EMA
 
@@ -55,6 +56,8 @@ class Log:
         self.path = path
 
     def __call__(self, line: str, echo: bool = True) -> None:
+        if not dist.is_main():  # under torchrun, rank 0 speaks for all
+            return
         with self.path.open("a") as f:
             f.write(line + "\n")
         if echo:
@@ -121,6 +124,9 @@ def fit(
                 f"it will not match an uninterrupted run bit for bit")
 
     def save(step: int) -> None:
+        if not dist.is_main():  # every rank holds the same weights; one writes them
+            dist.barrier()
+            return
         weights = {"model": model.state_dict()}
         if aux is not None:
             weights["aux"] = aux.state_dict()
@@ -129,11 +135,14 @@ def fit(
         state = {"step": step, "optimizer": opt.state_dict(), "ema_updates": ema.updates if ema is not None else 0,
                  "scaler": scaler.state_dict() if scaler is not None else {}, "runtime": _runtime_tag(runtime)}
         save_checkpoint(run_dir, step, weights, config, state)
+        dist.barrier()
 
+    train_model = dist.wrap(model)  # DDP under torchrun: gradients averaged over processes
     model.train()
     if aux is not None:
         aux.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, dynamic_ncols=True, mininterval=1.0,
+               disable=not dist.is_main())
     t0, seen = time.time(), 0
     done = start  # optimizer steps completed
     try:
@@ -142,7 +151,7 @@ def fit(
             for group in opt.param_groups:
                 group["lr"] = lr
             with runtime.autocast():
-                loss, terms = loss_fn(model, step)
+                loss, terms = loss_fn(train_model, step)
             if not torch.isfinite(loss):
                 raise KinemaError(f"[{desc}] loss became {loss.item()} at step {step}; lower the learning rate and --resume")
             if scaler is None:
@@ -151,6 +160,8 @@ def fit(
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)  # clip the true gradients
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip) if optim.grad_clip else None
+            if aux is not None:
+                dist.average_grads(aux)  # DDP averages the model's; the auxiliary module's here
             if aux is not None and optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(aux.parameters(), optim.grad_clip)
             if scaler is None:
@@ -164,13 +175,14 @@ def fit(
             done, seen = step + 1, seen + 1
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             if done % log_every == 0 or done == steps:
+                loss = dist.mean(loss.detach())  # every rank's share (all ranks reach this line together)
                 rate = seen / (time.time() - t0)
                 parts = " ".join(f"{k} {v:.4g}" for k, v in terms.items())
                 gn = f" grad_norm {float(grad_norm):.3g}" if grad_norm is not None else ""
                 log(f"[{desc}] step {done}/{steps} loss {loss.item():.5f} {parts} lr {lr:.2e}{gn} it/s {rate:.2f}")
             if done % ckpt_every == 0 or done == steps:
                 save(done)
-            if sample_fn is not None and sample_every and (done % sample_every == 0 or done == steps):
+            if sample_fn is not None and sample_every and (done % sample_every == 0 or done == steps) and dist.is_main():
                 sample_fn(model, ema, done)
                 model.train()
     except KeyboardInterrupt:

@@ -21,6 +21,7 @@ from kinema.data.worlds import render_clip
 from kinema.errors import KinemaError
 from kinema.io.video import write_gif
 from kinema.runtime import Runtime, to_device
+from kinema.train import dist
 from kinema.train.trainer import Log, OptimConfig, fit, seeded
 from kinema.vae.autoencoder import CausalVAE
 from kinema.vae.discriminator import PatchDiscriminator3D, adaptive_weight, generator_loss, hinge_d
@@ -77,11 +78,13 @@ def clip_shape(stage: VAEStage, step: int) -> tuple[int, int]:
 
 
 def shapes_batch(seed: int, step: int, batch_size: int, frames: int, size: int, stream: int = 0,
-                 world: str = "shapes") -> torch.Tensor:
-    """A batch of seen-combination clips of `world` that depends only on (seed, step, stream): [B, 3, T, H, W]."""
+                 world: str = "shapes", share: bool = True) -> torch.Tensor:
+    """A batch of seen-combination clips of `world` that depends only on (seed, step, stream): [B, 3, T, H, W].
+    Under torchrun, this process's share of it (kinema.train.dist), unless `share` is False."""
     rng = np.random.default_rng([seed, step] if stream == 0 else [seed, step, stream])
-    clips = [shapes.to_tensor(render_clip(world, int(s), frames, size)) for s in rng.integers(0, 2**62, size=batch_size)]
-    return torch.stack(clips)
+    seeds = rng.integers(0, 2**62, size=batch_size)
+    seeds = seeds[dist.share(batch_size)] if share else seeds
+    return torch.stack([shapes.to_tensor(render_clip(world, int(s), frames, size)) for s in seeds])
 
 
 def clips_and_images(reconstruct, clips: torch.Tensor, images: torch.Tensor | None):
@@ -98,6 +101,8 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
               runtime: Runtime, resume: bool, log: Log, world: str = "shapes") -> CausalVAE:
     torch.manual_seed(seed)
     device = runtime.device
+    for b in (stage.batch_size, stage.image_batch_size, *(b for _, _, b in stage.length_schedule)):
+        dist.check_batch(b, "vae.batch_size (and image_batch_size, length_schedule)")
     vae = CausalVAE(cfg)
     if stage.init_from:
         from kinema.eval.recon import load_vae
@@ -112,22 +117,25 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
     vae = vae.to(device)
     disc = PatchDiscriminator3D(cfg.in_channels, stage.loss.disc_channels).to(device) if stage.loss.adversarial else None
 
-    def reconstruction_loss(model: CausalVAE, x: torch.Tensor, g: torch.Generator, step: int):
+    def reconstruction_loss(model, x: torch.Tensor, g: torch.Generator, step: int):
+        """model: the VAE, or its data-parallel wrapper (called, not its methods)."""
         x = to_device(x, device)
-        mean, logvar = model.encode(x)
-        eps = to_device(torch.randn(mean.shape, generator=g), device)  # drawn on the CPU: the same on every device
-        z = mean + (0.5 * logvar).exp() * eps.to(mean.dtype)
-        recon = model.decode(z)
+        b, _, frames, h, w = x.shape
+        s = cfg.space_compression
+        # drawn on the CPU for the global batch, then this process's share: the same on every device and split
+        whole = (b * dist.world(), cfg.latent_channels, vae.latent_frames(frames), h // s, w // s)
+        eps = to_device(torch.randn(whole, generator=g)[dist.share(whole[0])], device)
+        recon, mean, logvar = model(x, eps)
         loss, terms = vae_loss(stage.loss, recon, x, mean, logvar)
         if disc is not None and step >= stage.loss.adversarial_start:
             g_loss = generator_loss(disc, recon)  # reaches the VAE only
-            weight = adaptive_weight(loss, g_loss, model.decoder.conv_out.conv.weight)
+            weight = adaptive_weight(loss, g_loss, vae.decoder.conv_out.conv.weight)
             d_loss = hinge_d(disc(x).float(), disc(recon.detach()).float())  # reaches the discriminator only
             loss = loss + stage.loss.adversarial * weight * g_loss + d_loss
             terms.update(adversarial=float(g_loss.detach()), adaptive_weight=float(weight), disc=float(d_loss.detach()))
         return loss, terms
 
-    def loss_fn(model: CausalVAE, step: int):
+    def loss_fn(model, step: int):
         g = seeded(seed, step, stream=1)
         frames, batch_size = clip_shape(stage, step)
         images = shapes_batch(seed, step, stage.image_batch_size, 1, size, 1, world) if stage.image_batch_size else None
@@ -149,13 +157,12 @@ def tune_decoder(vae: CausalVAE, stage: DecoderStage, *, run_dir: Path, seed: in
                           "use it in the vae stage")
     vae.to(runtime.device).encoder.requires_grad_(False)  # AdamW skips parameters that never receive a gradient
 
-    def reconstruct(model: CausalVAE, x: torch.Tensor):
+    def reconstruct(model, x: torch.Tensor):
         x = to_device(x, runtime.device)
-        with torch.no_grad():
-            mean, logvar = model.encode(x)
-        return vae_loss(stage.loss, model.decode(mean), x, mean, logvar)
+        recon, mean, logvar = model(x)  # the encoder is frozen: no graph through it
+        return vae_loss(stage.loss, recon, x, mean, logvar)
 
-    def loss_fn(model: CausalVAE, step: int):
+    def loss_fn(model, step: int):
         # streams 2 and 3: clips the VAE stage never drew
         images = shapes_batch(seed, step, stage.image_batch_size, 1, size, 3, world) if stage.image_batch_size else None
         return clips_and_images(lambda x: reconstruct(model, x),
@@ -173,7 +180,7 @@ def recon_samples(run_dir: Path, seed: int, size: int, world: str = "shapes"):
     """A sample_fn writing a fixed batch of full-length clips (top) over their reconstructions."""
     def sample_fn(model: CausalVAE, _ema, step: int):
         model.eval()
-        x = shapes_batch(seed + 1, 0, 4, 17, size, 0, world)
+        x = shapes_batch(seed + 1, 0, 4, 17, size, 0, world, share=False)
         with torch.no_grad():
             recon = model.decode(model.encode(x.to(next(model.parameters()).device))[0])
         top = np.concatenate([shapes.to_uint8(v) for v in x], axis=2)

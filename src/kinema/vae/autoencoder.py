@@ -226,6 +226,14 @@ class CausalVAE(nn.Module):
         return run_tiled(self.decoder, z, (b, self.cfg.in_channels, 1 + r * (t - 1), h * s, w * s), plan, self.cfg,
                          encoder=False)
 
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None):
+        """The training round trip: x -> (reconstruction, mean, logvar), decoding mean + std * eps
+        (the posterior mean when eps is None). Training calls this, not encode / decode, so a
+        data-parallel wrapper (DDP) sees the whole step."""
+        mean, logvar = self.encode(x)
+        z = mean if eps is None else mean + (0.5 * logvar).exp() * eps.to(mean.dtype)
+        return self.decode(z), mean, logvar
+
     # latents seen by the denoiser are normalised per channel with statistics of the training data
     def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg

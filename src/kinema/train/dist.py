@@ -1,0 +1,88 @@
+"""Data-parallel training from outside the model: `torchrun` and DDP, the model unchanged.
+
+    torchrun --nproc_per_node 2 -m kinema.cli train configs/shapes.yaml    # gloo on CPUs, NCCL on GPUs
+
+Every rank draws the *global* batch and its noise from (seed, step), exactly as one process does,
+and keeps its own contiguous share (`local`). DDP averages the gradients over ranks, so N
+processes take the step one process takes with the same global batch (up to the order of float
+sums; tests/test_dist.py). Rank 0 alone writes logs, samples and checkpoints; every rank resumes
+from the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+from kinema.errors import KinemaError
+
+
+def init_from_env() -> None:
+    """Join torchrun's process group when WORLD_SIZE > 1 (gloo on the CPU, NCCL with CUDA, each
+    rank on its LOCAL_RANK's GPU); a no-op in a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+
+
+def world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if world() > 1:
+        dist.barrier()
+
+
+def mean(x: torch.Tensor) -> torch.Tensor:
+    """The mean of a tensor over processes (itself in one process)."""
+    if world() == 1:
+        return x
+    x = x.clone()
+    dist.all_reduce(x)
+    return x / world()
+
+
+def average_grads(module: torch.nn.Module) -> None:
+    """Average a module's gradients over processes by hand (a module DDP does not wrap)."""
+    if world() == 1:
+        return
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world()
+
+
+def check_batch(batch_size: int, where: str) -> None:
+    if batch_size % world():
+        raise KinemaError(f"{where} {batch_size} does not split over {world()} processes; use a multiple of {world()}")
+
+
+def share(batch: int) -> slice:
+    """This rank's contiguous share of a global batch of `batch` samples (all of it in one process)."""
+    size = batch // world()
+    return slice(rank() * size, (rank() + 1) * size)
+
+
+def wrap(model: torch.nn.Module) -> torch.nn.Module:
+    """DDP around the model when there are several processes; the model itself is not changed."""
+    if world() == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
+    return DistributedDataParallel(model, device_ids=ids)

@@ -1,0 +1,61 @@
+"""Data-parallel training with torchrun (kinema.train.dist): two gloo processes take the steps one
+process takes with the same global batch."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_recipe_dict
+
+from kinema.io.weights import load_weights
+from kinema.train.checkpoint import latest_checkpoint
+
+
+def recipe_file(tmp_path, name: str) -> str:
+    r = tiny_recipe_dict(tmp_path / name, vae_steps=2, dit_steps=3)
+    r["precision"] = "fp32"
+    r["vae"].update(batch_size=2, image_batch_size=2)
+    r["dit"].update(batch_size=4)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(r))
+    return str(path)
+
+
+def kinema(*args: str, procs: int = 1) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"] if procs > 1 \
+        else [sys.executable]
+    return subprocess.run([*launcher, "-m", "kinema.cli", *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def final(run, stage: str) -> dict[str, torch.Tensor]:
+    return load_weights(latest_checkpoint(run / stage / "ckpt") / "model.safetensors")
+
+
+def test_two_processes_train_as_one(tmp_path):
+    one = kinema("train", recipe_file(tmp_path, "one"))
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = kinema("train", recipe_file(tmp_path, "two"), procs=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("model written to") == 1  # rank 0 speaks for both
+    for stage in ("vae", "dit"):  # the same weights after the VAE's 2 and the denoiser's 3 steps
+        a, b = final(tmp_path / "one", stage), final(tmp_path / "two", stage)
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], atol=2e-5, rtol=1e-4, msg=f"{stage} {k}")
+    log_one = (tmp_path / "one" / "train_log.txt").read_text()
+    log_two = (tmp_path / "two" / "train_log.txt").read_text()
+    assert log_two.count("[dit] step 3/3") == 1  # one log, not one per process
+    loss = lambda log: float(log.split("[dit] step 3/3 loss ")[1].split()[0])  # noqa: E731
+    assert loss(log_two) == pytest.approx(loss(log_one), rel=1e-4)  # the mean over both processes' shares
+
+
+def test_a_batch_that_does_not_split_is_one_clear_line(tmp_path):
+    r = tiny_recipe_dict(tmp_path / "odd", vae_steps=1, dit_steps=1)
+    r["vae"].update(batch_size=3)
+    (tmp_path / "odd.yaml").write_text(yaml.safe_dump(r))
+    out = kinema("train", str(tmp_path / "odd.yaml"), procs=2)
+    assert out.returncode != 0 and "vae.batch_size (and image_batch_size, length_schedule) 3 does not split over 2 processes" in out.stderr
