@@ -59,3 +59,22 @@ def test_a_batch_that_does_not_split_is_one_clear_line(tmp_path):
     (tmp_path / "odd.yaml").write_text(yaml.safe_dump(r))
     out = kinema("train", str(tmp_path / "odd.yaml"), procs=2)
     assert out.returncode != 0 and "vae.batch_size (and image_batch_size, length_schedule) 3 does not split over 2 processes" in out.stderr
+
+
+def test_resume_on_another_number_of_processes(tmp_path):
+    """Checkpoints hold the whole state and every rank draws the global batch, so a run stopped
+    after 2 denoiser steps in 1 process and finished in 2 ends where 3 straight steps do."""
+    straight = kinema("train", recipe_file(tmp_path, "straight"))
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    first = recipe_file(tmp_path, "switch")
+    r = yaml.safe_load(open(first))
+    r["dit"]["steps"] = 2
+    short = tmp_path / "short.yaml"
+    short.write_text(yaml.safe_dump(r))
+    assert kinema("train", str(short), "--stage", "all").returncode == 0
+    # the same run directory, the full 3 steps, now on two processes
+    resumed = kinema("train", first, "--resume", procs=2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = final(tmp_path / "straight", "dit"), final(tmp_path / "switch", "dit")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=2e-5, rtol=1e-4, msg=k)
