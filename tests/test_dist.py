@@ -78,3 +78,30 @@ def test_resume_on_another_number_of_processes(tmp_path):
     a, b = final(tmp_path / "straight", "dit"), final(tmp_path / "switch", "dit")
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=2e-5, rtol=1e-4, msg=k)
+
+
+def test_fsdp_shards_the_denoiser_and_trains_as_one(tmp_path):
+    """parallel: fsdp (FSDP2 fully_shard per block) on 2 processes takes the steps one process
+    takes; its checkpoint holds whole tensors and finishes in one process where 3 straight steps end."""
+    one = kinema("train", recipe_file(tmp_path, "one"))
+    assert one.returncode == 0, one.stderr[-2000:]
+    path = recipe_file(tmp_path, "fsdp")
+    r = yaml.safe_load(open(path))
+    r["parallel"] = "fsdp"
+    r["dit"]["steps"] = 2
+    short = tmp_path / "fsdp_short.yaml"
+    short.write_text(yaml.safe_dump(r))
+    two = kinema("train", str(short), procs=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    log = (tmp_path / "fsdp" / "train_log.txt").read_text()
+    assert "[vae] DDP over 2 processes" in log and "[dit] FSDP2 (sharded) over 2 processes" in log
+    r["dit"]["steps"] = 3
+    (tmp_path / "fsdp_full.yaml").write_text(yaml.safe_dump(r))
+    resumed = kinema("train", str(tmp_path / "fsdp_full.yaml"), "--resume")  # one process, from the sharded run
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = final(tmp_path / "one", "dit"), final(tmp_path / "fsdp", "dit")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=2e-5, rtol=1e-4, msg=k)
+    ema = lambda run: load_weights(latest_checkpoint(tmp_path / run / "dit" / "ckpt") / "ema.safetensors")  # noqa: E731
+    ea, eb = ema("one"), ema("fsdp")
+    assert all(torch.allclose(eb[k], ea[k], atol=2e-5, rtol=1e-4) for k in ea)

@@ -78,11 +78,40 @@ def share(batch: int) -> slice:
     return slice(rank() * size, (rank() + 1) * size)
 
 
-def wrap(model: torch.nn.Module) -> torch.nn.Module:
-    """DDP around the model when there are several processes; the model itself is not changed."""
+def wrap(model: torch.nn.Module, shard: bool = False) -> torch.nn.Module:
+    """With several processes: DDP around the model, or (`shard`) FSDP2: every block (each child
+    of a ModuleList) and then the model itself `fully_shard`ed in place, so each process holds a
+    1 / N slice of the weights, gradients and optimizer state and gathers a block's weights just
+    before it runs. The model's code does not change either way."""
     if world() == 1:
+        return model
+    if shard:
+        from torch.distributed.fsdp import fully_shard
+
+        for m in list(model.modules()):
+            if isinstance(m, torch.nn.ModuleList):
+                for child in m:
+                    if not isinstance(child, torch.nn.ModuleList):
+                        fully_shard(child)
+        fully_shard(model)
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
     return DistributedDataParallel(model, device_ids=ids)
+
+
+def full(state: dict) -> dict:
+    """A state dict with every sharded tensor (DTensor) gathered whole: a collective, every process
+    calls it."""
+    from torch.distributed.tensor import DTensor
+
+    return {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in state.items()}
+
+
+def shaped_like(state: dict, template: dict) -> dict:
+    """Whole tensors from disk sharded as `template`'s are (DTensor), or kept as they are."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    return {k: distribute_tensor(v.to(template[k].device), template[k].device_mesh, template[k].placements)
+            if isinstance(template.get(k), DTensor) else v for k, v in state.items()}

@@ -35,6 +35,9 @@ class Recipe:
     precision: str = "auto"  # auto | bf16 | fp16 | fp32: auto picks bf16 where the hardware runs it fast, else fp32
     compile: bool = False  # torch.compile the denoiser (GPUs; on a CPU the compile costs more than it saves)
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    # under torchrun: "ddp" (every process holds the whole denoiser) or "fsdp" (FSDP2 shards the
+    # denoiser's weights, gradients and optimizer state over the processes); the VAE stages use DDP
+    parallel: str = "ddp"
     model: ModelConfig = field(default_factory=ModelConfig)
     vae: VAEStage = field(default_factory=VAEStage)
     vae_decoder: DecoderStage = field(default_factory=DecoderStage)  # steps 0: no decoder fine-tune
@@ -84,6 +87,8 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
     from kinema.runtime import resolve_runtime
     from kinema.train.vae_stage import train_vae, tune_decoder
 
+    if recipe.parallel not in ("ddp", "fsdp"):
+        raise KinemaError(f"parallel {recipe.parallel!r}: use 'ddp' or 'fsdp'")
     if stage not in STAGES:
         raise KinemaError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
     if recipe.world not in WORLDS:
@@ -117,7 +122,8 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
         prepare_cache(mc, recipe.dit, vae, run_dir=run_dir / "dit", **common)
         return None
 
-    model_cfg, dit, encoder_name = train_dit(mc, recipe.dit, vae, run_dir=run_dir / "dit", compile=recipe.compile, **common)
+    model_cfg, dit, encoder_name = train_dit(mc, recipe.dit, vae, run_dir=run_dir / "dit", compile=recipe.compile,
+                                             shard=recipe.parallel == "fsdp", **common)
 
     from kinema.pipelines.pipeline import save_model
     from kinema.train import dist

@@ -64,6 +64,60 @@ class Log:
             tqdm.write(line)
 
 
+class _Whole:
+    """An EMA's gathered state, for sample_fn (which runs on process 0 alone)."""
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def state_dict(self) -> dict:
+        return self.state
+
+
+def _full_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True)
+
+
+def model_state(model: nn.Module, sharded: bool) -> dict[str, torch.Tensor]:
+    if not sharded:
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model, options=_full_options())
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], sharded: bool) -> None:
+    if not sharded:
+        model.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+    set_model_state_dict(model, state, options=_full_options())
+
+
+def optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, sharded: bool) -> dict:
+    """The optimizer's state with whole tensors. Sharded, it is keyed by parameter name
+    (torch.distributed.checkpoint's form), so FSDP checkpoints resume under FSDP."""
+    if not sharded:
+        return opt.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, opt, options=_full_options())
+
+
+def load_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer, state: dict, sharded: bool) -> None:
+    """Either form, whatever this run's: a sharded run's checkpoint resumes in one process and back."""
+    by_name = isinstance(next(iter(state.get("state", {})), None), str)
+    if not sharded and not by_name:
+        opt.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, opt, optim_state_dict=state, options=_full_options())
+
+
 def _runtime_tag(runtime: Runtime) -> str:
     return f"{runtime.device.type} {runtime.precision}"
 
@@ -86,16 +140,27 @@ def fit(
     sample_every: int = 0,
     desc: str = "train",
     aux: nn.Module | None = None,
+    shard: bool = False,
 ) -> EMA | None:
     """Train `model` (already on runtime.device) for `steps` optimizer steps; returns the EMA (None
     when ema_decay is None). `loss_fn` returns its loss on that device.
 
     `aux`: a second module trained beside the model by the same loss and optimizer (a GAN's
     discriminator: loss_fn makes sure its gradients come from its own term only), with its own
-    gradient clipping, checkpointed in aux.safetensors and restored on resume."""
+    gradient clipping, checkpointed in aux.safetensors and restored on resume.
+
+    Under torchrun the model is wrapped by DDP, or sharded with FSDP2 (`shard`); checkpoints hold
+    whole tensors either way, so a run resumes on any number of processes. A sharded model's EMA
+    is sharded like it; the returned EMA's state_dict() gives sharded tensors (dist.full gathers)."""
     runtime = runtime or cpu_runtime("fp32")
     # fp16 overflows without loss scaling; bf16 and fp32 have fp32's range and need none
     scaler = torch.amp.GradScaler(runtime.device.type) if runtime.precision == "fp16" else None
+    sharded = shard and dist.world() > 1
+    if sharded and aux is not None:
+        raise KinemaError("an auxiliary module (a discriminator) with FSDP is not supported yet; use DDP (parallel: ddp)")
+    train_model = dist.wrap(model, shard)  # before the optimizer: FSDP2 swaps the parameters for shards
+    if dist.world() > 1:
+        log(f"[{desc}] {'FSDP2 (sharded)' if sharded else 'DDP'} over {dist.world()} processes")
     groups = [{"params": list(model.parameters())}] + ([{"params": list(aux.parameters())}] if aux is not None else [])
     opt = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
     ema = EMA(model, ema_decay) if ema_decay else None
@@ -104,18 +169,19 @@ def fit(
     if ckpt is not None and not resume:
         raise KinemaError(f"{run_dir} already holds checkpoints; pass --resume to continue, or delete it to start over")
     if ckpt is not None:
-        model.load_state_dict(load_weights(ckpt / "model.safetensors"))
+        load_model_state(model, load_weights(ckpt / "model.safetensors"), sharded)
         if aux is not None:
             if not (ckpt / "aux.safetensors").is_file():
                 raise KinemaError(f"{ckpt} was trained without the auxiliary module (e.g. a discriminator) this run has; "
                                   f"resume with the recipe it was started with")
             aux.load_state_dict(load_weights(ckpt / "aux.safetensors"))
         state = load_trainer_state(ckpt)
-        opt.load_state_dict(state["optimizer"])
+        load_optimizer_state(model, opt, state["optimizer"], sharded)
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         if ema is not None:
-            ema.load_state_dict(load_weights(ckpt / "ema.safetensors"), updates=int(state.get("ema_updates", start)))
+            ema.load_state_dict(dist.shaped_like(load_weights(ckpt / "ema.safetensors"), ema.state_dict()),
+                                updates=int(state.get("ema_updates", start)))
         start = int(state["step"])
         log(f"[{desc}] resumed from {ckpt} at step {start}")
         before = state.get("runtime")
@@ -124,20 +190,21 @@ def fit(
                 f"it will not match an uninterrupted run bit for bit")
 
     def save(step: int) -> None:
-        if not dist.is_main():  # every rank holds the same weights; one writes them
-            dist.barrier()
-            return
-        weights = {"model": model.state_dict()}
+        # whole tensors, gathered by every process (a collective under FSDP); process 0 writes them
+        weights = {"model": model_state(model, sharded)}
         if aux is not None:
             weights["aux"] = aux.state_dict()
         if ema is not None:
-            weights["ema"] = ema.state_dict()
-        state = {"step": step, "optimizer": opt.state_dict(), "ema_updates": ema.updates if ema is not None else 0,
+            weights["ema"] = dist.full(ema.state_dict())
+        optimizer = optimizer_state(model, opt, sharded)
+        if not dist.is_main():
+            dist.barrier()
+            return
+        state = {"step": step, "optimizer": optimizer, "ema_updates": ema.updates if ema is not None else 0,
                  "scaler": scaler.state_dict() if scaler is not None else {}, "runtime": _runtime_tag(runtime)}
         save_checkpoint(run_dir, step, weights, config, state)
         dist.barrier()
 
-    train_model = dist.wrap(model)  # DDP under torchrun: gradients averaged over processes
     model.train()
     if aux is not None:
         aux.train()
@@ -182,8 +249,10 @@ def fit(
                 log(f"[{desc}] step {done}/{steps} loss {loss.item():.5f} {parts} lr {lr:.2e}{gn} it/s {rate:.2f}")
             if done % ckpt_every == 0 or done == steps:
                 save(done)
-            if sample_fn is not None and sample_every and (done % sample_every == 0 or done == steps) and dist.is_main():
-                sample_fn(model, ema, done)
+            if sample_fn is not None and sample_every and (done % sample_every == 0 or done == steps):
+                whole = _Whole(dist.full(ema.state_dict())) if sharded and ema is not None else ema  # all processes gather
+                if dist.is_main():
+                    sample_fn(model, whole, done)
                 model.train()
     except KeyboardInterrupt:
         save(done)
