@@ -105,3 +105,21 @@ def test_fsdp_shards_the_denoiser_and_trains_as_one(tmp_path):
     ema = lambda run: load_weights(latest_checkpoint(tmp_path / run / "dit" / "ckpt") / "ema.safetensors")  # noqa: E731
     ea, eb = ema("one"), ema("fsdp")
     assert all(torch.allclose(eb[k], ea[k], atol=2e-5, rtol=1e-4) for k in ea)
+
+
+def test_sequence_parallel_attention_equals_whole_attention():
+    """Ulysses on 2 gloo processes (heads split by all-to-all), with no mask, a padding mask and a
+    full mask; 3 heads fall back to gathered keys and values; each process's outputs equal its
+    tokens' rows of single-process attention."""
+    script = os.path.join(os.path.dirname(__file__), "dist_scripts", "sequence_attention.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line for line in out.stdout.splitlines() if line.startswith("rank")]
+    cases = [line for line in lines if " mask " in line]
+    assert len(cases) == 8
+    for line in cases:
+        errors = [float(w) for w in line.split() if "e-" in w or w.startswith("0.00")]
+        assert errors and max(errors) < 1e-5, line
+    assert sum("use a head count divisible by 2" in line for line in lines) == 2

@@ -1,0 +1,77 @@
+"""Ulysses sequence parallelism (DeepSpeed-Ulysses): attention over a sequence split across processes.
+
+Each of P processes holds L / P tokens (its contiguous share) of every head. One all-to-all trades
+tokens for heads, so each process holds all L tokens of H / P heads and runs ordinary attention on
+them (kinema.nn.attention, masks and all); a second all-to-all trades back. The result is the
+attention of the whole sequence, each process keeping its own tokens' outputs.
+
+When H does not divide by P the heads cannot be split: `sequence_attention` says so once in a
+warning and falls back to gathering every process's keys and values (more memory, the same
+result).
+
+Shapes: q, k, v [B, H, L / P, Dh] (this process's tokens); mask None, [B, 1, 1, L] or
+[B, 1, L, L] over the whole sequence; out [B, L / P, H * Dh].
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.distributed as dist
+
+from kinema.nn.attention import attention
+
+
+def _all_to_all(x: torch.Tensor, scatter: int, gather: int, group=None) -> torch.Tensor:
+    """Split x along `scatter` into P parts, send part i to process i, and concatenate what comes
+    back along `gather`."""
+    p = dist.get_world_size(group)
+    parts = [c.contiguous() for c in x.chunk(p, dim=scatter)]
+    out = [torch.empty_like(parts[0]) for _ in range(p)]
+    dist.all_to_all(out, parts, group=group)
+    return torch.cat(out, dim=gather)
+
+
+def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+                      group=None) -> torch.Tensor:
+    """Heads split, whole sequence: [B, H, L/P, Dh] -> all-to-all -> [B, H/P, L, Dh] -> attention
+    -> [B, H/P, L, Dh] -> all-to-all -> [B, L/P, H * Dh]."""
+    p = dist.get_world_size(group)
+    if q.shape[1] % p:
+        raise ValueError(f"Ulysses sequence parallelism splits the {q.shape[1]} heads over {p} processes; "
+                         f"use a head count divisible by {p} (or the gathered fallback)")
+    q, k, v = (_all_to_all(x, scatter=1, gather=2, group=group) for x in (q, k, v))  # [B, H/P, L, Dh]
+    if mask is not None and mask.shape[1] > 1:  # a per-head mask follows its heads
+        mask = mask.chunk(p, dim=1)[dist.get_rank(group)]
+    out = attention(q, k, v, mask)  # [B, L, H/P * Dh]
+    b, n, _ = out.shape
+    out = out.view(b, n, q.shape[1], -1).transpose(1, 2)  # [B, H/P, L, Dh]
+    return _all_to_all(out, scatter=2, gather=1, group=group).transpose(1, 2).reshape(b, n // p, -1)
+
+
+def gathered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+                       group=None) -> torch.Tensor:
+    """Any head count: gather every process's keys and values, attend with the local queries."""
+    r = dist.get_rank(group)
+    k, v = (_gather(x, group) for x in (k, v))  # [B, H, L, Dh]
+    if mask is not None and mask.shape[-2] > 1:  # rows of this process's queries
+        n = q.shape[2]
+        mask = mask[..., r * n:(r + 1) * n, :]
+    return attention(q, k, v, mask)
+
+
+def _gather(x: torch.Tensor, group=None) -> torch.Tensor:
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, x.contiguous(), group=group)
+    return torch.cat(parts, dim=2)
+
+
+def sequence_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+                       group=None) -> torch.Tensor:
+    """Ulysses when the heads divide by the processes, else the gathered fallback (with a warning)."""
+    if q.shape[1] % dist.get_world_size(group):
+        warnings.warn(f"{q.shape[1]} heads do not split over {dist.get_world_size(group)} processes: sequence "
+                      f"parallelism gathers keys and values instead (more memory)", stacklevel=2)
+        return gathered_attention(q, k, v, mask, group)
+    return ulysses_attention(q, k, v, mask, group)
