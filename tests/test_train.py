@@ -308,3 +308,63 @@ def test_recipe_sizes_the_vae_cannot_code_fail_first(tmp_path, override, words):
         run(from_dict(Recipe, merge(tiny_recipe_dict(tmp_path), override)))
     assert all(w in str(e.value) for w in words)
     assert not (tmp_path / "train_log.txt").exists()  # before any work
+
+
+def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(tmp_path):
+    """A real `kill -9` mid-run (no handler runs, no checkpoint is written on the way out), at a
+    step drawn at random; --resume finishes with the weights of an uninterrupted run, bit for bit."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    def recipe(name):
+        r = tiny_recipe_dict(tmp_path / name, vae_steps=2, dit_steps=16)
+        r["precision"] = "fp32"
+        r["dit"].update(ckpt_every=3, log_every=1)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(r))
+        return str(path)
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "kinema.cli", "train"]
+    assert subprocess.run([*cmd, recipe("straight")], env=env, capture_output=True).returncode == 0
+    kill_after = random.Random().randint(4, 13)
+    proc = subprocess.Popen([*cmd, recipe("killed")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "killed" / "train_log.txt"
+    deadline = time.time() + 300
+    while time.time() < deadline and f"[dit] step {kill_after}/16" not in (log.read_text() if log.is_file() else ""):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert "[dit] step 16/16" not in log.read_text(), "the run finished before it was killed"
+    resumed = subprocess.run([*cmd, recipe("killed"), "--resume"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for name in ("dit.safetensors", "vae.safetensors"):
+        a, b = load_weights(tmp_path / "straight" / "model" / name), load_weights(tmp_path / "killed" / "model" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), (name, kill_after)
+
+
+def test_a_non_finite_loss_skips_the_step_and_three_in_a_row_stop_the_run(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+
+    def run_with(nan_steps, path):
+        def loss_fn(m, step):
+            loss = m(torch.randn(8, 4, generator=seeded(0, step))).pow(2).mean()
+            return (loss * float("nan") if step in nan_steps else loss), {}
+        return fit(model, loss_fn, steps=10, optim=OptimConfig(lr=1e-2, warmup=1), run_dir=path, config={},
+                   log=Log(path / "log.txt"), runtime=cpu_runtime("fp32"), ckpt_every=1000)
+
+    before = model.weight.detach().clone()
+    run_with({3}, tmp_path / "one")
+    log = (tmp_path / "one" / "log.txt").read_text()
+    assert "step 4: the loss is nan (on some process); step skipped (1 in a row)" in log
+    assert torch.isfinite(model.weight).all() and not torch.equal(model.weight, before)
+    with pytest.raises(KinemaError, match="not finite for 3 steps in a row \\(last at step 8\\); checkpoint saved"):
+        run_with({5, 6, 7, 8}, tmp_path / "three")
+    assert latest_checkpoint(tmp_path / "three").name == "step_0000007"  # resumes at the third bad step

@@ -2,7 +2,8 @@
 
 A checkpoint is a directory. It is written under a temporary name and renamed into place, and
 the `latest` pointer file is replaced atomically, so a run killed at any moment leaves either the
-previous checkpoint or the new one, never a half-written one.
+previous checkpoint or the new one, never a half-written one. Files and directories are fsynced
+before each rename, so a power loss or a crashed machine does not leave a renamed but empty file.
 """
 
 from __future__ import annotations
@@ -18,10 +19,21 @@ from kinema.errors import KinemaError
 from kinema.io.weights import save_weights
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's or a directory's contents to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
+    _fsync(tmp)
     os.replace(tmp, path)
+    _fsync(path.parent)
 
 
 def save_checkpoint(root: Path, step: int, weights: dict[str, dict[str, torch.Tensor]],
@@ -37,8 +49,12 @@ def save_checkpoint(root: Path, step: int, weights: dict[str, dict[str, torch.Te
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     if trainer_state is not None:
         torch.save(trainer_state, tmp / "trainer.pt")
+    for f in tmp.iterdir():
+        _fsync(f)
+    _fsync(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
+    _fsync(root)
     _atomic_write_text(root / "latest", final.name)
     old = sorted(p for p in root.glob("step_*") if p.is_dir())[:-keep]
     for p in old:

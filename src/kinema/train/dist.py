@@ -48,6 +48,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def any_true(flag: bool) -> bool:
+    """True if `flag` is true on any process (a collective under torchrun)."""
+    if world() == 1:
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def mean(x: torch.Tensor) -> torch.Tensor:
     """The mean of a tensor over processes (itself in one process)."""
     if world() == 1:

@@ -25,6 +25,8 @@ from kinema.train import dist
 from kinema.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from kinema.train.ema import EMA
 
+MAX_BAD_STEPS = 3  # non-finite losses in a row before a run stops
+
 
 @dataclass
 class OptimConfig:
@@ -212,6 +214,7 @@ def fit(
                disable=not dist.is_main())
     t0, seen = time.time(), 0
     done = start  # optimizer steps completed
+    bad = 0  # non-finite losses in a row
     try:
         for step in bar:
             lr = lr_at(optim, step, steps)
@@ -219,8 +222,18 @@ def fit(
                 group["lr"] = lr
             with runtime.autocast():
                 loss, terms = loss_fn(train_model, step)
-            if not torch.isfinite(loss):
-                raise KinemaError(f"[{desc}] loss became {loss.item()} at step {step}; lower the learning rate and --resume")
+            if dist.any_true(not torch.isfinite(loss)):  # every process skips together
+                bad += 1
+                log(f"[{desc}] step {step + 1}: the loss is {loss.item()} (on some process); step skipped "
+                    f"({bad} in a row)")
+                if bad >= MAX_BAD_STEPS:
+                    save(step)
+                    raise KinemaError(f"[{desc}] the loss was not finite for {bad} steps in a row (last at step {step + 1}); "
+                                      f"checkpoint saved: lower the learning rate and --resume")
+                opt.zero_grad(set_to_none=True)
+                done = step + 1
+                continue
+            bad = 0
             if scaler is None:
                 loss.backward()
             else:
