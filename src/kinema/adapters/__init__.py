@@ -28,6 +28,22 @@ class StateSource:
         if bias:
             out[f"{dst}.bias"] = self(*(f"{s}.bias" for s in srcs))
 
+    def conv_patch(self, out: dict, src: str, dst: str = "patch_in") -> None:
+        """A stride-p Conv2d / Conv3d patch embedding [D, C, (pt,) ph, pw] -> kinema's Linear over
+        (c, pt, ph, pw): the same numbers, flattened."""
+        w = self(f"{src}.weight")
+        out[f"{dst}.weight"], out[f"{dst}.bias"] = w.reshape(w.shape[0], -1), self(f"{src}.bias")
+
+    def embedder(self, out: dict, dst: str, src: str) -> None:
+        """diffusers' TimestepEmbedding (linear_1, act, linear_2) -> kinema's MLPEmbedder (net.0, net.2)."""
+        self.linear(out, f"{dst}.net.0", f"{src}.linear_1")
+        self.linear(out, f"{dst}.net.2", f"{src}.linear_2")
+
+    def feed_forward(self, out: dict, dst: str, src: str) -> None:
+        """diffusers' FeedForward (net.0.proj, act, net.2) -> kinema's GELU MLP (0, 2)."""
+        self.linear(out, f"{dst}.0", f"{src}.net.0.proj")
+        self.linear(out, f"{dst}.2", f"{src}.net.2")
+
     def scale_shift(self, out: dict, dst: str, src: str) -> None:
         """diffusers' AdaLayerNormContinuous Linear, (scale, shift), -> kinema's Modulation with one
         group, (shift, scale, gate), its gate zero: the final layer and pre-only streams never read it."""
@@ -63,6 +79,5 @@ def cross_block(src: StateSource, out: dict, a: str, b: str, ff: str = "ff") -> 
     for attn, norm in (("attn1", "qk_norm"), ("attn2", "cross_qk_norm")):
         out[f"{b}.{norm}.q.weight"] = src(f"{a}.{attn}.norm_q.weight")
         out[f"{b}.{norm}.k.weight"] = src(f"{a}.{attn}.norm_k.weight")
-    src.linear(out, f"{b}.mlp.0", f"{a}.{ff}.net.0.proj")
-    src.linear(out, f"{b}.mlp.2", f"{a}.{ff}.net.2")
+    src.feed_forward(out, f"{b}.mlp", f"{a}.{ff}")
 

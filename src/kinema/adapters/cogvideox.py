@@ -52,11 +52,9 @@ def dit_config(c) -> DiTConfig:
 
 def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.Tensor]:
     src, out = StateSource(state, "CogVideoX"), {}
-    w = src("patch_embed.proj.weight")  # Conv2d [D, C, ph, pw] per frame -> Linear over (c 1 ph pw)
-    out["patch_in.weight"], out["patch_in.bias"] = w.reshape(w.shape[0], -1), src("patch_embed.proj.bias")
+    src.conv_patch(out, "patch_embed.proj")  # a Conv2d per frame
     src.linear(out, "text_in.0", "patch_embed.text_proj")
-    src.linear(out, "time_in.net.0", "time_embedding.linear_1")
-    src.linear(out, "time_in.net.2", "time_embedding.linear_2")
+    src.embedder(out, "time_in", "time_embedding")
     bias = cfg.qkv_bias
     for i in range(cfg.single_blocks):
         a, b = f"transformer_blocks.{i}", f"single.{i}"
@@ -70,8 +68,7 @@ def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.T
         src.linear(out, f"{b}.stream.qk_norm.q", f"{a}.attn1.norm_q")
         src.linear(out, f"{b}.stream.qk_norm.k", f"{a}.attn1.norm_k")
         src.linear(out, f"{b}.stream.proj", f"{a}.attn1.to_out.0")
-        src.linear(out, f"{b}.stream.mlp.0", f"{a}.ff.net.0.proj")
-        src.linear(out, f"{b}.stream.mlp.2", f"{a}.ff.net.2")
+        src.feed_forward(out, f"{b}.stream.mlp", f"{a}.ff")
     src.linear(out, "final.pre_norm", "norm_final")
     src.linear(out, "final.norm", "norm_out.norm")
     for kind in ("weight", "bias"):  # AdaLayerNorm(chunk_dim=1): (shift, scale) -> (shift, scale, gate = 0)

@@ -39,27 +39,23 @@ def dit_config(c) -> DiTConfig:
 
 def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.Tensor]:
     src, out = StateSource(state, "HunyuanVideo"), {}
-    w = src("x_embedder.proj.weight")  # Conv3d [D, C, pt, ph, pw] -> Linear over (c pt ph pw)
-    out["patch_in.weight"], out["patch_in.bias"] = w.reshape(w.shape[0], -1), src("x_embedder.proj.bias")
+    src.conv_patch(out, "x_embedder.proj")  # a Conv3d
     src.linear(out, "text_in.0", "context_embedder.proj_in")
     for mine, theirs in (("time_in", "time_text_embed.timestep_embedder"), ("pooled_in", "time_text_embed.text_embedder")):
-        src.linear(out, f"{mine}.net.0", f"{theirs}.linear_1")
-        src.linear(out, f"{mine}.net.2", f"{theirs}.linear_2")
+        src.embedder(out, mine, theirs)
     ctx = "context_embedder"
     if not cfg.refiner_blocks:  # with no refiner layers diffusers still builds their time / text MLPs, unused
         src.used.update(k for k in state if k.startswith(f"{ctx}.time_text_embed."))
     else:
         for mine, theirs in (("time_in", "timestep_embedder"), ("pooled_in", "text_embedder")):
-            src.linear(out, f"refiner.{mine}.net.0", f"{ctx}.time_text_embed.{theirs}.linear_1")
-            src.linear(out, f"refiner.{mine}.net.2", f"{ctx}.time_text_embed.{theirs}.linear_2")
+            src.embedder(out, f"refiner.{mine}", f"{ctx}.time_text_embed.{theirs}")
         for i in range(cfg.refiner_blocks):
             a, b = f"{ctx}.token_refiner.refiner_blocks.{i}", f"refiner.blocks.{i}"
             for norm in ("norm1", "norm2"):
                 src.linear(out, f"{b}.{norm}", f"{a}.{norm}")
             src.linear(out, f"{b}.qkv", f"{a}.attn.to_q", f"{a}.attn.to_k", f"{a}.attn.to_v")
             src.linear(out, f"{b}.proj", f"{a}.attn.to_out.0")
-            src.linear(out, f"{b}.mlp.0", f"{a}.ff.net.0.proj")
-            src.linear(out, f"{b}.mlp.2", f"{a}.ff.net.2")
+            src.feed_forward(out, f"{b}.mlp", f"{a}.ff")
             src.linear(out, f"{b}.gates", f"{a}.norm_out.linear")
     for i in range(cfg.dual_blocks):
         a, b = f"transformer_blocks.{i}", f"dual.{i}"
@@ -72,8 +68,7 @@ def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.T
             out[f"{b}.{stream}.qk_norm.q.weight"] = src(f"{a}.attn.{qn}.weight")
             out[f"{b}.{stream}.qk_norm.k.weight"] = src(f"{a}.attn.{kn}.weight")
             src.linear(out, f"{b}.{stream}.proj", f"{a}.attn.{proj}")
-            src.linear(out, f"{b}.{stream}.mlp.0", f"{a}.{ff}.net.0.proj")
-            src.linear(out, f"{b}.{stream}.mlp.2", f"{a}.{ff}.net.2")
+            src.feed_forward(out, f"{b}.{stream}.mlp", f"{a}.{ff}")
     for i in range(cfg.single_blocks):
         a, b = f"single_transformer_blocks.{i}", f"single.{i}"
         src.linear(out, f"{b}.mod.lin", f"{a}.norm.linear")

@@ -49,10 +49,8 @@ def dit_config(c) -> DiTConfig:
 
 def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.Tensor]:
     src, out = StateSource(state, "Latte"), {}
-    w = src("pos_embed.proj.weight")  # Conv2d [D, C, ph, pw] -> Linear over (c pt ph pw), pt = 1
-    out["patch_in.weight"], out["patch_in.bias"] = w.reshape(w.shape[0], -1), src("pos_embed.proj.bias")
-    src.linear(out, "time_in.net.0", "adaln_single.emb.timestep_embedder.linear_1")
-    src.linear(out, "time_in.net.2", "adaln_single.emb.timestep_embedder.linear_2")
+    src.conv_patch(out, "pos_embed.proj")  # a Conv2d per frame
+    src.embedder(out, "time_in", "adaln_single.emb.timestep_embedder")
     src.linear(out, "time_proj", "adaln_single.linear")
     src.linear(out, "text_in.0", "caption_projection.linear_1")
     src.linear(out, "text_in.2", "caption_projection.linear_2")
@@ -72,8 +70,7 @@ def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.T
             attn(f"{b}.cross_q", f"{a}.attn2", "to_q")
             attn(f"{b}.cross_kv", f"{a}.attn2", "to_k", "to_v")
             src.linear(out, f"{b}.cross_proj", f"{a}.attn2.to_out.0")
-        src.linear(out, f"{b}.mlp.0", f"{a}.ff.net.0.proj")
-        src.linear(out, f"{b}.mlp.2", f"{a}.ff.net.2")
+        src.feed_forward(out, f"{b}.mlp", f"{a}.ff")
     out["final.table"] = src("scale_shift_table")  # [2, D]: (shift, scale)
     src.patch_out(out, "final.linear", "proj_out", cfg.patch)  # (pt, ph, pw, c) rows -> (c, pt, ph, pw)
     src.check_all_used()

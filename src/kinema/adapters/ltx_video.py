@@ -51,8 +51,7 @@ def dit_config(c, rope_interpolation_scale: tuple[float, float, float] = (8 / 25
 def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.Tensor]:
     src, out = StateSource(state, "LTX-Video"), {}
     src.linear(out, "patch_in", "proj_in")
-    src.linear(out, "time_in.net.0", "time_embed.emb.timestep_embedder.linear_1")
-    src.linear(out, "time_in.net.2", "time_embed.emb.timestep_embedder.linear_2")
+    src.embedder(out, "time_in", "time_embed.emb.timestep_embedder")
     src.linear(out, "time_proj", "time_embed.linear")
     src.linear(out, "text_in.0", "caption_projection.linear_1")
     src.linear(out, "text_in.2", "caption_projection.linear_2")

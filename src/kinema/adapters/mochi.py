@@ -56,10 +56,8 @@ def _scale_gate(src: StateSource, out: dict, dst: str, name: str, groups: int) -
 
 def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.Tensor]:
     src, out = StateSource(state, "Mochi"), {}
-    w = src("patch_embed.proj.weight")  # Conv2d [D, C, ph, pw] per frame -> Linear over (c 1 ph pw)
-    out["patch_in.weight"], out["patch_in.bias"] = w.reshape(w.shape[0], -1), src("patch_embed.proj.bias")
-    src.linear(out, "time_in.net.0", "time_embed.timestep_embedder.linear_1")
-    src.linear(out, "time_in.net.2", "time_embed.timestep_embedder.linear_2")
+    src.conv_patch(out, "patch_embed.proj")  # a Conv2d per frame
+    src.embedder(out, "time_in", "time_embed.timestep_embedder")
     for mine, theirs in (("q", "to_q"), ("kv", "to_kv"), ("out", "to_out")):
         src.linear(out, f"pooled_in.{mine}", f"time_embed.pooler.{theirs}")
     src.linear(out, "text_in.0", "time_embed.caption_proj")

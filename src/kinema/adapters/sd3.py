@@ -49,8 +49,7 @@ def dit_config(c) -> DiTConfig:
 
 def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.Tensor]:
     src, out = StateSource(state, "SD3"), {}
-    w = src("pos_embed.proj.weight")  # Conv2d [D, C, ph, pw] -> Linear over (c pt ph pw), pt = 1
-    out["patch_in.weight"], out["patch_in.bias"] = w.reshape(w.shape[0], -1), src("pos_embed.proj.bias")
+    src.conv_patch(out, "pos_embed.proj")  # a Conv2d
     if "pos_embed.pos_embed" in state:  # a fixed table, not weights: check that kinema computes the same one
         n = cfg.sincos_grid
         mine = sincos_table(cfg, (1, n, n))
@@ -58,8 +57,7 @@ def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.T
             raise KinemaError("the SD3 checkpoint's pos_embed differs from kinema's sin-cos positions for its config")
     src.linear(out, "text_in.0", "context_embedder")
     for mine, theirs in (("time_in", "timestep_embedder"), ("pooled_in", "text_embedder")):
-        src.linear(out, f"{mine}.net.0", f"time_text_embed.{theirs}.linear_1")
-        src.linear(out, f"{mine}.net.2", f"time_text_embed.{theirs}.linear_2")
+        src.embedder(out, mine, f"time_text_embed.{theirs}")
     for i in range(cfg.dual_blocks):
         a, b = f"transformer_blocks.{i}", f"dual.{i}"
         pre_only = i == cfg.dual_blocks - 1  # SD3's last block reads the text but writes none
@@ -77,8 +75,7 @@ def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.T
                 out[f"{b}.{stream}.qk_norm.k.weight"] = src(f"{a}.attn.{kn}.weight")
             if not (stream == "txt" and pre_only):
                 src.linear(out, f"{b}.{stream}.proj", f"{a}.attn.{proj}")
-                src.linear(out, f"{b}.{stream}.mlp.0", f"{a}.{ff}.net.0.proj")
-                src.linear(out, f"{b}.{stream}.mlp.2", f"{a}.{ff}.net.2")
+                src.feed_forward(out, f"{b}.{stream}.mlp", f"{a}.{ff}")
     src.scale_shift(out, "final.mod.lin", "norm_out.linear")
     src.patch_out(out, "final.linear", "proj_out", cfg.patch)  # (pt, ph, pw, c) rows -> (c, pt, ph, pw)
     src.check_all_used()

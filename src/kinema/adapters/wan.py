@@ -41,11 +41,9 @@ def dit_config(c) -> DiTConfig:
 
 def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.Tensor]:
     src, out = StateSource(state, "Wan"), {}
-    w = src("patch_embedding.weight")  # Conv3d [D, C, pt, ph, pw] -> Linear over (c pt ph pw)
-    out["patch_in.weight"], out["patch_in.bias"] = w.reshape(w.shape[0], -1), src("patch_embedding.bias")
+    src.conv_patch(out, "patch_embedding")  # a Conv3d
     ce = "condition_embedder"
-    src.linear(out, "time_in.net.0", f"{ce}.time_embedder.linear_1")
-    src.linear(out, "time_in.net.2", f"{ce}.time_embedder.linear_2")
+    src.embedder(out, "time_in", f"{ce}.time_embedder")
     src.linear(out, "time_proj", f"{ce}.time_proj")
     src.linear(out, "text_in.0", f"{ce}.text_embedder.linear_1")
     src.linear(out, "text_in.2", f"{ce}.text_embedder.linear_2")
