@@ -37,9 +37,10 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:  # [B, C, T, H, W] -> [B, C', T, H, W]
-        h = self.conv1(F.silu(self.norm1(x)), cache)
-        h = self.conv2(F.silu(self.norm2(h)), cache)
-        return self.skip(x) + h
+        inplace = not torch.is_grad_enabled()  # inference: the norms' outputs are fresh, so SiLU and the sum reuse them
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace), cache)
+        h = self.conv2(F.silu(self.norm2(h), inplace=inplace), cache)
+        return h.add_(self.skip(x)) if inplace else self.skip(x) + h
 
 
 def clip_start(module: nn.Module, cache: CausalCache | None) -> bool:
@@ -98,11 +99,25 @@ class Upsample(nn.Module):
             raise ValueError(f"the dual path unfolds {cin} channels into {4 * factor * cout}, not a multiple of {cin}")
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
+        if cache is not None:  # streaming: one output frame at a time, never the whole upsampled chunk
+            return torch.cat([self.frame(x[:, :, t:t + 1], cache) for t in range(x.shape[2])], dim=2)
         first = clip_start(self, cache)
         h = F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")  # [B, C, T, 2H, 2W]
         if self.factor > 1:
             h = h.repeat_interleave(self.factor, dim=2)[:, :, self.factor - 1 if first else 0:]
         y = self.conv(h, cache)
+        if not self.dual:
+            return y
+        repeats = 4 * self.factor * self.cout // x.shape[1]
+        return y + unfold(x.repeat_interleave(repeats, dim=1), self.factor, first)
+
+    def frame(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
+        """One input frame [B, C, 1, H, W] of a stream -> its f output frames (one for the clip's
+        first), each through the conv alone: the same windows the whole pass computes."""
+        first = clip_start(self, cache)
+        h = F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")  # [B, C, 1, 2H, 2W]
+        outs = [self.conv(h, cache) for _ in range(1 if first else self.factor)]
+        y = torch.cat(outs, dim=2)
         if not self.dual:
             return y
         repeats = 4 * self.factor * self.cout // x.shape[1]
@@ -171,7 +186,7 @@ class Decoder(nn.Module):
                 h = blocks[j](h, cache)
                 if cache is not None and isinstance(blocks[j], Upsample) and h.shape[2] > 1:
                     return torch.cat([self.levels_from(f, i, j + 1, cache) for f in h.split(1, dim=2)], dim=2)
-        out = self.conv_out(F.silu(self.norm_out(h)), cache)
+        out = self.conv_out(F.silu(self.norm_out(h), inplace=not torch.is_grad_enabled()), cache)
         if self.patch > 1:  # [B, 3 p p, T, h, w] -> [B, 3, T, h p, w p]
             out = rearrange(out, "b (c p q) t h w -> b c t (h p) (w q)", p=self.patch, q=self.patch)
         return out
