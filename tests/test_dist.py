@@ -113,6 +113,7 @@ def test_sequence_parallel_attention_equals_whole_attention(tmp_path):
     tokens' rows of single-process attention."""
     script = os.path.join(os.path.dirname(__file__), "dist_scripts", "sequence_attention.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])  # conftest's helpers
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script,
                           str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -122,4 +123,26 @@ def test_sequence_parallel_attention_equals_whole_attention(tmp_path):
         assert len(cases) == 4
         for line in cases:  # "heads H mask M: <error> <gathered error>"
             assert max(float(w) for w in line.split()[-2:]) < 1e-5, line
-        assert "use a head count divisible by 2" in lines[-1]
+        assert "use a head count divisible by 2" in lines[-2]
+        model = lines[-1].split()  # "model: <error> 0 tokens seen [6]": a 3x2x2 token grid split in two
+        assert float(model[1]) < 1e-5 and lines[-1].endswith("tokens seen [6]"), lines[-1]
+
+
+def test_sequence_parallel_training_of_a_cross_attention_denoiser(tmp_path):
+    """parallel: sp with --arch wan-tiny: both processes take the same samples, each half of every
+    clip's 48 video tokens, attention exchanged (Ulysses); the weights equal one process's. An
+    MM-DiT refuses it with one line."""
+    one = kinema("train", recipe_file(tmp_path, "one"), "--arch", "wan-tiny")
+    assert one.returncode == 0, one.stderr[-2000:]
+    path = recipe_file(tmp_path, "sp")
+    r = yaml.safe_load(open(path))
+    r["parallel"] = "sp"
+    (tmp_path / "sp.yaml").write_text(yaml.safe_dump(r))
+    two = kinema("train", str(tmp_path / "sp.yaml"), "--arch", "wan-tiny", procs=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "[dit] DDP with sequence parallelism over 2 processes" in (tmp_path / "sp" / "train_log.txt").read_text()
+    a, b = final(tmp_path / "one", "dit"), final(tmp_path / "sp", "dit")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=2e-5, rtol=1e-4, msg=k)
+    refused = kinema("train", str(tmp_path / "sp.yaml"), "--run-dir", str(tmp_path / "mm"))
+    assert refused.returncode == 2 and "parallel: sp (sequence parallelism) runs cross-attention denoisers" in refused.stderr

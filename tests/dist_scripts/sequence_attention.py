@@ -35,5 +35,23 @@ try:
     ulysses_attention(*(torch.zeros(1, 3, 2, 4) for _ in range(3)))
 except ValueError as e:
     lines.append(f"error: {e}")
+# the whole denoiser under a sequence-parallel scope: the same output and input gradient as one process,
+# with each process's self-attention seeing half the tokens
+from conftest import random_text, randomize_  # noqa: E402
+
+from kinema.config import DIT_PRESETS  # noqa: E402
+from kinema.dit.transformer import MMDiT  # noqa: E402
+from kinema.nn import sequence_parallel as sp  # noqa: E402
+
+model = randomize_(MMDiT(DIT_PRESETS["wan-tiny"]), std=0.1)
+x = torch.randn(2, 4, 3, 4, 4, generator=g)
+t, cond = torch.rand(2, generator=g), random_text(2, tokens=5, dim=384)
+whole = model(x, t, cond)
+seen = []
+real = sp.sequence_attention
+sp.sequence_attention = lambda q, *a: seen.append(q.shape[2]) or real(q, *a)
+with sp.scope():
+    split = model(x, t, cond)
+lines.append(f"model: {(split - whole).abs().max().item():.2e} {0.0:.2e} tokens seen {sorted(set(seen))}")
 Path(sys.argv[1], f"rank_{r}.txt").write_text("\n".join(lines) + "\n")
 dist.destroy_process_group()

@@ -271,7 +271,8 @@ class CrossBlock(nn.Module):
         mods = self.mod(vec)
         q, k, v = split_heads(self.qkv(modulate(self.norm1(x), mods[0])), self.heads)
         q, k = self.qk_norm(q, k)
-        x = x + mods[0].gate * self.proj(attention(apply_rope(q, rope), apply_rope(k, rope), v, mask, layout=layout, grid=grid))
+        a = attention(apply_rope(q, rope), apply_rope(k, rope), v, mask, layout=layout, grid=grid, sequence=True)
+        x = x + mods[0].gate * self.proj(a)
         if self.cross:
             q = heads_of(self.cross_q(self.norm2(x)), self.heads)
             k, v = (heads_of(y, self.heads) for y in self.cross_kv(txt).chunk(2, dim=-1))

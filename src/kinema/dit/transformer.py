@@ -24,6 +24,8 @@ from kinema.config import DiTConfig
 from kinema.dit.blocks import CrossBlock, DualStreamBlock, Parts, SharedStreamBlock, SingleStreamBlock
 from kinema.dit.patchify import grid_positions, patch_grid, patchify, unpatchify
 from kinema.dit.refiner import TokenRefiner
+from kinema.errors import KinemaError
+from kinema.nn import sequence_parallel as sp
 from kinema.nn.attention import key_padding_mask, pattern_mask, video_mask
 from kinema.nn.embeddings import AttentionPool, LearnedPositions, MLPEmbedder, sincos_1d, sincos_positions, timestep_embedding
 from kinema.nn.modulation import Modulation, ModulationOut, modulate
@@ -163,6 +165,14 @@ class MMDiT(nn.Module):
         if self.cfg.positions == "rope":
             angles = self.rope_angles(grid).to(x.device)  # (a no-op for "mochi": on the device already)
             rope = torch.cat([angles.new_zeros(*angles.shape[:-2], lt, angles.shape[-1]), angles], dim=-2)
+        split = sp.group() is not None  # sequence parallelism: this process keeps its share of the video tokens
+        if split:
+            if self.dual or self.single:
+                raise KinemaError("sequence parallelism runs cross-attention denoisers (wan, sora, ltx) for now; "
+                                  "MM-DiT's joint text-and-video attention is not split yet")
+            img = sp.local_tokens(img)
+            vec = sp.local_tokens(vec) if vec.dim() == 3 else vec  # per-frame times: per token
+            angles = sp.local_tokens(angles, dim=-2) if angles is not None else None
         patterns = iter(self.cfg.block_patterns())
         if self.dual or self.single:  # MM-DiT: joint attention over [text; video]
             masks = self.attention_masks(grid, cond.text.mask)
@@ -184,9 +194,12 @@ class MMDiT(nn.Module):
             for i, (block, p) in enumerate(zip(self.cross, cross_patterns)):
                 if i and i == self.cfg.sincos_time_at and self.cfg.positions == "sincos" and grid[0] > 1:
                     # Latte: time positions after the first spatial block (and, as Latte, none for one frame)
-                    img = img + sincos_positions(grid_positions(grid), self.cfg.dim, space=False).to(img)
+                    time = sincos_positions(grid_positions(grid), self.cfg.dim, space=False).to(img)
+                    img = img + (sp.local_tokens(time, dim=0) if split else time)
                 img = block(img, txt, mod_in, angles, masks[p], text_mask, layout=layouts[p], grid=grid)
-        out = self.final(img, vec)  # [B, Lv, C*pt*ph*pw]
+        out = self.final(img, vec)  # [B, Lv, C*pt*ph*pw] (this process's share, under sequence parallelism)
+        if split:
+            out = sp.gather_tokens(out)
         return unpatchify(out, self.cfg.patch, grid).float()
 
     def rope_angles(self, grid: tuple[int, int, int]) -> torch.Tensor:

@@ -16,16 +16,58 @@ Shapes: q, k, v [B, H, L / P, Dh] (this process's tokens); mask None, [B, 1, 1, 
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
 
-from kinema.nn.attention import attention
+_GROUP = None  # the process group of the active `scope`, None outside one
 
 
-def _all_to_all(x: torch.Tensor, scatter: int, gather: int, group=None) -> torch.Tensor:
-    """Split x along `scatter` into P parts, send part i to process i, and concatenate what comes
-    back along `gather`."""
+@contextmanager
+def scope(group=None):
+    """Inside: a denoiser's token sequence is split over the processes of `group` (default: all),
+    and its self-attention runs as sequence_attention (kinema.dit.transformer reads `group()`)."""
+    global _GROUP
+    before, _GROUP = _GROUP, group or dist.group.WORLD
+    try:
+        yield
+    finally:
+        _GROUP = before
+
+
+@contextmanager
+def off():
+    """Suspend an active scope (e.g. to sample on one process while training runs split)."""
+    global _GROUP
+    before, _GROUP = _GROUP, None
+    try:
+        yield
+    finally:
+        _GROUP = before
+
+
+def group():
+    return _GROUP
+
+
+def local_tokens(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """This process's contiguous share of the tokens along `dim`."""
+    p, r = dist.get_world_size(_GROUP), dist.get_rank(_GROUP)
+    if x.shape[dim] % p:
+        raise ValueError(f"{x.shape[dim]} tokens do not split over {p} processes; use a token grid divisible by {p}")
+    return x.chunk(p, dim=dim)[r]
+
+
+def gather_tokens(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Every process's tokens, in order (differentiable: the backward sums what each process's loss
+    sends to this process's tokens)."""
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous(), group=_GROUP), dim=dim)
+
+
+def _exchange(x: torch.Tensor, scatter: int, gather: int, group=None) -> torch.Tensor:
     p = dist.get_world_size(group)
     parts = [c.contiguous() for c in x.chunk(p, dim=scatter)]
     out = [torch.empty_like(parts[0]) for _ in range(p)]
@@ -33,10 +75,30 @@ def _all_to_all(x: torch.Tensor, scatter: int, gather: int, group=None) -> torch
     return torch.cat(out, dim=gather)
 
 
+class _AllToAll(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scatter: int, gather: int, group):
+        ctx.args = (scatter, gather, group)
+        return _exchange(x, scatter, gather, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        scatter, gather, group = ctx.args
+        return _exchange(grad, gather, scatter, group), None, None, None
+
+
+def _all_to_all(x: torch.Tensor, scatter: int, gather: int, group=None) -> torch.Tensor:
+    """Split x along `scatter` into P parts, send part i to process i, and concatenate what comes
+    back along `gather` (differentiable: the backward sends the gradients back the same way)."""
+    return _AllToAll.apply(x, scatter, gather, group)
+
+
 def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
                       group=None) -> torch.Tensor:
     """Heads split, whole sequence: [B, H, L/P, Dh] -> all-to-all -> [B, H/P, L, Dh] -> attention
     -> [B, H/P, L, Dh] -> all-to-all -> [B, L/P, H * Dh]."""
+    from kinema.nn.attention import attention
+
     p = dist.get_world_size(group)
     if q.shape[1] % p:
         raise ValueError(f"Ulysses sequence parallelism splits the {q.shape[1]} heads over {p} processes; "
@@ -53,6 +115,8 @@ def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
 def gathered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
                        group=None) -> torch.Tensor:
     """Any head count: gather every process's keys and values, attend with the local queries."""
+    from kinema.nn.attention import attention
+
     r = dist.get_rank(group)
     k, v = (_gather(x, group) for x in (k, v))  # [B, H, L, Dh]
     if mask is not None and mask.shape[-2] > 1:  # rows of this process's queries
@@ -62,9 +126,9 @@ def gathered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
 
 
 def _gather(x: torch.Tensor, group=None) -> torch.Tensor:
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(parts, x.contiguous(), group=group)
-    return torch.cat(parts, dim=2)
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous(), group=group), dim=2)
 
 
 def sequence_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,

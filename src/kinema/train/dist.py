@@ -82,7 +82,12 @@ def check_batch(batch_size: int, where: str) -> None:
 
 
 def share(batch: int) -> slice:
-    """This rank's contiguous share of a global batch of `batch` samples (all of it in one process)."""
+    """This rank's contiguous share of a global batch of `batch` samples (all of it in one process,
+    and under sequence parallelism, where every process holds the same samples and splits tokens)."""
+    from kinema.nn import sequence_parallel
+
+    if sequence_parallel.group() is not None:
+        return slice(None)
     size = batch // world()
     return slice(rank() * size, (rank() + 1) * size)
 

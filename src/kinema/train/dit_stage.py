@@ -189,14 +189,14 @@ def prepare_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: 
 
 def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path, seed: int, runtime: Runtime,
               resume: bool, log: Log, compile: bool = False, world: str = "shapes",
-              shard: bool = False) -> tuple[ModelConfig, dict[str, torch.Tensor], str]:
+              shard: bool = False, sequence: bool = False) -> tuple[ModelConfig, dict[str, torch.Tensor], str]:
     """Returns (model config with latent statistics, EMA weights of the DiT, text encoder name).
     The cache lives on runtime.device for the whole stage; batches and noise are drawn on the CPU."""
     device = runtime.device
     dist.check_batch(stage.batch_size, "dit.batch_size")
     if stage.data:
         return train_dit_on_cache(mc, stage, vae, run_dir=run_dir, seed=seed, runtime=runtime, resume=resume, log=log,
-                                  compile=compile, shard=shard)
+                                  compile=compile, shard=shard, sequence=sequence)
     text_encoder, cache = prepare_cache(mc, stage, vae, run_dir=run_dir, seed=seed, runtime=runtime, log=log, world=world)
     mc = copy.deepcopy(mc)
     mc.vae.latent_mean = tuple(cache["channel_mean"].tolist())
@@ -232,13 +232,14 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
 
     ema = fit(model, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(mc),
               log=log, ema_decay=stage.ema_decay, resume=resume, runtime=runtime, log_every=stage.log_every,
-              ckpt_every=stage.ckpt_every, sample_fn=sample_fn, sample_every=stage.sample_every, desc="dit", shard=shard)
+              ckpt_every=stage.ckpt_every, sample_fn=sample_fn, sample_every=stage.sample_every, desc="dit", shard=shard,
+              sequence=sequence)
     return mc, dist.full(ema.state_dict()), mc.text.encoder
 
 
 def train_dit_on_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path, seed: int, runtime: Runtime,
-                       resume: bool, log: Log, compile: bool = False,
-                       shard: bool = False) -> tuple[ModelConfig, dict[str, torch.Tensor], str]:
+                       resume: bool, log: Log, compile: bool = False, shard: bool = False,
+                       sequence: bool = False) -> tuple[ModelConfig, dict[str, torch.Tensor], str]:
     """train_dit on a `kinema prepare` cache (stage.data): each step's batch comes from one bucket
     of latent shape, drawn from (seed, step), captions dropped as for the worlds."""
     from kinema.data.latent_cache import LatentCache, dataset_summary
@@ -267,5 +268,5 @@ def train_dit_on_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_
 
     ema = fit(model, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(mc),
               log=log, ema_decay=stage.ema_decay, resume=resume, runtime=runtime, log_every=stage.log_every,
-              ckpt_every=stage.ckpt_every, desc="dit", shard=shard)
+              ckpt_every=stage.ckpt_every, desc="dit", shard=shard, sequence=sequence)
     return mc, dist.full(ema.state_dict()), mc.text.encoder

@@ -35,8 +35,10 @@ class Recipe:
     precision: str = "auto"  # auto | bf16 | fp16 | fp32: auto picks bf16 where the hardware runs it fast, else fp32
     compile: bool = False  # torch.compile the denoiser (GPUs; on a CPU the compile costs more than it saves)
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
-    # under torchrun: "ddp" (every process holds the whole denoiser) or "fsdp" (FSDP2 shards the
-    # denoiser's weights, gradients and optimizer state over the processes); the VAE stages use DDP
+    # under torchrun: "ddp" (every process holds the whole denoiser), "fsdp" (FSDP2 shards the
+    # denoiser's weights, gradients and optimizer state over the processes) or "sp" (sequence
+    # parallelism: every process takes the same samples and a share of their video tokens,
+    # Ulysses attention; cross-attention denoisers with full attention); the VAE stages use DDP
     parallel: str = "ddp"
     model: ModelConfig = field(default_factory=ModelConfig)
     vae: VAEStage = field(default_factory=VAEStage)
@@ -87,8 +89,12 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
     from kinema.runtime import resolve_runtime
     from kinema.train.vae_stage import train_vae, tune_decoder
 
-    if recipe.parallel not in ("ddp", "fsdp"):
-        raise KinemaError(f"parallel {recipe.parallel!r}: use 'ddp' or 'fsdp'")
+    if recipe.parallel not in ("ddp", "fsdp", "sp"):
+        raise KinemaError(f"parallel {recipe.parallel!r}: use 'ddp', 'fsdp' or 'sp'")
+    dit = recipe.model.dit
+    if recipe.parallel == "sp" and (dit.dual_blocks or dit.single_blocks or {"spatial", "temporal"} & set(dit.attention)):
+        raise KinemaError("parallel: sp (sequence parallelism) runs cross-attention denoisers without spatial / temporal "
+                          "layouts for now (e.g. --arch wan, sora or ltx); use ddp or fsdp for this one")
     if stage not in STAGES:
         raise KinemaError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
     if recipe.world not in WORLDS:
@@ -123,7 +129,7 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
         return None
 
     model_cfg, dit, encoder_name = train_dit(mc, recipe.dit, vae, run_dir=run_dir / "dit", compile=recipe.compile,
-                                             shard=recipe.parallel == "fsdp", **common)
+                                             shard=recipe.parallel == "fsdp", sequence=recipe.parallel == "sp", **common)
 
     from kinema.pipelines.pipeline import save_model
     from kinema.train import dist

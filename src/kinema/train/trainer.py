@@ -8,6 +8,7 @@ generators seeded by (seed, step): restoring weights, EMA, optimizer and step re
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from kinema.errors import KinemaError
 from kinema.io.weights import load_weights
+from kinema.nn import sequence_parallel
 from kinema.runtime import Runtime, cpu_runtime
 from kinema.train import dist
 from kinema.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
@@ -143,6 +145,7 @@ def fit(
     desc: str = "train",
     aux: nn.Module | None = None,
     shard: bool = False,
+    sequence: bool = False,
 ) -> EMA | None:
     """Train `model` (already on runtime.device) for `steps` optimizer steps; returns the EMA (None
     when ema_decay is None). `loss_fn` returns its loss on that device.
@@ -153,7 +156,9 @@ def fit(
 
     Under torchrun the model is wrapped by DDP, or sharded with FSDP2 (`shard`); checkpoints hold
     whole tensors either way, so a run resumes on any number of processes. A sharded model's EMA
-    is sharded like it; the returned EMA's state_dict() gives sharded tensors (dist.full gathers)."""
+    is sharded like it; the returned EMA's state_dict() gives sharded tensors (dist.full gathers).
+    `sequence`: every process takes the same samples and a share of each sample's tokens
+    (kinema.nn.sequence_parallel); DDP still averages the gradients."""
     runtime = runtime or cpu_runtime("fp32")
     # fp16 overflows without loss scaling; bf16 and fp32 have fp32's range and need none
     scaler = torch.amp.GradScaler(runtime.device.type) if runtime.precision == "fp16" else None
@@ -161,8 +166,10 @@ def fit(
     if sharded and aux is not None:
         raise KinemaError("an auxiliary module (a discriminator) with FSDP is not supported yet; use DDP (parallel: ddp)")
     train_model = dist.wrap(model, shard)  # before the optimizer: FSDP2 swaps the parameters for shards
+    split = sequence and dist.world() > 1
     if dist.world() > 1:
-        log(f"[{desc}] {'FSDP2 (sharded)' if sharded else 'DDP'} over {dist.world()} processes")
+        kind = "FSDP2 (sharded)" if sharded else "DDP"
+        log(f"[{desc}] {kind}{' with sequence parallelism' if split else ''} over {dist.world()} processes")
     groups = [{"params": list(model.parameters())}] + ([{"params": list(aux.parameters())}] if aux is not None else [])
     opt = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
     ema = EMA(model, ema_decay) if ema_decay else None
@@ -215,61 +222,64 @@ def fit(
     t0, seen = time.time(), 0
     done = start  # optimizer steps completed
     bad = 0  # non-finite losses in a row
-    try:
-        for step in bar:
-            lr = lr_at(optim, step, steps)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            with runtime.autocast():
-                loss, terms = loss_fn(train_model, step)
-            if dist.any_true(not torch.isfinite(loss)):  # every process skips together
-                bad += 1
-                log(f"[{desc}] step {step + 1}: the loss is {loss.item()} (on some process); step skipped "
-                    f"({bad} in a row)")
-                if bad >= MAX_BAD_STEPS:
-                    save(step)
-                    raise KinemaError(f"[{desc}] the loss was not finite for {bad} steps in a row (last at step {step + 1}); "
-                                      f"checkpoint saved: lower the learning rate and --resume")
+    scope = sequence_parallel.scope() if split else contextlib.nullcontext()
+    with scope:
+        try:
+            for step in bar:
+                lr = lr_at(optim, step, steps)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                with runtime.autocast():
+                    loss, terms = loss_fn(train_model, step)
+                if dist.any_true(not torch.isfinite(loss)):  # every process skips together
+                    bad += 1
+                    log(f"[{desc}] step {step + 1}: the loss is {loss.item()} (on some process); step skipped "
+                        f"({bad} in a row)")
+                    if bad >= MAX_BAD_STEPS:
+                        save(step)
+                        raise KinemaError(f"[{desc}] the loss was not finite for {bad} steps in a row (last at step {step + 1}); "
+                                          f"checkpoint saved: lower the learning rate and --resume")
+                    opt.zero_grad(set_to_none=True)
+                    done = step + 1
+                    continue
+                bad = 0
+                if scaler is None:
+                    loss.backward()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(opt)  # clip the true gradients
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip) if optim.grad_clip else None
+                if aux is not None:
+                    dist.average_grads(aux)  # DDP averages the model's; the auxiliary module's here
+                if aux is not None and optim.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(aux.parameters(), optim.grad_clip)
+                if scaler is None:
+                    opt.step()
+                else:
+                    scaler.step(opt)  # skipped when the scaled gradients overflowed
+                    scaler.update()
                 opt.zero_grad(set_to_none=True)
-                done = step + 1
-                continue
-            bad = 0
-            if scaler is None:
-                loss.backward()
-            else:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)  # clip the true gradients
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip) if optim.grad_clip else None
-            if aux is not None:
-                dist.average_grads(aux)  # DDP averages the model's; the auxiliary module's here
-            if aux is not None and optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(aux.parameters(), optim.grad_clip)
-            if scaler is None:
-                opt.step()
-            else:
-                scaler.step(opt)  # skipped when the scaled gradients overflowed
-                scaler.update()
-            opt.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update(model)
-            done, seen = step + 1, seen + 1
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            if done % log_every == 0 or done == steps:
-                loss = dist.mean(loss.detach())  # every rank's share (all ranks reach this line together)
-                rate = seen / (time.time() - t0)
-                parts = " ".join(f"{k} {v:.4g}" for k, v in terms.items())
-                gn = f" grad_norm {float(grad_norm):.3g}" if grad_norm is not None else ""
-                log(f"[{desc}] step {done}/{steps} loss {loss.item():.5f} {parts} lr {lr:.2e}{gn} it/s {rate:.2f}")
-            if done % ckpt_every == 0 or done == steps:
-                save(done)
-            if sample_fn is not None and sample_every and (done % sample_every == 0 or done == steps):
-                whole = _Whole(dist.full(ema.state_dict())) if sharded and ema is not None else ema  # all processes gather
-                if dist.is_main():
-                    sample_fn(model, whole, done)
-                model.train()
-    except KeyboardInterrupt:
-        save(done)
-        raise KinemaError(f"[{desc}] interrupted after step {done}; checkpoint saved, continue with --resume") from None
-    finally:
-        bar.close()
+                if ema is not None:
+                    ema.update(model)
+                done, seen = step + 1, seen + 1
+                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+                if done % log_every == 0 or done == steps:
+                    loss = dist.mean(loss.detach())  # every rank's share (all ranks reach this line together)
+                    rate = seen / (time.time() - t0)
+                    parts = " ".join(f"{k} {v:.4g}" for k, v in terms.items())
+                    gn = f" grad_norm {float(grad_norm):.3g}" if grad_norm is not None else ""
+                    log(f"[{desc}] step {done}/{steps} loss {loss.item():.5f} {parts} lr {lr:.2e}{gn} it/s {rate:.2f}")
+                if done % ckpt_every == 0 or done == steps:
+                    save(done)
+                if sample_fn is not None and sample_every and (done % sample_every == 0 or done == steps):
+                    whole = _Whole(dist.full(ema.state_dict())) if sharded and ema is not None else ema  # all processes gather
+                    if dist.is_main():
+                        with sequence_parallel.off():
+                            sample_fn(model, whole, done)
+                    model.train()
+        except KeyboardInterrupt:
+            save(done)
+            raise KinemaError(f"[{desc}] interrupted after step {done}; checkpoint saved, continue with --resume") from None
+        finally:
+            bar.close()
     return ema
