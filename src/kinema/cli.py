@@ -73,8 +73,15 @@ def _train(args: argparse.Namespace) -> None:
     if args.arch:
         recipe.model.dit = arch_config(args.arch, recipe.model.dit)
     with _stop_on_signals():
-        out = run(recipe, resume=args.resume, stage=args.stage)
-    if out is not None and dist.is_main():
+        try:
+            out = run(recipe, resume=args.resume, stage=args.stage)
+        except BaseException:
+            if dist.is_initialized():  # another process may still wait in a collective: do not wait for it
+                dist.destroy_process_group()
+            raise
+    main_process = dist.is_main()
+    dist.finish()
+    if out is not None and main_process:
         print(f"model written to {out}; try: kinema generate \"a red circle moving right\" --model {out}")
 
 

@@ -54,4 +54,5 @@ with sp.scope():
     split = model(x, t, cond)
 lines.append(f"model: {(split - whole).abs().max().item():.2e} {0.0:.2e} tokens seen {sorted(set(seen))}")
 Path(sys.argv[1], f"rank_{r}.txt").write_text("\n".join(lines) + "\n")
+dist.barrier()  # no process tears the group down while another still uses it (gloo aborts then)
 dist.destroy_process_group()

@@ -31,6 +31,17 @@ def init_from_env() -> None:
         dist.init_process_group("gloo")
 
 
+def finish() -> None:
+    """Leave torchrun's process group together (gloo aborts a process whose peer tore it down first)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def is_initialized() -> bool:
+    return dist.is_initialized()
+
+
 def world() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
