@@ -99,3 +99,19 @@ def test_bad_folders_say_what_to_do(tmp_path):
     (tmp_path / "captions.jsonl").write_text('{"file": "a.mp4"}\n')
     with pytest.raises(KinemaError, match="captions.jsonl:1"):
         VideoFolder(tmp_path, frames=9, height=32, width=32)
+
+
+def test_size_and_length_buckets(tmp_path):
+    """A wide video takes the wide size, a tall image the tall one; a 1.1 s video gives 9 frames,
+    a 2.6 s one 17 (at 8 fps, durations 9 and 17)."""
+    from kinema.data.folder import nearest_size
+
+    sizes = ((32, 32), (24, 40), (40, 24))
+    assert nearest_size(90, 160, sizes) == (24, 40) and nearest_size(160, 90, sizes) == (40, 24)
+    assert nearest_size(100, 110, sizes) == (32, 32)
+    write_mp4(counter_video(9, size=32)[:, :, :].repeat(2, axis=2), tmp_path / "wide_short.mp4", fps=8)  # 32x64
+    write_mp4(counter_video(21, size=32), tmp_path / "square_long.mp4", fps=8)
+    Image.fromarray(np.zeros((60, 30, 3), dtype=np.uint8)).save(tmp_path / "tall.png")
+    data = VideoFolder(tmp_path, frames=17, height=32, width=32, fps=8, sizes=sizes, durations=(9, 17))
+    shapes = {p.name: data.clip(i)[0].shape for i, p in enumerate(data.files)}
+    assert shapes == {"wide_short.mp4": (9, 24, 40, 3), "square_long.mp4": (17, 32, 32, 3), "tall.png": (1, 40, 24, 3)}

@@ -119,3 +119,18 @@ def test_kinema_train_on_a_prepared_folder(videos, tmp_path, tiny_model_dir, cap
     assert "8 clips in 2 bucket(s)" in log and "step 3/3" in log
     frames = load_pipeline(tmp_path / "run" / "model", device="cpu")("clip 3", num_frames=9, steps=2)
     assert frames.shape == (9, 32, 32, 3) and np.isfinite(frames).all()
+
+
+def test_prepare_with_size_and_length_buckets(videos, tmp_path, tiny_model_dir):
+    """--sizes and --durations: clips of two lengths and the image land in their own buckets,
+    and a training batch always comes from one."""
+    pipe = load_pipeline(tiny_model_dir, device="cpu", precision="fp32")
+    settings = ClipSettings(frames=9, height=32, width=32, fps=8, sizes=((32, 32), (32, 48)), durations=(5, 9, 13, 17))
+    prepare(videos, tmp_path / "c", pipe.vae, pipe.text_encoder, pipe.cfg.text, settings, runtime=pipe.runtime,
+            log=lambda *_: None)
+    cache = LatentCache(tmp_path / "c", pipe.vae, pipe.cfg.text)
+    assert {s[1] for s in cache.shapes} == {1, 4, 5}  # the image, 13-frame clips (1.6-2 s), 17-frame ones
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        mean, _, _ = cache.batch(3, g)
+        assert tuple(mean.shape[1:]) in cache.shapes

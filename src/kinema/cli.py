@@ -93,8 +93,14 @@ def _prepare(args: argparse.Namespace) -> None:
 
     pipe = load_pipeline(args.model, device=args.device, precision=args.precision)
     cfg = pipe.cfg
+    try:
+        sizes = tuple(tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")) if args.sizes else ()
+        durations = tuple(int(v) for v in args.durations.split(",")) if args.durations else ()
+    except ValueError:
+        raise KinemaError(f"--sizes {args.sizes!r} / --durations {args.durations!r}: write e.g. --sizes 64x64,48x80 "
+                          f"--durations 9,17") from None
     settings = ClipSettings(frames=args.frames or cfg.frames, height=args.height or cfg.height, width=args.width or cfg.width,
-                            fps=args.fps, crop=args.crop, seed=args.seed)
+                            fps=args.fps, crop=args.crop, seed=args.seed, sizes=sizes, durations=durations)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))  # torchrun: each rank its share
     counts = prepare(args.data, args.out, pipe.vae, pipe.text_encoder, cfg.text, settings, runtime=pipe.runtime,
                      rank=rank, world=world, shard_size=args.shard_size)
@@ -253,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--fps", type=float, default=8.0, help="frames per second sampled from each video")
     pr.add_argument("--crop", default="center", choices=("center", "resize", "pad"))
     pr.add_argument("--seed", type=int, default=0, help="draws each video's start")
+    pr.add_argument("--sizes", default=None, metavar="HxW,...",
+                    help="size buckets, e.g. 64x64,48x80,80x48: each file takes the one nearest its aspect ratio")
+    pr.add_argument("--durations", default=None, metavar="N,...",
+                    help="length buckets in frames (1 + r k each), e.g. 9,17: each video takes the longest it can give")
     pr.add_argument("--shard-size", type=int, default=64, help="clips per shard file")
     _runtime_args(pr)
     pr.set_defaults(func=_prepare)

@@ -16,6 +16,11 @@ seed; a video shorter than that is skipped as too short (named in the report). `
 Frame size, `crop`: "center" resizes the shorter side to fit and crops the middle; "resize"
 stretches to the size; "pad" fits the longer side and pads with black.
 
+Buckets: with `sizes` ((height, width), ...) each file takes the size whose aspect ratio is
+nearest its own (wide videos a wide size, portrait ones a tall one); with `durations` (frame
+counts) each video takes the longest it can give at `fps`, so short videos still train. Training
+then draws each batch from one shape (kinema.data.latent_cache).
+
 A corrupt, truncated, empty or unreadable file never stops training: `clip` returns None, and the
 file is counted and named with its reason in `report()`.
 """
@@ -66,6 +71,12 @@ def read_captions(root: Path) -> dict[str, str]:
     return out
 
 
+def nearest_size(h: int, w: int, sizes: tuple[tuple[int, int], ...]) -> tuple[int, int]:
+    """The (height, width) of `sizes` whose aspect ratio is nearest h / w (in log ratio)."""
+    aspect = np.log(w / h)
+    return min(sizes, key=lambda s: abs(np.log(s[1] / s[0]) - aspect))
+
+
 def fit_frame(frame: np.ndarray, height: int, width: int, crop: str) -> np.ndarray:
     """uint8 [H, W, 3] -> [height, width, 3] by `crop` (module docstring), bicubic."""
     image = Image.fromarray(frame)
@@ -105,14 +116,18 @@ def timed_frames(path: Path) -> tuple[list[tuple[float, np.ndarray]], float]:
     return out, (out[-1][0] + 1 / rate if out else 0.0)
 
 
-def decode_frames(path: Path, frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:
-    """`frames` frames of a video at `fps` from a random start: uint8 [frames, H, W, 3]. Raises
-    ValueError("too short ...") or a decoder / OS error for a file that cannot give them."""
+def decode_frames(path: Path, frames: int | tuple[int, ...], fps: float, rng: np.random.Generator) -> np.ndarray:
+    """`frames` frames of a video at `fps` from a random start: uint8 [frames, H, W, 3]; given
+    several frame counts, the longest the video can give. Raises ValueError("too short ...") or a
+    decoder / OS error for a file that cannot give them."""
     decoded, end = timed_frames(path)
     if not decoded:
         raise ValueError("no frames")
     times = np.array([t for t, _ in decoded])
     end, times = end - times[0], times - times[0]
+    if not isinstance(frames, int):  # the longest duration that fits, else the shortest (reported too short)
+        fitting = [f for f in sorted(frames) if f / fps <= end + 1e-6]
+        frames = fitting[-1] if fitting else min(frames)
     span = frames / fps  # the clip shows `frames` frames, each for 1 / fps
     if end + 1e-6 < span:
         raise ValueError(f"too short: {end:.2f} s, {frames} frames at {fps:g} fps need {span:.2f} s")
@@ -124,16 +139,20 @@ def decode_frames(path: Path, frames: int, fps: float, rng: np.random.Generator)
 
 class VideoFolder:
     def __init__(self, root: str | Path, *, frames: int, height: int, width: int, fps: float = 8.0,
-                 time_compression: int = 4, crop: str = "center"):
+                 time_compression: int = 4, crop: str = "center", sizes: tuple[tuple[int, int], ...] = (),
+                 durations: tuple[int, ...] = ()):
         self.root = Path(root)
         if not self.root.is_dir():
             raise KinemaError(f"data folder {self.root} does not exist; point --data at a folder of videos and images")
-        if frames < 1 or (frames - 1) % time_compression:
-            raise KinemaError(f"{frames} frames is not 1 + {time_compression}k, as the VAE needs; "
-                              f"use e.g. {time_compression + 1} or {2 * time_compression + 1}")
+        self.durations = tuple(durations) or (frames,)
+        for f in self.durations:
+            if f < 1 or (f - 1) % time_compression:
+                raise KinemaError(f"{f} frames is not 1 + {time_compression}k, as the VAE needs; "
+                                  f"use e.g. {time_compression + 1} or {2 * time_compression + 1}")
         if crop not in CROPS:
             raise KinemaError(f"crop {crop!r}: use one of {', '.join(CROPS)}")
         self.frames, self.height, self.width, self.fps, self.crop = frames, height, width, fps, crop
+        self.sizes = tuple(tuple(s) for s in sizes) or ((height, width),)
         suffixes = VIDEO_SUFFIXES + IMAGE_SUFFIXES
         self.files = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
         if not self.files:
@@ -157,7 +176,8 @@ class VideoFolder:
         return self.files[i].suffix.lower() in IMAGE_SUFFIXES
 
     def clip(self, i: int, seed: int = 0) -> tuple[np.ndarray | None, str]:
-        """(uint8 [T, height, width, 3] with T = frames, or 1 for an image; or None if the file is
+        """(uint8 [T, height, width, 3] with T = frames (the longest of `durations` that fits), or
+        1 for an image, at the size of `sizes` nearest its aspect; or None if the file is
         unreadable or too short, which the report then names), caption."""
         path = self.files[i]
         rel = str(path.relative_to(self.root))
@@ -166,11 +186,13 @@ class VideoFolder:
                 with Image.open(path) as im:
                     raw = np.asarray(im.convert("RGB"))[None]
             else:
-                raw = decode_frames(path, self.frames, self.fps, np.random.default_rng([seed, i]))
+                raw = decode_frames(path, self.durations if len(self.durations) > 1 else self.durations[0], self.fps,
+                                    np.random.default_rng([seed, i]))
         except Exception as e:  # noqa: BLE001  any decoder failure: skip the file, never stop training
             self.skipped.add(rel, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"[:200])
             return None, self.captions[i]
-        return np.stack([fit_frame(f, self.height, self.width, self.crop) for f in raw]), self.captions[i]
+        height, width = nearest_size(raw.shape[1], raw.shape[2], self.sizes)
+        return np.stack([fit_frame(f, height, width, self.crop) for f in raw]), self.captions[i]
 
     def report(self) -> str:
         """One line per skipped file (or a line saying none were)."""

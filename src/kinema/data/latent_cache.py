@@ -62,6 +62,8 @@ class ClipSettings:
     fps: float = 8.0
     crop: str = "center"
     seed: int = 0
+    sizes: tuple[tuple[int, int], ...] = ()  # buckets by aspect (kinema.data.folder); () is (height, width) alone
+    durations: tuple[int, ...] = ()  # buckets by length; () is `frames` alone
 
 
 def _append_line(path: Path, item: dict) -> None:
@@ -90,8 +92,10 @@ def prepare(data: str | Path, out: str | Path, vae, text_encoder, text_cfg, sett
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     folder = VideoFolder(data, frames=settings.frames, height=settings.height, width=settings.width, fps=settings.fps,
-                         time_compression=vae.cfg.time_compression, crop=settings.crop)
-    meta = {"vae": vae_fingerprint(vae), "text": text_fingerprint(text_cfg), "clips": asdict(settings),
+                         time_compression=vae.cfg.time_compression, crop=settings.crop, sizes=settings.sizes,
+                         durations=settings.durations)
+    clips = json.loads(json.dumps(asdict(settings)))  # tuples as lists, as settings.json holds them
+    meta = {"vae": vae_fingerprint(vae), "text": text_fingerprint(text_cfg), "clips": clips,
             "latent_channels": vae.cfg.latent_channels}
     settings_path = out / "settings.json"
     if settings_path.is_file():
