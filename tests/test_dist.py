@@ -14,11 +14,11 @@ from kinema.io.weights import load_weights
 from kinema.train.checkpoint import latest_checkpoint
 
 
-def recipe_file(tmp_path, name: str) -> str:
+def recipe_file(tmp_path, name: str, accumulate: int = 1) -> str:
     r = tiny_recipe_dict(tmp_path / name, vae_steps=2, dit_steps=3)
     r["precision"] = "fp32"
     r["vae"].update(batch_size=2, image_batch_size=2)
-    r["dit"].update(batch_size=4)
+    r["dit"].update(batch_size=4, optim={"accumulate": accumulate})
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(r))
     return str(path)
@@ -36,9 +36,11 @@ def final(run, stage: str) -> dict[str, torch.Tensor]:
 
 
 def test_two_processes_train_as_one(tmp_path):
+    """DDP on 2 gloo processes, the denoiser also accumulating 2 micro-batches, against 1 process
+    with whole batches."""
     one = kinema("train", recipe_file(tmp_path, "one"))
     assert one.returncode == 0, one.stderr[-2000:]
-    two = kinema("train", recipe_file(tmp_path, "two"), procs=2)
+    two = kinema("train", recipe_file(tmp_path, "two", accumulate=2), procs=2)  # 4 = 2 processes x 2 micro-batches of 1
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("model written to") == 1  # rank 0 speaks for both
     for stage in ("vae", "dit"):  # the same weights after the VAE's 2 and the denoiser's 3 steps

@@ -368,3 +368,34 @@ def test_a_non_finite_loss_skips_the_step_and_three_in_a_row_stop_the_run(tmp_pa
     with pytest.raises(KinemaError, match="not finite for 3 steps in a row \\(last at step 8\\); checkpoint saved"):
         run_with({5, 6, 7, 8}, tmp_path / "three")
     assert latest_checkpoint(tmp_path / "three").name == "step_0000007"  # resumes at the third bad step
+
+
+def test_gradient_accumulation_takes_the_step_of_the_whole_batch(tmp_path, monkeypatch):
+    """optim.accumulate 2: each step runs its global batch as two micro-batches, one after the
+    other, and sums their gradients: the VAE and the denoiser end where whole batches take them."""
+    from kinema.dit.transformer import MMDiT
+
+    seen, forward = [], MMDiT.forward
+    monkeypatch.setattr(MMDiT, "forward", lambda self, x, *a: seen.append(x.shape[0]) or forward(self, x, *a))
+
+    def trained(name, accumulate):
+        r = tiny_recipe_dict(tmp_path / name, vae_steps=2, dit_steps=3)
+        r["precision"] = "fp32"
+        r["vae"].update(batch_size=2, image_batch_size=2, optim={"accumulate": accumulate, "warmup": 2})
+        r["dit"].update(optim={"accumulate": accumulate, "warmup": 2})
+        run(from_dict(Recipe, r))
+        return {stage: load_weights(latest_checkpoint(tmp_path / name / stage / "ckpt") / "model.safetensors")
+                for stage in ("vae", "dit")}
+
+    whole = trained("whole", 1)
+    assert set(seen) == {4}
+    seen.clear()
+    micro = trained("micro", 2)
+    assert set(seen) == {2} and len(seen) == 6  # 3 steps of 2 micro-batches of 2
+    for stage in whole:
+        for k, v in whole[stage].items():
+            torch.testing.assert_close(micro[stage][k], v, atol=2e-5, rtol=1e-4, msg=f"{stage} {k}")
+    r = tiny_recipe_dict(tmp_path / "odd", vae_steps=1, dit_steps=1)
+    r["dit"]["optim"] = {"accumulate": 3}
+    with pytest.raises(KinemaError, match="dit.batch_size 4 does not split over 1 processes x 3 micro-batches"):
+        run(from_dict(Recipe, r))

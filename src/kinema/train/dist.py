@@ -12,6 +12,7 @@ from the same checkpoint.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -87,20 +88,46 @@ def average_grads(module: torch.nn.Module) -> None:
             p.grad /= world()
 
 
-def check_batch(batch_size: int, where: str) -> None:
-    if batch_size % world():
-        raise KinemaError(f"{where} {batch_size} does not split over {world()} processes; use a multiple of {world()}")
+def check_batch(batch_size: int, where: str, accumulate: int = 1) -> None:
+    n = world() * accumulate
+    if batch_size % n:
+        what = f"{world()} processes" + (f" x {accumulate} micro-batches" if accumulate > 1 else "")
+        raise KinemaError(f"{where} {batch_size} does not split over {what}; use a multiple of {n}")
+
+
+_MICRO = (0, 1)  # (micro-batch index, micro-batches per step): gradient accumulation, set by `micro`
+
+
+@contextmanager
+def micro(index: int, count: int):
+    """Inside: `share` gives micro-batch `index` of `count` (the trainer accumulates their gradients)."""
+    global _MICRO
+    before, _MICRO = _MICRO, (index, count)
+    try:
+        yield
+    finally:
+        _MICRO = before
+
+
+def parts() -> int:
+    """Into how many shares a global batch is cut: processes x micro-batches (micro-batches alone
+    under sequence parallelism, where every process holds the same samples)."""
+    from kinema.nn import sequence_parallel
+
+    return _MICRO[1] * (1 if sequence_parallel.group() is not None else world())
 
 
 def share(batch: int) -> slice:
-    """This rank's contiguous share of a global batch of `batch` samples (all of it in one process,
-    and under sequence parallelism, where every process holds the same samples and splits tokens)."""
+    """This process's contiguous share of a global batch of `batch` samples, in this micro-batch:
+    all of it in one process without accumulation. Under sequence parallelism every process takes
+    the same samples (and splits their tokens)."""
     from kinema.nn import sequence_parallel
 
-    if sequence_parallel.group() is not None:
-        return slice(None)
-    size = batch // world()
-    return slice(rank() * size, (rank() + 1) * size)
+    index, count = _MICRO
+    split = sequence_parallel.group() is None
+    part = index * (world() if split else 1) + (rank() if split else 0)
+    size = batch // parts()
+    return slice(part * size, (part + 1) * size)
 
 
 def wrap(model: torch.nn.Module, shard: bool = False) -> torch.nn.Module:

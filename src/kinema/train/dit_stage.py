@@ -193,7 +193,7 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
     """Returns (model config with latent statistics, EMA weights of the DiT, text encoder name).
     The cache lives on runtime.device for the whole stage; batches and noise are drawn on the CPU."""
     device = runtime.device
-    dist.check_batch(stage.batch_size, "dit.batch_size")
+    dist.check_batch(stage.batch_size, "dit.batch_size", stage.optim.accumulate)
     if stage.data:
         return train_dit_on_cache(mc, stage, vae, run_dir=run_dir, seed=seed, runtime=runtime, resume=resume, log=log,
                                   compile=compile, shard=shard, sequence=sequence)

@@ -38,6 +38,9 @@ class OptimConfig:
     warmup: int = 100
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at the last step
     grad_clip: float = 1.0
+    # micro-batches per optimizer step: the global batch is cut into this many parts, run one
+    # after another (the memory of one part), their gradients summed (kinema.train.dist.share)
+    accumulate: int = 1
 
 
 def lr_at(cfg: OptimConfig, step: int, steps: int) -> float:
@@ -66,6 +69,25 @@ class Log:
             f.write(line + "\n")
         if echo:
             tqdm.write(line)
+
+
+def accumulate_gradients(train_model, loss_fn, step: int, count: int, runtime: Runtime, scaler):
+    """Run loss_fn on each of `count` micro-batches and backpropagate loss / count: -> (the step's
+    mean loss, the last micro-batch's terms, whether every loss was finite). A non-finite loss is
+    not backpropagated; the caller skips the step. Under DDP only the last micro-batch syncs."""
+    total, finite, terms = 0.0, True, {}
+    for index in range(count):
+        sync = index == count - 1 or not hasattr(train_model, "no_sync")
+        with dist.micro(index, count), runtime.autocast(), (contextlib.nullcontext() if sync else train_model.no_sync()):
+            loss, terms = loss_fn(train_model, step)
+            if not torch.isfinite(loss):
+                finite = False
+            elif scaler is None:
+                (loss / count).backward()
+            else:
+                scaler.scale(loss / count).backward()
+        total = total + loss.detach() / count
+    return total, terms, finite
 
 
 class _Whole:
@@ -229,9 +251,8 @@ def fit(
                 lr = lr_at(optim, step, steps)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                with runtime.autocast():
-                    loss, terms = loss_fn(train_model, step)
-                if dist.any_true(not torch.isfinite(loss)):  # every process skips together
+                loss, terms, finite = accumulate_gradients(train_model, loss_fn, step, optim.accumulate, runtime, scaler)
+                if dist.any_true(not finite):  # every process skips together
                     bad += 1
                     log(f"[{desc}] step {step + 1}: the loss is {loss.item()} (on some process); step skipped "
                         f"({bad} in a row)")
@@ -243,10 +264,7 @@ def fit(
                     done = step + 1
                     continue
                 bad = 0
-                if scaler is None:
-                    loss.backward()
-                else:
-                    scaler.scale(loss).backward()
+                if scaler is not None:
                     scaler.unscale_(opt)  # clip the true gradients
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip) if optim.grad_clip else None
                 if aux is not None:

@@ -102,7 +102,7 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
     torch.manual_seed(seed)
     device = runtime.device
     for b in (stage.batch_size, stage.image_batch_size, *(b for _, _, b in stage.length_schedule)):
-        dist.check_batch(b, "vae.batch_size (and image_batch_size, length_schedule)")
+        dist.check_batch(b, "vae.batch_size (and image_batch_size, length_schedule)", stage.optim.accumulate)
     vae = CausalVAE(cfg)
     if stage.init_from:
         from kinema.eval.recon import load_vae
@@ -123,7 +123,7 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
         b, _, frames, h, w = x.shape
         s = cfg.space_compression
         # drawn on the CPU for the global batch, then this process's share: the same on every device and split
-        whole = (b * dist.world(), cfg.latent_channels, vae.latent_frames(frames), h // s, w // s)
+        whole = (b * dist.parts(), cfg.latent_channels, vae.latent_frames(frames), h // s, w // s)
         eps = to_device(torch.randn(whole, generator=g)[dist.share(whole[0])], device)
         recon, mean, logvar = model(x, eps)
         loss, terms = vae_loss(stage.loss, recon, x, mean, logvar)
