@@ -55,7 +55,7 @@ WAN = {"dual_blocks": 0, "single_blocks": 0, "cross_blocks": 4, "modulation": "s
                                              (("full",), {"single_blocks": 0, "dual_blocks": 3, "text_width": 128,
                                                           "refiner_blocks": 1}),  # AsymmDiT (Mochi)
                                              (("full", "spatial"), {"dual_blocks": 0, "expert_adaln": True}),  # CogVideoX
-                                             (("full",), {**DIT_FAMILIES["mochi"], "dual_blocks": 3}),
+                                             (("full",), {**DIT_FAMILIES["mochi"], "dual_blocks": 3, "shape_condition": True}),
                                              (("full", "spatial"), DIT_FAMILIES["cogvideox"]),
                                              (("full",), {**DIT_FAMILIES["cogvideox"], "expert_adaln": False, "time_dim": None,
                                                           "time_freq_dim": 64, "qkv_bias": False, "mlp": "swiglu"})])

@@ -305,3 +305,21 @@ def test_mochi_parts_are_for_dual_blocks_and_swiglu_width():
         DiTConfig(residual="tanh")
     ff = SwiGLU(48, 192)  # Mochi: (4 * 48 * 2) // 3 = 128
     assert ff.proj_in.weight.shape == (256, 48) and ff.proj_out.weight.shape == (48, 128) and ff.proj_in.bias is None
+
+
+def test_shape_condition_tells_the_model_the_clips_shape():
+    """dit.shape_condition: a clip's (t, h, w) token grid enters the time vector, the same for every
+    sample; two grids of the same area but other aspect give other vectors, and without the
+    condition the vector ignores the grid."""
+    from kinema.dit.transformer import shape_features
+
+    cfg = DiTConfig(**{**CFG.__dict__, "shape_condition": True})
+    model = MMDiT(cfg)
+    assert shape_features((2, 4, 8)).shape == (1, 96)
+    t, text = torch.rand(2), random_text(2, tokens=5, dim=cfg.text_dim).text
+    wide, tall = model.conditioning_vectors(t, text, (2, 4, 8))[0], model.conditioning_vectors(t, text, (2, 8, 4))[0]
+    assert not torch.allclose(wide, tall)
+    plain = MMDiT(CFG)
+    torch.testing.assert_close(plain.conditioning_vectors(t, text, (2, 4, 8))[0], plain.conditioning_vectors(t, text, (2, 8, 4))[0])
+    x = torch.randn(2, 4, 2, 8, 16)
+    assert model(x, t, Conditioning(text)).shape == x.shape

@@ -145,6 +145,9 @@ class DiTConfig:
     # the final layer: "adaln" (weightless LayerNorm under AdaLN) or "cogvideox" (an affine
     # LayerNorm, then AdaLN over another affine LayerNorm)
     final_norm: str = "adaln"
+    # add an embedding of the clip's shape, the token grid (frames, rows, columns), to the time vector:
+    # size / length conditioning (SDXL, Open-Sora), so that a model trained on buckets knows which
+    shape_condition: bool = False
     # where the pooled text vector comes from: "encoder" (the text encoder's pooled output, through
     # an MLP) or "attention" (Mochi: attention pooling over the text states, 8 heads)
     pooling: str = "encoder"

@@ -93,6 +93,8 @@ def dit_flops(cfg: DiTConfig, grid: Grid, text_tokens: int, computed: bool = Fal
     text_in = {"mlp": cfg.text_dim * dt + dt * dt}.get(cfg.text_adapter, cfg.text_dim * dt)
     linear = 2 * patch_dim * d * n + text_in * lt  # patch in, final out; the text adapter
     linear += cfg.time_freq_dim * td + td * td  # the timestep MLP (per sample)
+    if cfg.shape_condition:  # the clip-shape MLP (once per batch; per sample at batch 1)
+        linear += 96 * td + td * td
     if cfg.pooled and cfg.pooling == "attention":  # Mochi: q from the mean, k and v over [mean; text], out
         dx = cfg.text_dim
         linear += dx * dx + 2 * dx * dx * (lt + 1) + dx * td

@@ -106,6 +106,15 @@ def text_adapter(cfg: DiTConfig) -> nn.Sequential:
     return nn.Sequential(*norm, nn.Linear(cfg.text_dim, width))
 
 
+SHAPE_FEATURES = 32  # sin-cos features per grid axis for `shape_condition`
+
+
+def shape_features(grid: tuple[int, int, int], device=None) -> torch.Tensor:
+    """(t, h, w) token grid -> [1, 3 * SHAPE_FEATURES]: a sin-cos embedding of each count."""
+    counts = torch.tensor(grid, dtype=torch.float32, device=device)
+    return timestep_embedding(counts, SHAPE_FEATURES, scale=1.0).flatten()[None]
+
+
 class MMDiT(nn.Module):
     def __init__(self, cfg: DiTConfig):
         super().__init__()
@@ -125,6 +134,7 @@ class MMDiT(nn.Module):
         self.refiner = TokenRefiner(width, cfg.heads, cfg.text_dim, cfg.refiner_blocks) if cfg.refiner_blocks else None
         time_dim = cfg.time_dim or cfg.dim
         self.time_in = MLPEmbedder(cfg.time_freq_dim, time_dim)
+        self.shape_in = MLPEmbedder(3 * SHAPE_FEATURES, time_dim) if cfg.shape_condition else None
         self.pooled_in = None
         if cfg.pooled:
             self.pooled_in = (AttentionPool(cfg.text_dim, time_dim) if cfg.pooling == "attention"
@@ -232,6 +242,8 @@ class MMDiT(nn.Module):
             p = self.pooled_in(text.tokens, text.mask)  # [B, D]
         elif self.pooled_in is not None:
             p = self.pooled_in(text.pooled)  # [B, D]
+        if self.shape_in is not None:  # the same for every sample of the batch: [1, D]
+            p = p + self.shape_in(shape_features(grid, t.device))
         if t.dim() == 1:
             vec = self.time_in(timestep_embedding(t, self.cfg.time_freq_dim)) + p
             return vec, vec
