@@ -134,3 +134,29 @@ def test_prepare_with_size_and_length_buckets(videos, tmp_path, tiny_model_dir):
     for _ in range(5):
         mean, _, _ = cache.batch(3, g)
         assert tuple(mean.shape[1:]) in cache.shapes
+
+
+def test_a_curriculum_draws_images_first_then_clips(videos, tmp_path, tiny_model_dir):
+    from kinema.train.dit_stage import DiTStage, train_dit
+    from kinema.train.trainer import Log
+
+    pipe = load_pipeline(tiny_model_dir, device="cpu", precision="fp32")
+    prepare(videos, tmp_path / "c", pipe.vae, pipe.text_encoder, pipe.cfg.text, SETTINGS, runtime=pipe.runtime,
+            log=lambda *_: None)
+    cache = LatentCache(tmp_path / "c")
+    g = torch.Generator().manual_seed(0)
+    assert {cache.batch(2, g, max_frames=1)[0].shape[2] for _ in range(6)} == {1}
+    with pytest.raises(KinemaError, match="no clip of at most 0 latent frames"):
+        cache.batch(2, g, max_frames=0)
+    from kinema.dit.transformer import MMDiT
+
+    seen, forward = [], MMDiT.forward
+    MMDiT.forward = lambda self, x, *a: seen.append(x.shape[2]) or forward(self, x, *a)
+    try:
+        stage = DiTStage(steps=6, batch_size=2, data=str(tmp_path / "c"), curriculum=((0, 1), (3, 99)), log_every=3,
+                         ckpt_every=6, sample_every=0)
+        train_dit(pipe.cfg, stage, pipe.vae, run_dir=tmp_path / "run", seed=0, runtime=pipe.runtime, resume=False,
+                  log=Log(tmp_path / "log.txt"))
+    finally:
+        MMDiT.forward = forward
+    assert seen[:3] == [1, 1, 1] and set(seen[3:]) <= {1, 3} and 3 in seen[3:]

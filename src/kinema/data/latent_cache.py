@@ -191,10 +191,18 @@ class LatentCache:
         flat = torch.cat([b["mean"].float().transpose(0, 1).flatten(1) for b in self.buckets.values()], dim=1)
         return flat.mean(1), flat.std(1)
 
-    def batch(self, batch_size: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, TextStates]:
+    def batch(self, batch_size: int, g: torch.Generator,
+              max_frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor, TextStates]:
         """(mean, logvar) [B, C, t, h, w] and text states from one bucket, drawn with probability
-        proportional to its size; samples with replacement."""
-        b = self.shapes[int(torch.multinomial(self.sizes, 1, generator=g))]
+        proportional to its size; samples with replacement. `max_frames`: only buckets of at most
+        that many latent frames (1: images alone), for a curriculum."""
+        sizes = self.sizes
+        if max_frames is not None:
+            sizes = torch.where(torch.tensor([s[1] <= max_frames for s in self.shapes]), sizes, 0.0)
+            if not sizes.sum():
+                raise KinemaError(f"the cache has no clip of at most {max_frames} latent frames for the curriculum; "
+                                  f"its buckets are {self.shapes}")
+        b = self.shapes[int(torch.multinomial(sizes, 1, generator=g))]
         bucket = self.buckets[b]
         idx = torch.randint(bucket["mean"].shape[0], (batch_size,), generator=g)
         text = TextStates(bucket["tokens"][idx].float(), bucket["mask"][idx], bucket["pooled"][idx])

@@ -56,6 +56,9 @@ class DiTStage:
     # a cache made by `kinema prepare` from your own videos (kinema.data.latent_cache): the
     # denoiser trains on it instead of the recipe's world; num_clips and captions_per_combo are unused
     data: str | None = None
+    # a curriculum over the cache's buckets (SPEC §5): ((from_step, max latent frames), ...), e.g.
+    # ((0, 1), (2000, 3), (4000, 99)): images alone, then short clips, then everything
+    curriculum: tuple[tuple[int, int], ...] = ()
 
 
 def training_clips(world: str, stage: DiTStage, mc: ModelConfig, seed: int):
@@ -258,7 +261,11 @@ def train_dit_on_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_
 
     def loss_fn(m: MMDiT, step: int):
         g = seeded(seed, step)
-        post_mean, post_logvar, text = cache.batch(stage.batch_size, g)
+        limit = None
+        for from_step, frames in sorted(stage.curriculum):
+            if step >= from_step:
+                limit = frames
+        post_mean, post_logvar, text = cache.batch(stage.batch_size, g, limit)
         z0 = post_mean.float()
         if stage.sample_posterior:
             z0 = z0 + (0.5 * post_logvar.float()).exp() * torch.randn(z0.shape, generator=g)
