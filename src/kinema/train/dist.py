@@ -1,14 +1,15 @@
-"""Data-parallel training from outside the model: `torchrun` and DDP, the model unchanged.
+"""Parallel training from outside the model: `torchrun`, the model code unchanged.
 
     torchrun --nproc_per_node 2 -m kinema.cli train configs/shapes.yaml    # gloo on CPUs, NCCL on GPUs
 
-Every rank draws the *global* batch and its noise from (seed, step), exactly as one process does,
-and keeps its own contiguous share (`local`). DDP averages the gradients over ranks, so N
-processes take the step one process takes with the same global batch (up to the order of float
-sums; tests/test_dist.py). Rank 0 alone writes logs, samples and checkpoints; every rank resumes
-from the same checkpoint.
+Every process draws the *global* batch and its noise from (seed, step), exactly as one process
+does, and keeps its own contiguous share (`share`), cut further into micro-batches when the stage
+accumulates gradients. DDP (or FSDP2, `wrap(shard=True)`) averages the gradients over processes,
+so N processes take the step one process takes with the same global batch, up to the order of
+float sums (tests/test_dist.py). Under sequence parallelism every process takes the same samples
+and splits their tokens instead (kinema.nn.sequence_parallel). Process 0 alone writes logs,
+samples and checkpoints; every process resumes from the same checkpoint.
 """
-
 from __future__ import annotations
 
 import os
