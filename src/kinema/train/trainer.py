@@ -78,8 +78,9 @@ def accumulate_gradients(train_model, loss_fn, step: int, count: int, runtime: R
     total, finite, terms = 0.0, True, {}
     for index in range(count):
         sync = index == count - 1 or not hasattr(train_model, "no_sync")
-        with dist.micro(index, count), runtime.autocast(), (contextlib.nullcontext() if sync else train_model.no_sync()):
-            loss, terms = loss_fn(train_model, step)
+        with dist.micro(index, count), (contextlib.nullcontext() if sync else train_model.no_sync()):
+            with runtime.autocast():  # the forward only: the backward runs outside autocast
+                loss, terms = loss_fn(train_model, step)
             if not torch.isfinite(loss):
                 finite = False
             elif scaler is None:
