@@ -399,3 +399,19 @@ def test_gradient_accumulation_takes_the_step_of_the_whole_batch(tmp_path, monke
     r["dit"]["optim"] = {"accumulate": 3}
     with pytest.raises(KinemaError, match="dit.batch_size 4 does not split over 1 processes x 3 micro-batches"):
         run(from_dict(Recipe, r))
+
+
+def test_resuming_with_another_architecture_is_one_clear_line(tmp_path, capsys):
+    import yaml
+
+    from kinema.cli import main
+
+    r = tiny_recipe_dict(tmp_path / "run", vae_steps=1, dit_steps=2)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    assert main(["train", str(tmp_path / "r.yaml")]) == 0
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "r.yaml"), "--resume", "--arch", "wan-tiny"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("kinema: error")]
+    assert len(lines) == 1 and "holds another model than this run builds" in lines[0] and "--arch" in lines[0]
+    assert "Traceback" not in err

@@ -201,7 +201,11 @@ def fit(
     if ckpt is not None and not resume:
         raise KinemaError(f"{run_dir} already holds checkpoints; pass --resume to continue, or delete it to start over")
     if ckpt is not None:
-        load_model_state(model, load_weights(ckpt / "model.safetensors"), sharded)
+        try:
+            load_model_state(model, load_weights(ckpt / "model.safetensors"), sharded)
+        except RuntimeError as e:  # missing / unexpected keys, other shapes
+            raise KinemaError(f"{ckpt} holds another model than this run builds ({str(e).splitlines()[0][:120]}); "
+                              f"resume with the recipe (and --arch) it was started with, or use a new run_dir") from None
         if aux is not None:
             if not (ckpt / "aux.safetensors").is_file():
                 raise KinemaError(f"{ckpt} was trained without the auxiliary module (e.g. a discriminator) this run has; "
