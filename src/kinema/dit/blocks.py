@@ -23,6 +23,7 @@ from kinema.nn.attention import attention
 from kinema.nn.modulation import Modulation, ModulationOut, ModulationTable, joint_modulation, modulate
 from kinema.nn.norms import RMSNorm
 from kinema.nn.rope import apply_rope
+from kinema.nn.sequence_parallel import self_attention
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,7 @@ class CrossBlock(nn.Module):
         mods = self.mod(vec)
         q, k, v = split_heads(self.qkv(modulate(self.norm1(x), mods[0])), self.heads)
         q, k = self.qk_norm(q, k)
-        a = attention(apply_rope(q, rope), apply_rope(k, rope), v, mask, layout=layout, grid=grid, sequence=True)
+        a = self_attention(apply_rope(q, rope), apply_rope(k, rope), v, mask, layout=layout, grid=grid)
         x = x + mods[0].gate * self.proj(a)
         if self.cross:
             q = heads_of(self.cross_q(self.norm2(x)), self.heads)

@@ -32,23 +32,14 @@ LAYOUTS = ("full", "spatial", "temporal")
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
-              layout: str = "full", grid: Grid | None = None, sequence: bool = False) -> torch.Tensor:
+              layout: str = "full", grid: Grid | None = None) -> torch.Tensor:
     """q: [B, H, Lq, Dh], k, v: [B, H, Lk, Dh], mask: bool broadcastable to [B, H, Lq, Lk]
     (True = may attend) -> [B, Lq, H * Dh].
 
     layout "spatial" / "temporal" (video tokens only, Lq = Lk = t h w of `grid`) attends inside
     each frame / each (h, w) track; a mask then has the folded shape [B * T, H, S, S] / [B * S, H, T, T].
-
-    `sequence`: self-attention over the model's token sequence; inside a sequence-parallel scope
-    (kinema.nn.sequence_parallel) its tokens are this process's share, and the attention is
-    exchanged over the processes (Ulysses); the mask is over the whole sequence."""
-    if sequence:
-        from kinema.nn import sequence_parallel as sp
-
-        if sp.group() is not None:
-            if layout != "full":
-                raise ValueError(f"sequence parallelism runs the 'full' layout (any mask); {layout!r} is not built yet")
-            return sp.sequence_attention(q, k, v, mask, sp.group())
+    (A model's self-attention over its token sequence goes through
+    kinema.nn.sequence_parallel.self_attention, which calls this one unless the tokens are split.)"""
     if layout == "full":
         if choose_kernel(q, k, v, mask) == "flex":  # a block-sparse mask, where flex measured faster
             out = flex_attention_masked(q, k, v, mask)

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
+from kinema.nn.attention import attention
+
 _GROUP = None  # the process group of the active `scope`, None outside one
 
 
@@ -97,8 +99,6 @@ def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
                       group=None) -> torch.Tensor:
     """Heads split, whole sequence: [B, H, L/P, Dh] -> all-to-all -> [B, H/P, L, Dh] -> attention
     -> [B, H/P, L, Dh] -> all-to-all -> [B, L/P, H * Dh]."""
-    from kinema.nn.attention import attention
-
     p = dist.get_world_size(group)
     if q.shape[1] % p:
         raise ValueError(f"Ulysses sequence parallelism splits the {q.shape[1]} heads over {p} processes; "
@@ -115,8 +115,6 @@ def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
 def gathered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
                        group=None) -> torch.Tensor:
     """Any head count: gather every process's keys and values, attend with the local queries."""
-    from kinema.nn.attention import attention
-
     r = dist.get_rank(group)
     k, v = (_gather(x, group) for x in (k, v))  # [B, H, L, Dh]
     if mask is not None and mask.shape[-2] > 1:  # rows of this process's queries
@@ -139,3 +137,15 @@ def sequence_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
                       f"parallelism gathers keys and values instead (more memory)", stacklevel=2)
         return gathered_attention(q, k, v, mask, group)
     return ulysses_attention(q, k, v, mask, group)
+
+
+def self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
+                   layout: str = "full", grid=None) -> torch.Tensor:
+    """A model's self-attention over its token sequence: kinema.nn.attention.attention, or, inside a
+    `scope`, over the tokens split across processes (this process's share; the mask is over the
+    whole sequence)."""
+    if _GROUP is None:
+        return attention(q, k, v, mask, layout=layout, grid=grid)
+    if layout != "full":
+        raise ValueError(f"sequence parallelism runs the 'full' layout (any mask); {layout!r} is not built yet")
+    return sequence_attention(q, k, v, mask, _GROUP)

@@ -91,6 +91,8 @@ class Upsample(nn.Module):
     first f - 1 copies (1 + k -> 1 + f k); then a causal conv. `dual`: plus the input's channels
     repeated up to 4 f cout and unfolded (the mirror of Downsample's path)."""
 
+    upsamples_space = True  # kinema.vae.coding.halo: the layers after it run at twice the resolution
+
     def __init__(self, cin: int, cout: int, factor: int, dual: bool = False):
         super().__init__()
         self.factor, self.dual, self.cout = factor, dual, cout

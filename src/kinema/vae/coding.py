@@ -56,10 +56,8 @@ def halo(net: nn.Module, space_compression: int, encoder: bool) -> int:
     # into channels), the decoder at the latent and halves it at each upsampler
     scale = float(net.patch) if encoder else float(space_compression)
     radius = 0.0  # in output pixels (decoder) / input pixels (encoder)
-    from kinema.vae.autoencoder import Upsample
-
     for m in net.modules():
-        if not encoder and isinstance(m, Upsample):
+        if not encoder and getattr(m, "upsamples_space", False):
             scale /= 2
         if isinstance(m, CausalConv3d):
             radius += m.space_pad[0] * scale
