@@ -267,6 +267,8 @@ def fit(
                                           f"checkpoint saved: lower the learning rate and --resume")
                     opt.zero_grad(set_to_none=True)
                     done = step + 1
+                    if done % ckpt_every == 0 or done == steps:  # a skipped step still ends where checkpoints fall
+                        save(done)
                     continue
                 bad = 0
                 if scaler is not None:
