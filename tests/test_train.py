@@ -365,6 +365,8 @@ def test_a_non_finite_loss_skips_the_step_and_three_in_a_row_stop_the_run(tmp_pa
     log = (tmp_path / "one" / "log.txt").read_text()
     assert "step 4: the loss is nan (on some process); step skipped (1 in a row)" in log
     assert torch.isfinite(model.weight).all() and not torch.equal(model.weight, before)
+    run_with({9}, tmp_path / "last")  # the last step skipped: its checkpoint is still written
+    assert latest_checkpoint(tmp_path / "last").name == "step_0000010"
     with pytest.raises(KinemaError, match="not finite for 3 steps in a row \\(last at step 8\\); checkpoint saved"):
         run_with({5, 6, 7, 8}, tmp_path / "three")
     assert latest_checkpoint(tmp_path / "three").name == "step_0000007"  # resumes at the third bad step
