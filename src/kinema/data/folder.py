@@ -116,18 +116,17 @@ def timed_frames(path: Path) -> tuple[list[tuple[float, np.ndarray]], float]:
     return out, (out[-1][0] + 1 / rate if out else 0.0)
 
 
-def decode_frames(path: Path, frames: int | tuple[int, ...], fps: float, rng: np.random.Generator) -> np.ndarray:
-    """`frames` frames of a video at `fps` from a random start: uint8 [frames, H, W, 3]; given
-    several frame counts, the longest the video can give. Raises ValueError("too short ...") or a
-    decoder / OS error for a file that cannot give them."""
+def decode_frames(path: Path, durations: tuple[int, ...], fps: float, rng: np.random.Generator) -> np.ndarray:
+    """Frames of a video at `fps` from a random start, as many as the longest of `durations` the
+    video can give: uint8 [frames, H, W, 3]. Raises ValueError("too short ...") or a decoder / OS
+    error for a file that cannot give the shortest."""
     decoded, end = timed_frames(path)
     if not decoded:
         raise ValueError("no frames")
     times = np.array([t for t, _ in decoded])
     end, times = end - times[0], times - times[0]
-    if not isinstance(frames, int):  # the longest duration that fits, else the shortest (reported too short)
-        fitting = [f for f in sorted(frames) if f / fps <= end + 1e-6]
-        frames = fitting[-1] if fitting else min(frames)
+    fitting = [f for f in sorted(durations) if f / fps <= end + 1e-6]
+    frames = fitting[-1] if fitting else min(durations)  # none fits: reported too short below
     span = frames / fps  # the clip shows `frames` frames, each for 1 / fps
     if end + 1e-6 < span:
         raise ValueError(f"too short: {end:.2f} s, {frames} frames at {fps:g} fps need {span:.2f} s")
@@ -186,8 +185,7 @@ class VideoFolder:
                 with Image.open(path) as im:
                     raw = np.asarray(im.convert("RGB"))[None]
             else:
-                raw = decode_frames(path, self.durations if len(self.durations) > 1 else self.durations[0], self.fps,
-                                    np.random.default_rng([seed, i]))
+                raw = decode_frames(path, self.durations, self.fps, np.random.default_rng([seed, i]))
         except Exception as e:  # noqa: BLE001  any decoder failure: skip the file, never stop training
             self.skipped.add(rel, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"[:200])
             return None, self.captions[i]

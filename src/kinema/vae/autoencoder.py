@@ -103,23 +103,21 @@ class Upsample(nn.Module):
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         if cache is not None:  # streaming: one output frame at a time, never the whole upsampled chunk
             return torch.cat([self.frame(x[:, :, t:t + 1], cache) for t in range(x.shape[2])], dim=2)
-        first = clip_start(self, cache)
         h = F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")  # [B, C, T, 2H, 2W]
-        if self.factor > 1:
-            h = h.repeat_interleave(self.factor, dim=2)[:, :, self.factor - 1 if first else 0:]
-        y = self.conv(h, cache)
-        if not self.dual:
-            return y
-        repeats = 4 * self.factor * self.cout // x.shape[1]
-        return y + unfold(x.repeat_interleave(repeats, dim=1), self.factor, first)
+        if self.factor > 1:  # the whole clip: its first frame keeps one copy
+            h = h.repeat_interleave(self.factor, dim=2)[:, :, self.factor - 1:]
+        return self.plus_dual(self.conv(h), x, first=True)
 
     def frame(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
         """One input frame [B, C, 1, H, W] of a stream -> its f output frames (one for the clip's
         first), each through the conv alone: the same windows the whole pass computes."""
         first = clip_start(self, cache)
         h = F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")  # [B, C, 1, 2H, 2W]
-        outs = [self.conv(h, cache) for _ in range(1 if first else self.factor)]
-        y = torch.cat(outs, dim=2)
+        y = torch.cat([self.conv(h, cache) for _ in range(1 if first else self.factor)], dim=2)
+        return self.plus_dual(y, x, first)
+
+    def plus_dual(self, y: torch.Tensor, x: torch.Tensor, first: bool) -> torch.Tensor:
+        """y, plus (`dual`) the input x's channels repeated up to 4 f cout and unfolded."""
         if not self.dual:
             return y
         repeats = 4 * self.factor * self.cout // x.shape[1]
@@ -202,6 +200,9 @@ class CausalVAE(nn.Module):
                              f"levels) need as many temporal_down / temporal_factors entries, got {len(cfg.factors())}")
         self.cfg = cfg
         self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
+        # receptive-field radii in latent pixels (kinema.vae.coding), fixed by the architecture
+        self.halos = (halo(self.encoder, cfg.space_compression, encoder=True),
+                      halo(self.decoder, cfg.space_compression, encoder=False))
 
     def latent_frames(self, frames: int) -> int:
         return (frames - 1) // self.cfg.time_compression + 1
@@ -225,23 +226,24 @@ class CausalVAE(nn.Module):
         self.check_size(height, width)
         s = self.cfg.space_compression
         latent = (self.latent_frames(frames), height // s, width // s)
-        plan = plan or plan_coding(self.cfg, latent, halo_px=halo(self.encoder, s, encoder=True))
+        plan = plan or plan_coding(self.cfg, latent, halo_px=self.halos[0])
         if plan.whole:
             moments = self.encoder(x)
         else:
-            moments = run_tiled(self.encoder, x, (b, 2 * self.cfg.latent_channels, *latent), plan, self.cfg, encoder=True)
+            moments = run_tiled(self.encoder, x, (b, 2 * self.cfg.latent_channels, *latent), plan, self.cfg, self.halos[0],
+                                encoder=True)
         mean, logvar = moments.chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 
     def decode(self, z: torch.Tensor, plan: CodingPlan | None = None) -> torch.Tensor:
         """z: [B, Cz, t, h, w] -> [B, 3, 1 + 4(t-1), 8h, 8w]. `plan` as for encode."""
         b, _, t, h, w = z.shape
-        plan = plan or plan_coding(self.cfg, (t, h, w), halo_px=halo(self.decoder, self.cfg.space_compression, encoder=False))
+        plan = plan or plan_coding(self.cfg, (t, h, w), halo_px=self.halos[1])
         if plan.whole:
             return self.decoder(z)
         r, s = self.cfg.time_compression, self.cfg.space_compression
         return run_tiled(self.decoder, z, (b, self.cfg.in_channels, 1 + r * (t - 1), h * s, w * s), plan, self.cfg,
-                         encoder=False)
+                         self.halos[1], encoder=False)
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None):
         """The training round trip: x -> (reconstruction, mean, logvar), decoding mean + std * eps

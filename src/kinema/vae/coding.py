@@ -118,13 +118,15 @@ def _frames(c: int, r: int) -> int:
     return 0 if c == 0 else 1 + r * (c - 1)
 
 
-def run_tiled(net: nn.Module, x: torch.Tensor, out_shape, plan: CodingPlan, cfg: VAEConfig, encoder: bool) -> torch.Tensor:
+def run_tiled(net: nn.Module, x: torch.Tensor, out_shape, plan: CodingPlan, cfg: VAEConfig, halo_px: int,
+              encoder: bool) -> torch.Tensor:
     """Run the encoder (x: video) or decoder (x: latent) over `plan`'s tiles and time chunks,
-    filling an output of `out_shape`; tiles are coded one after the other, each streamed in time."""
+    filling an output of `out_shape`; tiles are coded one after the other, each streamed in time
+    with `halo_px` latent pixels of context a side (`halo`)."""
     r, s = cfg.time_compression, cfg.space_compression
     lat = out_shape if encoder else x.shape  # the latent grid decides tiles and chunks
     t, h, w = lat[2:]
-    pad = halo(net, s, encoder) if plan.tile else 0
+    pad = halo_px if plan.tile else 0
     up = s if not encoder else 1  # output pixels per latent pixel
     down = s if encoder else 1  # input pixels per latent pixel
     out = x.new_empty(out_shape)
