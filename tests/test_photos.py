@@ -61,7 +61,11 @@ def test_paths_move_as_named_and_stay_inside_the_photo():
                 "zoom in": path.zoom[-1] > path.zoom[0], "zoom out": path.zoom[-1] < path.zoom[0],
                 "rotate clockwise": path.roll[-1] > 0, "rotate counter-clockwise": path.roll[-1] < 0}
         assert all(sign[m] for m in path.motions), path.motions
-        assert 1 <= len(path.motions) <= 2
+        kinds = [k for k, names in photos.KINDS.items() if set(names) & set(path.motions)]
+        assert len(kinds) == len(path.motions) in (1, 2)  # one or two motions, never two of a kind
+        # and nothing moves that is not named: a still axis, zoom or roll stays as it started
+        assert ("pan x" in kinds) == (dx != 0) and ("pan y" in kinds) == (dy != 0)
+        assert ("zoom" in kinds) == (np.ptp(path.zoom) > 0) and ("rotate" in kinds) == (np.ptp(path.roll) > 0)
     assert seen == set(photos.MOTIONS)
 
 
