@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -22,11 +22,12 @@ from torch import nn
 
 from kinema.config import DiTConfig
 from kinema.dit.blocks import CrossBlock, DualStreamBlock, Parts, SharedStreamBlock, SingleStreamBlock
+from kinema.dit.packing import Packing
 from kinema.dit.patchify import grid_positions, patch_grid, patchify, unpatchify
 from kinema.dit.refiner import TokenRefiner
 from kinema.errors import KinemaError
 from kinema.nn import sequence_parallel as sp
-from kinema.nn.attention import key_padding_mask, pattern_mask, video_mask
+from kinema.nn.attention import grid_coords, key_padding_mask, packed_mask, pattern_mask, video_mask
 from kinema.nn.embeddings import AttentionPool, LearnedPositions, MLPEmbedder, sincos_1d, sincos_positions, timestep_embedding
 from kinema.nn.modulation import Modulation, ModulationOut, modulate
 from kinema.nn.norms import RMSNorm
@@ -52,6 +53,20 @@ class Conditioning:
         t = [c.text for c in items]
         return Conditioning(TextStates(torch.cat([x.tokens for x in t]), torch.cat([x.mask for x in t]),
                                        torch.cat([x.pooled for x in t])))
+
+
+@dataclass
+class Route:
+    """How one forward's attention runs (MMDiT.dense_route / packed_route): `joint` MM-DiT's mask
+    per pattern over [text; video]; `video` each cross block pattern's (layout, mask); `text_mask`
+    the cross-attention's mask; `grid` the token grid the layouts fold (None when packed);
+    `time_positions` Latte's time embeddings [Lv, D], added after its first block."""
+
+    joint: dict[str, torch.Tensor | None] = field(default_factory=dict)
+    video: dict[str, tuple[str, torch.Tensor | None]] = field(default_factory=dict)
+    text_mask: torch.Tensor | None = None
+    grid: tuple[int, int, int] | None = None
+    time_positions: torch.Tensor | None = None
 
 
 class FinalLayer(nn.Module):
@@ -162,19 +177,11 @@ class MMDiT(nn.Module):
         """x: [B, C, t, h, w] noisy latent, t: [B] in [0, 1], or [B, t] one time per latent frame
         (image conditioning, long video) -> velocity [B, C, t, h, w]"""
         grid = patch_grid(tuple(x.shape[2:]), self.cfg.patch)
-        img = self.patch_in(patchify(x, self.cfg.patch))  # [B, Lv, D]
-        if self.cfg.positions != "rope":
-            img = img + self.absolute_positions(grid).to(img)
-        txt = self.text_in(cond.text.tokens.to(img.dtype))  # [B, Lt, D]
-        if self.refiner is not None:
-            txt = self.refiner(txt, cond.text.tokens, cond.text.mask, t if t.dim() == 1 else t.amax(1))
+        img = self.video_tokens(x, grid)  # [B, Lv, D]
+        txt = self.text_tokens(cond.text, t)  # [B, Lt, Dt]
         vec, txt_vec = self.conditioning_vectors(t, cond.text, grid)
-        lt = txt.shape[1]
-
-        angles = rope = None  # [(H,) Lv, Dh/2] and, for MM-DiT, [(H,) L, Dh/2] with the text unrotated
-        if self.cfg.positions == "rope":
-            angles = self.rope_angles(grid).to(x.device)  # (a no-op for "mochi": on the device already)
-            rope = torch.cat([angles.new_zeros(*angles.shape[:-2], lt, angles.shape[-1]), angles], dim=-2)
+        angles = self.rope_angles(grid).to(x.device) if self.cfg.positions == "rope" else None  # [(H,) Lv, Dh/2]
+        route = self.dense_route(grid, cond.text.mask)
         split = sp.group() is not None  # sequence parallelism: this process keeps its share of the video tokens
         if split:
             if self.dual or self.single:
@@ -183,34 +190,129 @@ class MMDiT(nn.Module):
             img = sp.local_tokens(img)
             vec = sp.local_tokens(vec) if vec.dim() == 3 else vec  # per-frame times: per token
             angles = sp.local_tokens(angles, dim=-2) if angles is not None else None
-        patterns = iter(self.cfg.block_patterns())
-        if self.dual or self.single:  # MM-DiT: joint attention over [text; video]
-            masks = self.attention_masks(grid, cond.text.mask)
-            for block in self.dual:
-                img, txt = block(img, txt, vec, rope, masks[next(patterns)], txt_vec)
-            if self.single:  # (an AsymmDiT has none: its text stream is narrower than the video's)
-                h = torch.cat([txt, img], dim=1)  # [B, L, D]
-                joint_vec = vec if vec.dim() == 2 else torch.cat([txt_vec[:, None].expand(-1, lt, -1), vec], dim=1)
-                for block in self.single:
-                    h = block(h, vec if self.cfg.expert_adaln else joint_vec, rope, masks[next(patterns)], lt, txt_vec)
-                img = h[:, lt:]
-        if self.cross:  # cross-attention DiT: video self-attention in its layout, text by cross-attention
-            with no_autocast(x.device):
-                mod_in = vec if self.time_proj is None else self.time_proj(F.silu(vec.float()))  # [B, (L,) 6D]
-            text_mask = key_padding_mask(cond.text.mask) if self.cfg.cross_attn_mask else None
-            cross_patterns = [next(patterns) for _ in self.cross]
-            layouts = {p: p if p in ("spatial", "temporal") else "full" for p in cross_patterns}
-            masks = {p: video_mask(p, grid, self.cfg.window, x.device) if layouts[p] == "full" else None for p in layouts}
-            for i, (block, p) in enumerate(zip(self.cross, cross_patterns)):
-                if i and i == self.cfg.sincos_time_at and self.cfg.positions == "sincos" and grid[0] > 1:
-                    # Latte: time positions after the first spatial block (and, as Latte, none for one frame)
-                    time = sincos_positions(grid_positions(grid), self.cfg.dim, space=False).to(img)
-                    img = img + (sp.local_tokens(time, dim=0) if split else time)
-                img = block(img, txt, mod_in, angles, masks[p], text_mask, layout=layouts[p], grid=grid)
-        out = self.final(img, vec)  # [B, Lv, C*pt*ph*pw] (this process's share, under sequence parallelism)
+            if route.time_positions is not None:
+                route.time_positions = sp.local_tokens(route.time_positions, dim=0)
+        out = self.final(self.blocks(img, txt, vec, txt_vec, angles, route), vec)  # [B, Lv, C*pt*ph*pw] (this process's share)
         if split:
             out = sp.gather_tokens(out)
         return unpatchify(out, self.cfg.patch, grid).float()
+
+    def forward_packed(self, xs: list[torch.Tensor], t: torch.Tensor | list[torch.Tensor], cond: Conditioning,
+                       budget: int) -> list[torch.Tensor]:
+        """Samples of different shapes packed into rows of at most `budget` video tokens
+        (kinema.dit.packing): xs[i] [C, t_i, h_i, w_i], t [N] or t[i] [frames_i], cond of N samples
+        -> velocities [C, t_i, h_i, w_i], each what `forward` gives for that sample alone."""
+        if sp.group() is not None:
+            raise KinemaError("packed batches do not run under sequence parallelism yet; use buckets (dit.pack_tokens: 0)")
+        grids = [patch_grid(tuple(x.shape[1:]), self.cfg.patch) for x in xs]
+        packing = Packing.plan([g[0] * g[1] * g[2] for g in grids], budget)
+        lt = cond.text.mask.shape[1]  # every sample's text takes lt tokens of its row's text
+        text_packing = Packing(packing.rows, (lt,) * len(xs), lt * max(len(r) for r in packing.rows))
+        img = packing.pack([self.video_tokens(x[None], g)[0] for x, g in zip(xs, grids)])  # [R, L, D]
+        t_clip = torch.stack([ti.amax() for ti in t])  # [N]: each clip's noisiest time, for the text refiner
+        txt = text_packing.pack(list(self.text_tokens(cond.text, t_clip)))  # [R, Lt_row, Dt]
+        vecs = [self.conditioning_vectors(ti[None], cond.text.index([i]), g) for i, (ti, g) in enumerate(zip(t, grids))]
+        vec = packing.pack([v[0].expand(n, -1) for (v, _), n in zip(vecs, packing.lengths)])  # [R, L, D]
+        txt_vec = text_packing.pack([tv[0].expand(lt, -1) for _, tv in vecs])  # [R, Lt_row, D]
+        angles = None
+        if self.cfg.positions == "rope":
+            per_sample = [self.rope_angles(g).to(img.device) for g in grids]  # [Lv, Dh/2] or [H, Lv, Dh/2]
+            angles = packing.pack(per_sample, dim=per_sample[0].dim() - 2)
+            angles = angles[:, None] if angles.dim() == 3 else angles  # [R, 1 or H, L, Dh/2]
+        route = self.packed_route(packing, text_packing, grids, cond.text.mask)
+        out = packing.unpack(self.final(self.blocks(img, txt, vec, txt_vec, angles, route), vec))
+        return [unpatchify(o[None], self.cfg.patch, g)[0].float() for o, g in zip(out, grids)]
+
+    def video_tokens(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """[B, C, t, h, w] -> [B, Lv, D], with absolute positions added where the model has them."""
+        img = self.patch_in(patchify(x, self.cfg.patch))
+        if self.cfg.positions != "rope":
+            img = img + self.absolute_positions(grid).to(img)
+        return img
+
+    def text_tokens(self, text: TextStates, t: torch.Tensor) -> torch.Tensor:
+        """Text states [B, Lt, Dtext] -> the blocks' text tokens [B, Lt, Dt] (adapter, then refiner)."""
+        txt = self.text_in(text.tokens.to(self.patch_in.weight.dtype))
+        if self.refiner is not None:
+            txt = self.refiner(txt, text.tokens, text.mask, t if t.dim() == 1 else t.amax(1))
+        return txt
+
+    def blocks(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, txt_vec: torch.Tensor,
+               angles: torch.Tensor | None, route: "Route") -> torch.Tensor:
+        """Every block over the video tokens img [B, Lv, D] and text tokens txt [B, Lt, Dt]; vec
+        [B, D] or per token [B, Lv, D], txt_vec [B, D] or per token [B, Lt, D]; angles: the video
+        tokens' RoPE angles [..., Lv, Dh/2] or None -> video tokens [B, Lv, D]."""
+        lt = txt.shape[1]
+        rope = None  # for MM-DiT: [..., L, Dh/2], the text unrotated (angle 0)
+        if angles is not None:
+            rope = torch.cat([angles.new_zeros(*angles.shape[:-2], lt, angles.shape[-1]), angles], dim=-2)
+        patterns = iter(self.cfg.block_patterns())
+        if self.dual or self.single:  # MM-DiT: joint attention over [text; video]
+            for block in self.dual:
+                img, txt = block(img, txt, vec, rope, route.joint[next(patterns)], txt_vec)
+            if self.single:  # (an AsymmDiT has none: its text stream is narrower than the video's)
+                h = torch.cat([txt, img], dim=1)  # [B, L, D]
+                tv = txt_vec[:, None].expand(-1, lt, -1) if txt_vec.dim() == 2 else txt_vec
+                joint_vec = vec if vec.dim() == 2 else torch.cat([tv.expand(vec.shape[0], -1, -1), vec], dim=1)
+                for block in self.single:
+                    h = block(h, vec if self.cfg.expert_adaln else joint_vec, rope, route.joint[next(patterns)], lt, txt_vec)
+                img = h[:, lt:]
+        if self.cross:  # cross-attention DiT: video self-attention in its layout, text by cross-attention
+            with no_autocast(img.device):
+                mod_in = vec if self.time_proj is None else self.time_proj(F.silu(vec.float()))  # [B, (L,) 6D]
+            for i, block in enumerate(self.cross):
+                if i and i == self.cfg.sincos_time_at and route.time_positions is not None:
+                    img = img + route.time_positions.to(img)  # Latte: time positions after the first spatial block
+                layout, mask = route.video[next(patterns)]
+                img = block(img, txt, mod_in, angles, mask, route.text_mask, layout=layout, grid=route.grid)
+        return img
+
+    def dense_route(self, grid: tuple[int, int, int], text_valid: torch.Tensor) -> "Route":
+        """How attention runs over a batch of one grid: MM-DiT's joint masks, each cross block's
+        layout (spatial and temporal are reshapes) or mask, the text padding mask."""
+        route = Route(grid=grid)
+        if self.dual or self.single:
+            route.joint = self.attention_masks(grid, text_valid)
+        device = text_valid.device
+        for p in self.cfg.block_patterns()[self.cfg.dual_blocks + self.cfg.single_blocks:]:
+            route.video[p] = (p, None) if p in ("spatial", "temporal") else ("full", video_mask(p, grid, self.cfg.window, device))
+        if self.cfg.cross_attn_mask:
+            route.text_mask = key_padding_mask(text_valid)
+        if self.latte_time_positions and grid[0] > 1:  # (as Latte: none for one frame)
+            route.time_positions = sincos_positions(grid_positions(grid), self.cfg.dim, space=False)
+        return route
+
+    def packed_route(self, packing: Packing, text_packing: Packing, grids: list[tuple[int, int, int]],
+                     text_valid: torch.Tensor) -> "Route":
+        """dense_route for packed rows: every pattern a mask inside each sample (packed_mask)."""
+        device = text_valid.device
+        route = Route()
+        seg_v = packing.segment_ids(device)  # [R, Lv]
+        coords_v = packing.pack([grid_coords(g, device) for g in grids])  # [R, Lv, 3]
+        seg_t = text_packing.segment_ids(device)  # [R, Lt_row]
+        valid_t = text_packing.pack(list(text_valid), fill=False)
+        if self.dual or self.single:
+            seg = torch.cat([seg_t, seg_v], dim=1)
+            is_text = torch.cat([torch.ones_like(valid_t), torch.zeros_like(seg_v, dtype=torch.bool)], dim=1)
+            valid = torch.cat([valid_t, torch.ones_like(seg_v, dtype=torch.bool)], dim=1)
+            coords = torch.cat([coords_v.new_zeros(*seg_t.shape, 3), coords_v], dim=1)
+            route.joint = {p: packed_mask(p, seg, coords, is_text, valid, self.cfg.window)
+                           for p in set(self.cfg.block_patterns()[:self.cfg.dual_blocks + self.cfg.single_blocks])}
+        no_text = torch.zeros_like(seg_v, dtype=torch.bool)
+        for p in self.cfg.block_patterns()[self.cfg.dual_blocks + self.cfg.single_blocks:]:
+            route.video[p] = ("full", packed_mask(p, seg_v, coords_v, no_text, ~no_text, self.cfg.window))
+        keys = valid_t if self.cfg.cross_attn_mask else torch.ones_like(valid_t)
+        # each video token reads its own sample's text; padding tokens read all (finite, discarded)
+        route.text_mask = ((seg_v[:, :, None] == seg_t[:, None, :]) & keys[:, None, :] | (seg_v < 0)[:, :, None])[:, None]
+        if self.latte_time_positions:
+            route.time_positions = packing.pack([
+                sincos_positions(grid_positions(g), self.cfg.dim, space=False) if g[0] > 1
+                else torch.zeros(g[1] * g[2], self.cfg.dim) for g in grids])
+        return route
+
+    @property
+    def latte_time_positions(self) -> bool:
+        return bool(self.cross) and self.cfg.sincos_time_at > 0 and self.cfg.positions == "sincos"
 
     def rope_angles(self, grid: tuple[int, int, int]) -> torch.Tensor:
         """RoPE angles of the video tokens, on the CPU: [Lv, Dh/2], the same for every head

@@ -11,7 +11,8 @@ i // (h w), row (i // w) % h, column i % w. S = h w tokens per frame, T = t fram
     layout "temporal"  along each (h, w) track: -> [B S, H, T, Dh]             cost ~ S T^2
     mask "window"      a (wt, wh, ww) box around each query (local 3D)
     mask "causal"      a query sees its own and earlier frames (autoregressive chunks)
-    mask "segment"     packed samples never see each other (segment ids)
+    mask "segment"     packed samples never see each other (segment ids; `packed_mask` joins
+                       it with the other patterns, each over a sample's own grid)
 
 Layouts are exact reshapes, so they cost what they save. When text tokens share the sequence
 (MM-DiT joint attention) the same patterns are applied as masks over [text; video] instead:
@@ -77,7 +78,13 @@ def video_mask(pattern: str, grid: Grid, window: Grid | None = None, device=None
     if pattern == "full":
         return None
     c = grid_coords(grid, device)
-    d = c[:, None, :] - c[None, :, :]  # [N, N, 3] query - key
+    return offset_mask(pattern, c[:, None, :] - c[None, :, :], window)
+
+
+def offset_mask(pattern: str, d: torch.Tensor, window: Grid | None = None) -> torch.Tensor:
+    """d: [..., 3] integer (frame, row, column) offsets query - key -> [...] bool: may the query see the key."""
+    if pattern == "full":
+        return torch.ones(d.shape[:-1], dtype=torch.bool, device=d.device)
     if pattern == "spatial":
         return d[..., 0] == 0
     if pattern == "temporal":
@@ -87,9 +94,27 @@ def video_mask(pattern: str, grid: Grid, window: Grid | None = None, device=None
     if pattern == "window":
         if window is None:
             raise ValueError("the window pattern needs a (t, h, w) window size")
-        radius = torch.tensor([w // 2 for w in window], device=device)
+        radius = torch.tensor([w // 2 for w in window], device=d.device)
         return (d.abs() <= radius).all(dim=-1)
     raise ValueError(f"unknown attention pattern {pattern!r}; choose from {', '.join(PATTERNS)}")
+
+
+def packed_mask(pattern: str, segment_ids: torch.Tensor, coords: torch.Tensor, is_text: torch.Tensor,
+                valid: torch.Tensor, window: Grid | None = None) -> torch.Tensor:
+    """The mask of a packed sequence (kinema.dit.packing): several samples' tokens share each row.
+    segment_ids [B, L] (the sample of each token, -1 on padding), coords [B, L, 3] (each video
+    token's (frame, row, column) in its own sample's grid), is_text [B, L], valid [B, L] (False on
+    text padding) -> [B, 1, L, L]. A query sees keys of its own sample only, and among them what
+    `pattern_mask` lets it see: valid text keys always, video keys as `pattern` says (text queries
+    see every video key of their sample but under "causal"). Every token sees itself, so no row is
+    empty (padding rows see nothing else) and SDPA stays finite."""
+    same = (segment_ids[:, :, None] == segment_ids[:, None, :]) & (segment_ids >= 0)[:, :, None]
+    video_key = (~is_text)[:, None, :]
+    text_query = is_text[:, :, None]
+    by_pattern = offset_mask(pattern, coords[:, :, None, :] - coords[:, None, :, :], window)  # [B, L, L]
+    sees = torch.where(video_key, torch.where(text_query, pattern != "causal", by_pattern), valid[:, None, :])
+    eye = torch.eye(segment_ids.shape[1], dtype=torch.bool, device=segment_ids.device)
+    return ((same & sees) | eye)[:, None]
 
 
 def segment_mask(segment_ids: torch.Tensor) -> torch.Tensor:

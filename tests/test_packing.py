@@ -1,0 +1,129 @@
+"""Packing (kinema.dit.packing): the planner's rows, pack / unpack, and every family's packed
+forward equal to each sample run alone."""
+
+import pytest
+import torch
+from conftest import random_text, randomize_
+
+from kinema.config import ARCHS, DIT_PRESETS
+from kinema.dit.packing import Packing
+from kinema.dit.transformer import Conditioning, MMDiT
+from kinema.errors import KinemaError
+from kinema.nn.attention import packed_mask
+
+
+def test_plan_is_first_fit_decreasing():
+    p = Packing.plan([5, 3, 4, 2, 6], budget=8)
+    # longest first: 6 -> row 0, 5 -> row 1, 4 -> row 2, 3 -> row 1 (fills it), 2 -> row 0 (fills it)
+    assert p.rows == ((4, 3), (0, 1), (2,))
+    assert p.length == 8 and p.useful() == pytest.approx(20 / 24)
+    ids = p.segment_ids()
+    assert ids.tolist()[2] == [2] * 4 + [-1] * 4 and ids.tolist()[0] == [4] * 6 + [3] * 2
+
+
+def test_plan_refuses_a_sample_over_the_budget():
+    with pytest.raises(KinemaError, match="raise the budget to at least 9"):
+        Packing.plan([4, 9], budget=8)
+
+
+def test_unpack_inverts_pack_along_any_dim():
+    p = Packing.plan([3, 2, 4], budget=5)
+    items = [torch.randn(2, n, 3) for n in p.lengths]
+    packed = p.pack(items, dim=1, fill=7.0)  # [R, 2, L, 3]
+    assert packed.shape == (len(p.rows), 2, p.length, 3)
+    assert (packed[p.segment_ids()[:, None, :].expand(-1, 2, -1) < 0] == 7.0).all()
+    for a, b in zip(p.unpack(packed, dim=1), items):
+        assert torch.equal(a, b)
+
+
+def test_packed_mask_keeps_each_sample_and_its_pattern():
+    # one row: sample 0 (2 text, 2 frames x 1 x 1 video), sample 1 (1 text, 1 video), one padding token
+    seg = torch.tensor([[0, 0, 1, 0, 0, 1, -1]])
+    is_text = torch.tensor([[1, 1, 1, 0, 0, 0, 0]], dtype=torch.bool)
+    valid = torch.tensor([[1, 0, 1, 1, 1, 1, 1]], dtype=torch.bool)  # sample 0's second text token is padding
+    coords = torch.tensor([[[0, 0, 0]] * 3 + [[0, 0, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0]]])
+    m = packed_mask("causal", seg, coords, is_text, valid)[0, 0]
+    assert m[3].tolist() == [True, False, False, True, False, False, False]  # frame 0 of sample 0: its valid text, itself
+    assert m[4].tolist() == [True, False, False, True, True, False, False]  # frame 1 also sees frame 0
+    assert m[0].tolist() == [True, False, False, False, False, False, False]  # causal: text sees no video
+    assert m[5].tolist() == [False, False, True, False, False, True, False]  # sample 1 never sees sample 0
+    assert m[6].tolist() == [False] * 6 + [True]  # padding sees itself only
+    full = packed_mask("full", seg, coords, is_text, valid)[0, 0]
+    assert full[0].tolist() == [True, False, False, True, True, False, False]
+
+
+SHAPES = [(3, 4, 4), (1, 6, 4), (2, 4, 6), (3, 2, 2)]  # latent (t, h, w): 12, 6, 12 and 3 tokens at patch (1, 2, 2)
+
+
+def _samples(cfg, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xs = [torch.randn(cfg.in_channels, *s, generator=g) for s in SHAPES]
+    cond = random_text(len(SHAPES), seed=seed)
+    cond.text.mask[1, 2:] = False  # captions of different lengths
+    cond.text.mask[3, 5:] = True
+    return xs, cond
+
+
+@pytest.mark.parametrize("name", ARCHS + ("tiny",))
+def test_packed_forward_equals_each_sample_alone(name):
+    cfg = DIT_PRESETS[name if name == "tiny" else f"{name}-tiny"]
+    if cfg.positions == "learned":
+        pytest.skip("learned positions need a max grid")
+    torch.manual_seed(0)
+    model = randomize_(MMDiT(cfg)).eval()
+    xs, cond = _samples(cfg)
+    t = torch.tensor([0.2, 0.5, 0.9, 0.7])
+    with torch.no_grad():
+        packed = model.forward_packed(xs, t, cond, budget=20)
+        for i, x in enumerate(xs):
+            alone = model(x[None], t[i:i + 1], cond.index([i]))[0]
+            torch.testing.assert_close(packed[i], alone, atol=2e-5, rtol=1e-4, msg=f"{name}: sample {i}")
+
+
+def test_packed_forward_takes_per_frame_times_and_shape_conditions():
+    cfg = DIT_PRESETS["hunyuan-tiny"]
+    cfg = type(cfg)(**{**cfg.__dict__, "shape_condition": True})
+    torch.manual_seed(0)
+    model = randomize_(MMDiT(cfg)).eval()
+    xs, cond = _samples(cfg)
+    ts = [torch.rand(x.shape[1]) for x in xs]
+    ts[0][0] = 0.0  # a clean conditioning frame
+    with torch.no_grad():
+        packed = model.forward_packed(xs, ts, cond, budget=24)
+        for i, x in enumerate(xs):
+            torch.testing.assert_close(packed[i], model(x[None], ts[i][None], cond.index([i]))[0], atol=2e-5, rtol=1e-4)
+
+
+def test_packed_loss_and_gradients_equal_unpacked():
+    """The per-sample losses of a packed batch are the samples' losses alone, and so are the gradients."""
+    cfg = DIT_PRESETS["wan-tiny"]
+    torch.manual_seed(0)
+    model = randomize_(MMDiT(cfg))
+    xs, cond = _samples(cfg)
+    t = torch.tensor([0.2, 0.5, 0.9, 0.7])
+    targets = [torch.randn_like(x) for x in xs]
+    packed = model.forward_packed(xs, t, cond, budget=16)
+    loss = sum((v - y).pow(2).sum() for v, y in zip(packed, targets))
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    alone = sum((model(x[None], t[i:i + 1], cond.index([i]))[0] - targets[i]).pow(2).sum() for i, x in enumerate(xs))
+    torch.testing.assert_close(loss, alone, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads, torch.autograd.grad(alone, list(model.parameters()))):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_packing_does_not_leak_between_samples():
+    """Changing one sample's latent or caption leaves the other samples of its row unchanged."""
+    cfg = DIT_PRESETS["hunyuan-tiny"]
+    model = randomize_(MMDiT(cfg)).eval()
+    xs, cond = _samples(cfg)
+    t = torch.full((4,), 0.5)
+    with torch.no_grad():
+        before = model.forward_packed(xs, t, cond, budget=30)
+        xs[0] = xs[0] + 1.0
+        tokens = cond.text.tokens.clone()
+        tokens[0] += 1.0
+        after = model.forward_packed(xs, t, Conditioning(type(cond.text)(tokens, cond.text.mask, cond.text.pooled)),
+                                     budget=30)
+    assert not torch.allclose(before[0], after[0])
+    for i in range(1, 4):
+        torch.testing.assert_close(before[i], after[i], atol=1e-6, rtol=1e-6)
