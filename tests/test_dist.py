@@ -148,3 +148,33 @@ def test_sequence_parallel_training_of_a_cross_attention_denoiser(tmp_path):
         torch.testing.assert_close(b[k], a[k], atol=2e-5, rtol=1e-4, msg=k)
     refused = kinema("train", str(tmp_path / "sp.yaml"), "--run-dir", str(tmp_path / "mm"))
     assert refused.returncode == 2 and "parallel: sp (sequence parallelism) runs cross-attention denoisers" in refused.stderr
+
+
+def test_two_processes_train_packed_batches_as_one(tmp_path, tiny_model_dir):
+    """dit.pack_tokens under DDP: each process packs its share of the step's clips of mixed shapes;
+    2 processes end with one process's weights."""
+    from kinema.data.latent_cache import ClipSettings, prepare
+    from kinema.data.shapes import sample_clip
+    from kinema.io.video import write_mp4
+    from kinema.pipelines.pipeline import load_pipeline
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for k in range(6):
+        write_mp4(sample_clip(k, frames=(9, 13, 17)[k % 3], size=(32, 48)[k % 2])[0], videos / f"c{k}.mp4", fps=8)
+    pipe = load_pipeline(tiny_model_dir, device="cpu", precision="fp32")
+    settings = ClipSettings(frames=9, height=32, width=32, fps=8, sizes=((32, 32), (32, 48)), durations=(9, 13, 17))
+    prepare(videos, tmp_path / "cache", pipe.vae, pipe.text_encoder, pipe.cfg.text, settings, runtime=pipe.runtime,
+            log=lambda *_: None)
+    for name in ("one", "two"):
+        r = yaml.safe_load(open(recipe_file(tmp_path, name)))
+        r["vae"].update(steps=0, init_from=str(tiny_model_dir))
+        r["dit"].update(pack_tokens=128, data=str(tmp_path / "cache"))
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(r))
+    one = kinema("train", str(tmp_path / "one.yaml"))
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = kinema("train", str(tmp_path / "two.yaml"), procs=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = final(tmp_path / "one", "dit"), final(tmp_path / "two", "dit")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=2e-5, rtol=1e-4, msg=k)

@@ -127,3 +127,40 @@ def test_packing_does_not_leak_between_samples():
     assert not torch.allclose(before[0], after[0])
     for i in range(1, 4):
         torch.testing.assert_close(before[i], after[i], atol=1e-6, rtol=1e-6)
+
+
+def test_packed_flow_loss_is_the_mean_of_each_clips_loss_whatever_the_rows():
+    """packed_flow_loss = mean over clips of each clip's MSE against its own velocity, with the
+    times and noise drawn as flow_loss draws them; rows of 8 or of 40 tokens give the same loss."""
+    from kinema.flow.paths import interpolate, velocity
+    from kinema.flow.timesteps import TimestepConfig, sample_timesteps
+    from kinema.train.dit_stage import packed_flow_loss
+
+    cfg = DIT_PRESETS["sora-tiny"]
+    model = randomize_(MMDiT(cfg))
+    xs, cond = _samples(cfg)
+    z0 = [x[None] for x in xs]
+    tcfg = TimestepConfig()
+    with torch.no_grad():
+        losses = [packed_flow_loss(model, z0, cond, tcfg, torch.Generator().manual_seed(3), budget)
+                  for budget in (12, 40)]
+        g = torch.Generator().manual_seed(3)
+        t = sample_timesteps(tcfg, len(z0), generator=g)
+        x1 = [torch.randn(z.shape, generator=g) for z in z0]
+        alone = [(model(interpolate(z, n, t[i:i + 1]), t[i:i + 1], cond.index([i])) - velocity(z, n)).pow(2).mean()
+                 for i, (z, n) in enumerate(zip(z0, x1))]
+    torch.testing.assert_close(losses[0], torch.stack(alone).mean(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+
+
+def test_pack_tokens_without_a_cache_is_one_clear_line(capsys, tmp_path):
+    import yaml
+    from conftest import tiny_recipe_dict
+    from test_cli import assert_one_line_error, run_cli
+
+    r = tiny_recipe_dict(tmp_path / "run")
+    r["dit"]["pack_tokens"] = 64
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    code, _, err = run_cli(capsys, "train", tmp_path / "r.yaml")
+    assert_one_line_error(code, err, "dit.pack_tokens packs clips of mixed shapes from a prepared cache", "--data CACHE")
+    assert not (tmp_path / "run").exists()  # refused before any work

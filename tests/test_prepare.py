@@ -160,3 +160,30 @@ def test_a_curriculum_draws_images_first_then_clips(videos, tmp_path, tiny_model
     finally:
         MMDiT.forward = forward
     assert seen[:3] == [1, 1, 1] and set(seen[3:]) <= {1, 3} and 3 in seen[3:]
+
+
+def test_packed_training_mixes_shapes_in_one_step(videos, tmp_path, tiny_model_dir):
+    """dit.pack_tokens: each step's clips come from every bucket at once and the denoiser takes
+    them packed (a list of latents of different shapes); a budget under the longest clip is one line."""
+    from kinema.dit.transformer import MMDiT
+    from kinema.train.dit_stage import DiTStage, train_dit
+    from kinema.train.trainer import Log
+
+    pipe = load_pipeline(tiny_model_dir, device="cpu", precision="fp32")
+    settings = ClipSettings(frames=9, height=32, width=32, fps=8, sizes=((32, 32), (32, 48)), durations=(5, 9, 13, 17))
+    prepare(videos, tmp_path / "c", pipe.vae, pipe.text_encoder, pipe.cfg.text, settings, runtime=pipe.runtime,
+            log=lambda *_: None)
+    seen, packed = [], MMDiT.forward_packed
+    MMDiT.forward_packed = lambda self, xs, t, cond, budget: seen.append({x.shape[1:] for x in xs}) or packed(self, xs, t, cond, budget)
+    try:
+        stage = DiTStage(steps=3, batch_size=6, data=str(tmp_path / "c"), pack_tokens=96, log_every=1, ckpt_every=3,
+                         sample_every=0)
+        train_dit(pipe.cfg, stage, pipe.vae, run_dir=tmp_path / "run", seed=0, runtime=pipe.runtime, resume=False,
+                  log=Log(tmp_path / "log.txt"))
+        with pytest.raises(KinemaError, match="longest clip has 80 video tokens, over dit.pack_tokens 40"):
+            train_dit(pipe.cfg, DiTStage(steps=1, batch_size=6, data=str(tmp_path / "c"), pack_tokens=40), pipe.vae,
+                      run_dir=tmp_path / "run40", seed=0, runtime=pipe.runtime, resume=False, log=Log(tmp_path / "log40.txt"))
+    finally:
+        MMDiT.forward_packed = packed
+    assert len(seen) == 3 and any(len(shapes) > 1 for shapes in seen)
+    assert "step 3/3 loss" in (tmp_path / "log.txt").read_text()

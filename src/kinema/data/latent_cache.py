@@ -209,6 +209,29 @@ class LatentCache:
         return bucket["mean"][idx], bucket["logvar"][idx], text
 
 
+    def mixed_batch(self, batch_size: int, g: torch.Generator,
+                    max_frames: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor], TextStates]:
+        """Clips of any shapes for a packed batch (kinema.dit.packing): `batch_size` clips drawn
+        uniformly from every bucket (of at most `max_frames` latent frames) -> (mean, logvar) lists of
+        [C, t, h, w] and text states [B, ...]. Samples with replacement."""
+        allowed = [(s, n) for s, n in zip(self.shapes, self.sizes.long().tolist()) if max_frames is None or s[1] <= max_frames]
+        if not allowed:
+            raise KinemaError(f"the cache has no clip of at most {max_frames} latent frames for the curriculum; "
+                              f"its buckets are {self.shapes}")
+        starts = torch.tensor([0] + [n for _, n in allowed]).cumsum(0)  # bucket b holds flat indices [starts[b], starts[b + 1])
+        picks = torch.randint(int(starts[-1]), (batch_size,), generator=g)
+        means, logvars, rows = [], [], []
+        for flat in picks.tolist():
+            b = int(torch.searchsorted(starts, flat, right=True)) - 1
+            bucket, j = self.buckets[allowed[b][0]], flat - int(starts[b])
+            means.append(bucket["mean"][j])
+            logvars.append(bucket["logvar"][j])
+            rows.append((bucket, j))
+        text = TextStates(torch.stack([bk["tokens"][j] for bk, j in rows]).float(), torch.stack([bk["mask"][j] for bk, j in rows]),
+                          torch.stack([bk["pooled"][j] for bk, j in rows]))
+        return means, logvars, text
+
+
 def dataset_summary(cache: LatentCache) -> str:
     parts = ", ".join(f"{int(n)} x {'x'.join(map(str, s))}" for s, n in zip(cache.shapes, cache.sizes))
     return f"{len(cache)} clips in {len(cache.shapes)} bucket(s) of latent shape (C, t, h, w): {parts}"

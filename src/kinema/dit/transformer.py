@@ -173,9 +173,16 @@ class MMDiT(nn.Module):
             nn.init.zeros_(self.time_proj.bias)
         self.final = FinalLayer(cfg.dim, patch_dim, shared, time_dim, cfg.final_norm, cfg.norm_eps)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | list[torch.Tensor], t: torch.Tensor, cond: Conditioning,
+                budget: int | None = None) -> torch.Tensor | list[torch.Tensor]:
         """x: [B, C, t, h, w] noisy latent, t: [B] in [0, 1], or [B, t] one time per latent frame
-        (image conditioning, long video) -> velocity [B, C, t, h, w]"""
+        (image conditioning, long video) -> velocity [B, C, t, h, w].
+        x a list of [C, t_i, h_i, w_i] latents: packed into rows of `budget` tokens (forward_packed),
+        through forward so that DDP and FSDP wrappers see the call."""
+        if isinstance(x, (list, tuple)):
+            if budget is None:
+                raise ValueError("a list of latents is packed: give the token budget of a row (budget=)")
+            return self.forward_packed(list(x), t, cond, budget)
         grid = patch_grid(tuple(x.shape[2:]), self.cfg.patch)
         img = self.video_tokens(x, grid)  # [B, Lv, D]
         txt = self.text_tokens(cond.text, t)  # [B, Lt, Dt]

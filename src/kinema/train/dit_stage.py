@@ -9,6 +9,7 @@ caption used for classifier-free guidance.
 from __future__ import annotations
 
 import copy
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,9 @@ from tqdm import tqdm
 from kinema.config import ModelConfig, to_dict
 from kinema.data import scenes, shapes
 from kinema.data.captions import caption_variants
+from kinema.dit.patchify import patch_grid
 from kinema.dit.transformer import Conditioning, MMDiT
+from kinema.errors import KinemaError
 from kinema.flow.paths import interpolate, velocity
 from kinema.flow.timesteps import TimestepConfig, sample_timesteps
 from kinema.io.video import write_gif
@@ -59,6 +62,9 @@ class DiTStage:
     # a curriculum over the cache's buckets (SPEC §5): ((from_step, max latent frames), ...), e.g.
     # ((0, 1), (2000, 3), (4000, 99)): images alone, then short clips, then everything
     curriculum: tuple[tuple[int, int], ...] = ()
+    # packing (kinema.dit.packing; `data` only): 0 draws each batch from one bucket of shape; N
+    # draws batch_size clips of any shapes and packs them into rows of at most N video tokens
+    pack_tokens: int = 0
 
 
 def training_clips(world: str, stage: DiTStage, mc: ModelConfig, seed: int):
@@ -174,6 +180,20 @@ def flow_loss(model: MMDiT, z0: torch.Tensor, cond: Conditioning, tcfg: Timestep
     return F.mse_loss(v.float(), velocity(z0, x1))
 
 
+def packed_flow_loss(model: MMDiT, z0: list[torch.Tensor], cond: Conditioning, tcfg: TimestepConfig,
+                     g: torch.Generator, budget: int):
+    """flow_loss over clips of different shapes z0[i] [1, C, t_i, h_i, w_i], packed into rows of
+    `budget` tokens: the mean over clips of each clip's mean squared error (what flow_loss gives
+    when the clips share a shape), so every clip counts once whatever its size."""
+    n = len(z0)
+    t = sample_timesteps(tcfg, n, generator=g).to(z0[0].device)
+    x1 = [torch.randn(z.shape, generator=g).to(z.device) for z in z0]
+    s = dist.share(n)
+    mine = range(n)[s]
+    v = model([interpolate(z0[i], x1[i], t[i:i + 1])[0] for i in mine], t[s], cond.index(s), budget=budget)
+    return torch.stack([F.mse_loss(vi.float(), velocity(z0[i], x1[i])[0]) for vi, i in zip(v, mine)]).mean()
+
+
 def prepare_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path, seed: int, runtime: Runtime,
                   log: Log, world: str = "shapes", **_):
     """The text encoder and the stage's latent / text cache (built once, at run_dir/cache.safetensors).
@@ -250,6 +270,11 @@ def train_dit_on_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_
     device = runtime.device
     cache = LatentCache(stage.data, vae, mc.text)
     log(f"[dit] data {stage.data}: {dataset_summary(cache)}")
+    if stage.pack_tokens:
+        longest = max(math.prod(patch_grid(shape[1:], mc.dit.patch)) for shape in cache.shapes)
+        if longest > stage.pack_tokens:
+            raise KinemaError(f"the cache's longest clip has {longest} video tokens, over dit.pack_tokens "
+                              f"{stage.pack_tokens}: raise it to at least {longest}")
     mc = copy.deepcopy(mc)
     mean, std = cache.channel_stats()
     mc.vae.latent_mean, mc.vae.latent_std = tuple(mean.tolist()), tuple(std.tolist())
@@ -265,13 +290,20 @@ def train_dit_on_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_
         for from_step, frames in sorted(stage.curriculum):
             if step >= from_step:
                 limit = frames
-        post_mean, post_logvar, text = cache.batch(stage.batch_size, g, limit)
-        z0 = post_mean.float()
+        if stage.pack_tokens:
+            post_mean, post_logvar, text = cache.mixed_batch(stage.batch_size, g, limit)
+            post_mean, post_logvar = [mu[None] for mu in post_mean], [lv[None] for lv in post_logvar]  # [1, C, t, h, w] each
+        else:
+            post_mean, post_logvar, text = cache.batch(stage.batch_size, g, limit)
+            post_mean, post_logvar = [post_mean], [post_logvar]  # one tensor of one shape
+        z0 = [mu.float() for mu in post_mean]
         if stage.sample_posterior:
-            z0 = z0 + (0.5 * post_logvar.float()).exp() * torch.randn(z0.shape, generator=g)
-        z0 = vae.normalize(to_device(z0, device))
-        text = drop_captions(text.to(device), cache.empty, stage.caption_dropout, g)
-        return flow_loss(m, z0, Conditioning(text), stage.timesteps, g), {}
+            z0 = [z + (0.5 * lv.float()).exp() * torch.randn(z.shape, generator=g) for z, lv in zip(z0, post_logvar)]
+        z0 = [vae.normalize(to_device(z, device)) for z in z0]
+        cond = Conditioning(drop_captions(text.to(device), cache.empty, stage.caption_dropout, g))
+        if stage.pack_tokens:
+            return packed_flow_loss(m, z0, cond, stage.timesteps, g, stage.pack_tokens), {}
+        return flow_loss(m, z0[0], cond, stage.timesteps, g), {}
 
     ema = fit(model, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(mc),
               log=log, ema_decay=stage.ema_decay, resume=resume, runtime=runtime, log_every=stage.log_every,
