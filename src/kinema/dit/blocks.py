@@ -171,7 +171,7 @@ class DualStreamBlock(nn.Module):
 
     def forward(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor,
                 mask: torch.Tensor | None, txt_vec: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """img: [B, Lv, D], txt: [B, Lt, Dt], vec: [B, D] (or [B, Lv, D] per video token), rope: [L, Dh/2]
+        """img: [B, Lv, D], txt: [B, Lt, Dt], vec: [B, D] (or a PerToken over the video tokens), rope: [L, Dh/2]
         angles, mask: [B, 1, 1, L] or [B, 1, L, L]; txt_vec: [B, D] for the text stream (default: vec)"""
         img_mods, txt_mods = self.img.mod(vec), self.txt.mod(vec if txt_vec is None else txt_vec)
         qi, ki, vi = self.img.qkv_heads(img, img_mods[0])
@@ -203,7 +203,7 @@ class SingleStreamBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor | None,
                 text_len: int = 0, txt_vec: torch.Tensor | None = None) -> torch.Tensor:
-        """x: [B, L, D] (text then video), vec: [B, D] or [B, L, D] per token -> [B, L, D].
+        """x: [B, L, D] (text then video), vec: [B, D] or a PerToken -> [B, L, D].
         With expert AdaLN, vec drives the video tokens and txt_vec [B, D] the first `text_len` tokens."""
         (mod,) = self.mod(vec)
         if self.mod_txt is not None:
@@ -267,7 +267,7 @@ class CrossBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor | None,
                 text_mask: torch.Tensor | None, layout: str = "full", grid: tuple[int, int, int] | None = None) -> torch.Tensor:
-        """x: [B, Lv, D] video, txt: [B, Lt, D], vec: [B, D] / [B, Lv, D] (or the shared projection),
+        """x: [B, Lv, D] video, txt: [B, Lt, D], vec: [B, D] / a PerToken (or the shared projection),
         rope: [Lv, Dh/2], mask: video mask for `layout`, text_mask: [B, 1, 1, Lt] or None -> [B, Lv, D]"""
         mods = self.mod(vec)
         q, k, v = split_heads(self.qkv(modulate(self.norm1(x), mods[0])), self.heads)

@@ -49,6 +49,12 @@ class Packing:
         used = [budget - left for left in room]
         return cls(tuple(tuple(r) for r in rows), lengths, max(used))
 
+    @classmethod
+    def alongside(cls, rows: tuple[tuple[int, ...], ...], lengths: list[int]) -> "Packing":
+        """Other tokens of the same samples in the same rows (each sample's text beside its video)."""
+        lengths = tuple(int(n) for n in lengths)
+        return cls(rows, lengths, max(sum(lengths[i] for i in row) for row in rows))
+
     def useful(self) -> float:
         """The share of the packed tokens that belong to samples (not padding)."""
         return sum(self.lengths) / (len(self.rows) * self.length)

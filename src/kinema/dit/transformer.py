@@ -2,7 +2,7 @@
 
     latent [B, C, t, h, w] --patchify--> video tokens [B, Lv, D]
     text states [B, Lt, Dtext] --text adapter (+ token refiner)--> text tokens [B, Lt, Dt]
-    vec = MLP(timestep) (+ MLP(pooled text))                     [B, D] or [B, Lv, D] per frame
+    vec = MLP(timestep) (+ MLP(pooled text))                     [B, D], or per token (PerToken)
     MM-DiT: dual-stream blocks, then single-stream blocks, over [text; video] (HunyuanVideo, SD3,
       Mochi's AsymmDiT, CogVideoX's expert AdaLN); each block's video tokens follow its pattern
       (full, spatial, temporal, window, causal) as a joint mask, and text padding is masked
@@ -29,7 +29,7 @@ from kinema.errors import KinemaError
 from kinema.nn import sequence_parallel as sp
 from kinema.nn.attention import grid_coords, key_padding_mask, packed_mask, pattern_mask, video_mask
 from kinema.nn.embeddings import AttentionPool, LearnedPositions, MLPEmbedder, sincos_1d, sincos_positions, timestep_embedding
-from kinema.nn.modulation import Modulation, ModulationOut, modulate
+from kinema.nn.modulation import Modulation, ModulationOut, PerToken, Vec, modulate
 from kinema.nn.norms import RMSNorm
 from kinema.nn.rope import centred_positions, default_axes, ltx_rope_angles, mixed_rope_angles, rope_angles
 from kinema.runtime import no_autocast
@@ -86,11 +86,11 @@ class FinalLayer(nn.Module):
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
-    def forward(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, vec: Vec) -> torch.Tensor:
         if self.table is None:
             (mod,) = self.mod(vec)  # its gate is unused
         else:
-            v = vec.float()[:, None] if vec.dim() == 2 else vec.float()  # [B, 1, D] or [B, Lv, D]
+            v = vec.dense().float() if isinstance(vec, PerToken) else vec.float()[:, None]  # [B, Lv, D] or [B, 1, D]
             mod = ModulationOut(self.table[0] + v, self.table[1] + v, None)
         return self.linear(modulate(self.norm(self.pre_norm(x)), mod))
 
@@ -195,7 +195,8 @@ class MMDiT(nn.Module):
                 raise KinemaError("sequence parallelism runs cross-attention denoisers (wan, sora, ltx) for now; "
                                   "MM-DiT's joint text-and-video attention is not split yet")
             img = sp.local_tokens(img)
-            vec = sp.local_tokens(vec) if vec.dim() == 3 else vec  # per-frame times: per token
+            if isinstance(vec, PerToken):  # per-frame times: this process's tokens' frames
+                vec = PerToken(vec.values, sp.local_tokens(vec.index))
             angles = sp.local_tokens(angles, dim=-2) if angles is not None else None
             if route.time_positions is not None:
                 route.time_positions = sp.local_tokens(route.time_positions, dim=0)
@@ -213,22 +214,36 @@ class MMDiT(nn.Module):
             raise KinemaError("packed batches do not run under sequence parallelism yet; use buckets (dit.pack_tokens: 0)")
         grids = [patch_grid(tuple(x.shape[1:]), self.cfg.patch) for x in xs]
         packing = Packing.plan([g[0] * g[1] * g[2] for g in grids], budget)
-        lt = cond.text.mask.shape[1]  # every sample's text takes lt tokens of its row's text
-        text_packing = Packing(packing.rows, (lt,) * len(xs), lt * max(len(r) for r in packing.rows))
         img = packing.pack([self.video_tokens(x[None], g)[0] for x, g in zip(xs, grids)])  # [R, L, D]
         t_clip = torch.stack([ti.amax() for ti in t])  # [N]: each clip's noisiest time, for the text refiner
-        txt = text_packing.pack(list(self.text_tokens(cond.text, t_clip)))  # [R, Lt_row, Dt]
-        vecs = [self.conditioning_vectors(ti[None], cond.text.index([i]), g) for i, (ti, g) in enumerate(zip(t, grids))]
-        vec = packing.pack([v[0].expand(n, -1) for (v, _), n in zip(vecs, packing.lengths)])  # [R, L, D]
-        txt_vec = text_packing.pack([tv[0].expand(lt, -1) for _, tv in vecs])  # [R, Lt_row, D]
+        # each sample's text sits in its row beside its video; text padding, which no token reads,
+        # is left out (but where the cross-attention reads it: Wan's)
+        keep = cond.text.mask if self.dual or self.single or self.cfg.cross_attn_mask else torch.ones_like(cond.text.mask)
+        text_packing = Packing.alongside(packing.rows, keep.sum(1).tolist())
+        txt = text_packing.pack([x[k] for x, k in zip(self.text_tokens(cond.text, t_clip), keep)])  # [R, Lt_row, Dt]
+        vec, txt_vec = self.packed_vectors(t, cond.text, grids, packing, text_packing)
         angles = None
         if self.cfg.positions == "rope":
             per_sample = [self.rope_angles(g).to(img.device) for g in grids]  # [Lv, Dh/2] or [H, Lv, Dh/2]
             angles = packing.pack(per_sample, dim=per_sample[0].dim() - 2)
             angles = angles[:, None] if angles.dim() == 3 else angles  # [R, 1 or H, L, Dh/2]
-        route = self.packed_route(packing, text_packing, grids, cond.text.mask)
+        route = self.packed_route(packing, text_packing, grids, [m[k] for m, k in zip(cond.text.mask, keep)])
         out = packing.unpack(self.final(self.blocks(img, txt, vec, txt_vec, angles, route), vec))
         return [unpatchify(o[None], self.cfg.patch, g)[0].float() for o, g in zip(out, grids)]
+
+    def packed_vectors(self, t, text: TextStates, grids, packing: Packing, text_packing: Packing) -> tuple[PerToken, PerToken]:
+        """conditioning_vectors of each packed sample, as PerTokens over the rows' video tokens and
+        over their text tokens (padding takes value 0: its outputs are discarded)."""
+        values, index, text_values = [], [], []
+        for i, (ti, g) in enumerate(zip(t, grids)):
+            v, tv = self.conditioning_vectors(ti[None], text.index([i]), g)
+            v = PerToken.of(v, packing.lengths[i])  # values [1 or frames, D], index [1, L_i]
+            index.append(v.index[0] + sum(len(x) for x in values))
+            values.append(v.values)
+            text_values.append(tv)  # [1, D]
+        text_index = [torch.full((n,), i, device=tv.device) for i, n in enumerate(text_packing.lengths)]
+        return (PerToken(torch.cat(values), packing.pack(index)),
+                PerToken(torch.cat(text_values), text_packing.pack(text_index)))
 
     def video_tokens(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """[B, C, t, h, w] -> [B, Lv, D], with absolute positions added where the model has them."""
@@ -244,10 +259,10 @@ class MMDiT(nn.Module):
             txt = self.refiner(txt, text.tokens, text.mask, t if t.dim() == 1 else t.amax(1))
         return txt
 
-    def blocks(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, txt_vec: torch.Tensor,
-               angles: torch.Tensor | None, route: "Route") -> torch.Tensor:
+    def blocks(self, img: torch.Tensor, txt: torch.Tensor, vec: Vec, txt_vec: Vec, angles: torch.Tensor | None,
+               route: "Route") -> torch.Tensor:
         """Every block over the video tokens img [B, Lv, D] and text tokens txt [B, Lt, Dt]; vec
-        [B, D] or per token [B, Lv, D], txt_vec [B, D] or per token [B, Lt, D]; angles: the video
+        [B, D] or a PerToken over the video tokens, txt_vec [B, D] or over the text tokens; angles: the video
         tokens' RoPE angles [..., Lv, Dh/2] or None -> video tokens [B, Lv, D]."""
         lt = txt.shape[1]
         rope = None  # for MM-DiT: [..., L, Dh/2], the text unrotated (angle 0)
@@ -259,14 +274,16 @@ class MMDiT(nn.Module):
                 img, txt = block(img, txt, vec, rope, route.joint[next(patterns)], txt_vec)
             if self.single:  # (an AsymmDiT has none: its text stream is narrower than the video's)
                 h = torch.cat([txt, img], dim=1)  # [B, L, D]
-                tv = txt_vec[:, None].expand(-1, lt, -1) if txt_vec.dim() == 2 else txt_vec
-                joint_vec = vec if vec.dim() == 2 else torch.cat([tv.expand(vec.shape[0], -1, -1), vec], dim=1)
+                joint_vec = PerToken.cat(PerToken.of(txt_vec, lt), vec) if isinstance(vec, PerToken) else vec
                 for block in self.single:
                     h = block(h, vec if self.cfg.expert_adaln else joint_vec, rope, route.joint[next(patterns)], lt, txt_vec)
                 img = h[:, lt:]
         if self.cross:  # cross-attention DiT: video self-attention in its layout, text by cross-attention
-            with no_autocast(img.device):
-                mod_in = vec if self.time_proj is None else self.time_proj(F.silu(vec.float()))  # [B, (L,) 6D]
+            mod_in = vec  # Wan: one projection of the time vector for every block, [B, 6D] (or per token)
+            if self.time_proj is not None:
+                with no_autocast(img.device):
+                    project = lambda v: self.time_proj(F.silu(v.float()))  # noqa: E731
+                    mod_in = vec.map(project) if isinstance(vec, PerToken) else project(vec)
             for i, block in enumerate(self.cross):
                 if i and i == self.cfg.sincos_time_at and route.time_positions is not None:
                     img = img + route.time_positions.to(img)  # Latte: time positions after the first spatial block
@@ -290,14 +307,15 @@ class MMDiT(nn.Module):
         return route
 
     def packed_route(self, packing: Packing, text_packing: Packing, grids: list[tuple[int, int, int]],
-                     text_valid: torch.Tensor) -> "Route":
-        """dense_route for packed rows: every pattern a mask inside each sample (packed_mask)."""
-        device = text_valid.device
+                     text_valid: list[torch.Tensor]) -> "Route":
+        """dense_route for packed rows: every pattern a mask inside each sample (packed_mask).
+        text_valid[i]: [Lt_i] bool, which of sample i's packed text tokens are not padding."""
+        device = text_valid[0].device
         route = Route()
         seg_v = packing.segment_ids(device)  # [R, Lv]
         coords_v = packing.pack([grid_coords(g, device) for g in grids])  # [R, Lv, 3]
         seg_t = text_packing.segment_ids(device)  # [R, Lt_row]
-        valid_t = text_packing.pack(list(text_valid), fill=False)
+        valid_t = text_packing.pack(text_valid, fill=False)
         if self.dual or self.single:
             seg = torch.cat([seg_t, seg_v], dim=1)
             is_text = torch.cat([torch.ones_like(valid_t), torch.zeros_like(seg_v, dtype=torch.bool)], dim=1)
@@ -343,8 +361,8 @@ class MMDiT(nn.Module):
 
     def conditioning_vectors(self, t: torch.Tensor, text: TextStates, grid: tuple[int, int, int]):
         """-> (video vec, text vec) driving AdaLN. t [B]: both [B, D], the same tensor. t [B, frames]:
-        video vec [B, Lv, D], each token from its frame's time (a temporal patch takes its noisiest
-        frame), and text vec [B, D] from the clip's noisiest frame, so a clean conditioning frame
+        video vec a PerToken over the Lv tokens, each from its frame's time (a temporal patch takes its
+        noisiest frame), and text vec [B, D] from the clip's noisiest frame, so a clean conditioning frame
         (t = 0) beside noisy ones leaves the text stream as it is at the noisy time."""
         p = 0.0
         if isinstance(self.pooled_in, AttentionPool):
@@ -362,7 +380,9 @@ class MMDiT(nn.Module):
         t_tok = t.unflatten(1, (grid[0], self.cfg.patch[0])).amax(-1)  # [B, T] per token frame
         per_frame = self.time_in(timestep_embedding(t_tok.flatten(), self.cfg.time_freq_dim)).view(b, grid[0], -1)  # [B, T, D]
         per_frame = per_frame + (p[:, None] if torch.is_tensor(p) else p)
-        vec = per_frame.repeat_interleave(grid[1] * grid[2], dim=1)  # [B, Lv, D], time-major like the tokens
+        frame_of_token = torch.arange(grid[0] * grid[1] * grid[2], device=t.device) // (grid[1] * grid[2])  # time-major
+        index = torch.arange(b, device=t.device)[:, None] * grid[0] + frame_of_token  # [B, Lv]
+        vec = PerToken(per_frame.flatten(0, 1), index)
         return vec, self.time_in(timestep_embedding(t.amax(1), self.cfg.time_freq_dim)) + p
 
     def attention_masks(self, grid: tuple[int, int, int], text_valid: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -21,9 +21,43 @@ class ModulationOut:
     gate: torch.Tensor  # [B, 1, D]
 
 
+@dataclass
+class PerToken:
+    """A conditioning vector that differs along the tokens but takes few values (one per frame
+    under per-frame times, one per sample in a packed row): `values` [N, D] and `index` [B, L], the
+    value each token takes. A projection maps the N values and gathers afterwards, so AdaLN costs
+    N rows of matmul, not B L."""
+
+    values: torch.Tensor
+    index: torch.Tensor
+
+    def map(self, fn) -> "PerToken":
+        return PerToken(fn(self.values), self.index)
+
+    def dense(self) -> torch.Tensor:
+        """[B, L, D]"""
+        return self.values[self.index]
+
+    @staticmethod
+    def of(vec: "torch.Tensor | PerToken", length: int) -> "PerToken":
+        """A per-sample vector [B, D] as a PerToken over `length` tokens each."""
+        if isinstance(vec, PerToken):
+            return vec
+        return PerToken(vec, torch.arange(vec.shape[0], device=vec.device)[:, None].expand(-1, length))
+
+    @staticmethod
+    def cat(first: "PerToken", second: "PerToken") -> "PerToken":
+        """Tokens of `first` then of `second`, along L."""
+        index = torch.cat([first.index, second.index + first.values.shape[0]], dim=1)
+        return PerToken(torch.cat([first.values, second.values]), index)
+
+
+Vec = torch.Tensor | PerToken  # [B, D], or per token
+
+
 class Modulation(nn.Module):
     """vec [B, D] -> `count` ModulationOut groups of [B, 1, D] (e.g. 2: one for attention, one for
-    the MLP); a per-token vec [B, L, D] (per-frame timesteps) gives groups of [B, L, D]."""
+    the MLP); a PerToken vec (per-frame times, packed samples) gives groups of [B, L, D]."""
 
     def __init__(self, dim: int, count: int, cond_dim: int | None = None):
         super().__init__()
@@ -32,9 +66,13 @@ class Modulation(nn.Module):
         nn.init.zeros_(self.lin.weight)  # AdaLN-Zero
         nn.init.zeros_(self.lin.bias)
 
-    def forward(self, vec: torch.Tensor) -> list[ModulationOut]:
-        with no_autocast(vec.device):
-            out = self.lin(F.silu(vec.float()))  # [B, 3 * count * D] or [B, L, 3 * count * D]
+    def forward(self, vec: Vec) -> list[ModulationOut]:
+        if isinstance(vec, PerToken):
+            with no_autocast(vec.values.device):
+                out = vec.map(lambda v: self.lin(F.silu(v.float()))).dense()  # [B, L, 3 * count * D]
+        else:
+            with no_autocast(vec.device):
+                out = self.lin(F.silu(vec.float()))  # [B, 3 * count * D]
         if out.dim() == 2:
             out = out[:, None, :]
         chunks = out.chunk(3 * self.count, dim=-1)
@@ -58,15 +96,19 @@ class ModulationTable(nn.Module):
     and each block adds its own learned table [3 * count, D]. Zero-initialised, as the shared
     projection is, so every block starts as the identity.
 
-    shared [B, 3 * count * D] (or [B, L, 3 * count * D] per token) -> `count` ModulationOut groups."""
+    shared [B, 3 * count * D] (or PerToken) -> `count` ModulationOut groups."""
 
     def __init__(self, dim: int, count: int):
         super().__init__()
         self.count = count
         self.table = nn.Parameter(torch.zeros(3 * count, dim))
 
-    def forward(self, shared: torch.Tensor) -> list[ModulationOut]:
-        with no_autocast(shared.device):
-            out = shared.float().unflatten(-1, (3 * self.count, -1)) + self.table  # [B, 3c, D] or [B, L, 3c, D]
+    def forward(self, shared: Vec) -> list[ModulationOut]:
+        if isinstance(shared, PerToken):
+            with no_autocast(shared.values.device):
+                out = shared.map(lambda v: v.float().unflatten(-1, (3 * self.count, -1)) + self.table).dense()  # [B, L, 3c, D]
+        else:
+            with no_autocast(shared.device):
+                out = shared.float().unflatten(-1, (3 * self.count, -1)) + self.table  # [B, 3c, D]
         chunks = [c[:, None] if c.dim() == 2 else c for c in out.unbind(-2)]
         return [ModulationOut(*chunks[3 * i: 3 * i + 3]) for i in range(self.count)]
