@@ -53,6 +53,31 @@ sp.sequence_attention = lambda q, *a: seen.append(q.shape[2]) or real(q, *a)
 with sp.scope():
     split = model(x, t, cond)
 lines.append(f"model: {(split - whole).abs().max().item():.2e} {0.0:.2e} tokens seen {sorted(set(seen))}")
+# MM-DiT: joint [text; video] attention with the text whole on every process (dual, single and
+# CogVideoX's shared-stream blocks, AsymmDiT, a temporal mask, 3 heads on the gathered fallback),
+# and Wan with 3 heads (self-attention's gathered fallback): the output and the gradients of every
+# weight, summed over the processes as DDP does, equal one process's
+import dataclasses  # noqa: E402
+import warnings  # noqa: E402
+
+hunyuan3 = dataclasses.replace(DIT_PRESETS["hunyuan-tiny"], dim=48, heads=3)
+for name, cfg in (("hunyuan", DIT_PRESETS["hunyuan-tiny"]), ("cogvideox", DIT_PRESETS["cogvideox-tiny"]),
+                  ("mochi", DIT_PRESETS["mochi-tiny"]), ("easyanimate", DIT_PRESETS["easyanimate-tiny"]),
+                  ("hunyuan-3-heads", hunyuan3), ("wan-3-heads", dataclasses.replace(DIT_PRESETS["wan-tiny"], dim=48, heads=3))):
+    model = randomize_(MMDiT(cfg), std=0.1)
+    whole = model(x, t, cond)
+    whole.pow(2).sum().backward()
+    ref = {n: w.grad.clone() for n, w in model.named_parameters()}
+    model.zero_grad()
+    with sp.scope(), warnings.catch_warnings(record=True):
+        split = model(x, t, cond)
+    split.pow(2).sum().backward()
+    grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in model.parameters()]
+    for gr in grads:
+        dist.all_reduce(gr)
+    grad_err = max(((gr / p - ref[n]).abs().max() / (ref[n].abs().max() + 1e-6)).item()
+                   for (n, _), gr in zip(model.named_parameters(), grads))
+    lines.append(f"grads {name}: {(split - whole).abs().max().item():.2e} {grad_err:.2e}")
 Path(sys.argv[1], f"rank_{r}.txt").write_text("\n".join(lines) + "\n")
 dist.barrier()  # no process tears the group down while another still uses it (gloo aborts then)
 dist.destroy_process_group()

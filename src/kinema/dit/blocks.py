@@ -23,7 +23,7 @@ from kinema.nn.attention import attention
 from kinema.nn.modulation import Modulation, ModulationOut, ModulationTable, joint_modulation, modulate
 from kinema.nn.norms import RMSNorm
 from kinema.nn.rope import apply_rope
-from kinema.nn.sequence_parallel import self_attention
+from kinema.nn.sequence_parallel import joint_attention, self_attention
 
 
 @dataclass(frozen=True)
@@ -179,8 +179,8 @@ class DualStreamBlock(nn.Module):
         q = apply_rope(torch.cat([qt, qi], dim=2), rope)  # [B, H, L, Dh]
         k = apply_rope(torch.cat([kt, ki], dim=2), rope)
         v = torch.cat([vt, vi], dim=2)
-        a = attention(q, k, v, mask)  # [B, L, D]
         lt = txt.shape[1]
+        a = joint_attention(q, k, v, mask, lt)  # [B, L, D]
         txt = self.txt.residuals(txt, a[:, :lt], txt_mods) if self.text_out else txt
         return self.img.residuals(img, a[:, lt:], img_mods), txt
 
@@ -211,7 +211,7 @@ class SingleStreamBlock(nn.Module):
         qkv, h = self.linear1(modulate(self.norm(x), mod)).split([3 * self.dim, self.hidden], dim=-1)
         q, k, v = split_heads(qkv, self.heads)
         q, k = self.qk_norm(q, k)
-        a = attention(apply_rope(q, rope), apply_rope(k, rope), v, mask)  # [B, L, D]
+        a = joint_attention(apply_rope(q, rope), apply_rope(k, rope), v, mask, text_len)  # [B, L, D]
         return x + mod.gate * self.linear2(torch.cat([a, F.gelu(h, approximate="tanh")], dim=-1))
 
 
@@ -234,7 +234,7 @@ class SharedStreamBlock(nn.Module):
         if self.mod_txt is not None:
             mods = [joint_modulation(t, v, text_len, x.shape[1]) for t, v in zip(self.mod_txt(txt_vec), mods)]
         q, k, v = self.stream.qkv_heads(x, mods[0])
-        a = attention(apply_rope(q, rope), apply_rope(k, rope), v, mask)  # [B, L, D]
+        a = joint_attention(apply_rope(q, rope), apply_rope(k, rope), v, mask, text_len)  # [B, L, D]
         return self.stream.residuals(x, a, mods)
 
 

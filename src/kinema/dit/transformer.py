@@ -190,10 +190,7 @@ class MMDiT(nn.Module):
         angles = self.rope_angles(grid).to(x.device) if self.cfg.positions == "rope" else None  # [(H,) Lv, Dh/2]
         route = self.dense_route(grid, cond.text.mask)
         split = sp.group() is not None  # sequence parallelism: this process keeps its share of the video tokens
-        if split:
-            if self.dual or self.single:
-                raise KinemaError("sequence parallelism runs cross-attention denoisers (wan, sora, ltx) for now; "
-                                  "MM-DiT's joint text-and-video attention is not split yet")
+        if split:  # (MM-DiT's text tokens stay whole on every process: kinema.nn.sequence_parallel.joint_attention)
             img = sp.local_tokens(img)
             if isinstance(vec, PerToken):  # per-frame times: this process's tokens' frames
                 vec = PerToken(vec.values, sp.local_tokens(vec.index))

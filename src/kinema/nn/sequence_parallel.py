@@ -9,6 +9,12 @@ When H does not divide by P the heads cannot be split: `sequence_attention` says
 warning and falls back to gathering every process's keys and values (more memory, the same
 result).
 
+MM-DiT's joint attention over [text; video] (`joint_attention`): every process keeps all Lt text
+tokens (few, and the text stream runs whole on every process) and its share of the video tokens.
+The video tokens trade places with heads as above; each process takes its H / P heads of the text
+beside them, attends over the whole [text; video] sequence, sends the video outputs back and
+gathers the text outputs of every head.
+
 Shapes: q, k, v [B, H, L / P, Dh] (this process's tokens); mask None, [B, 1, 1, L] or
 [B, 1, L, L] over the whole sequence; out [B, L / P, H * Dh].
 """
@@ -64,9 +70,27 @@ def local_tokens(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
 def gather_tokens(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Every process's tokens, in order (differentiable: the backward sums what each process's loss
     sends to this process's tokens)."""
-    from torch.distributed.nn.functional import all_gather
+    return _gather(x, _GROUP, dim)
 
-    return torch.cat(all_gather(x.contiguous(), group=_GROUP), dim=dim)
+
+class _AllGather(torch.autograd.Function):
+    """All processes' x concatenated along `dim`; the backward sums the gradient over the processes
+    and keeps this process's part. (torch.distributed.nn.functional.all_gather's backward gave
+    wrong gradients here on gloo: tests/test_dist.py checks the gradients through this one.)"""
+
+    @staticmethod
+    def forward(ctx, x, dim: int, group):
+        ctx.args = (dim, group)
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, x.contiguous(), group=group)
+        return torch.cat(parts, dim=dim)
+
+    @staticmethod
+    def backward(ctx, grad):
+        dim, group = ctx.args
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, group=group)
+        return grad.chunk(dist.get_world_size(group), dim=dim)[dist.get_rank(group)], None, None
 
 
 def _exchange(x: torch.Tensor, scatter: int, gather: int, group=None) -> torch.Tensor:
@@ -123,10 +147,9 @@ def gathered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
     return attention(q, k, v, mask)
 
 
-def _gather(x: torch.Tensor, group=None) -> torch.Tensor:
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x.contiguous(), group=group), dim=2)
+def _gather(x: torch.Tensor, group=None, dim: int = 2) -> torch.Tensor:
+    """Every process's x along `dim` (differentiable)."""
+    return _AllGather.apply(x, dim, group)
 
 
 def sequence_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
@@ -149,3 +172,35 @@ def self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
     if layout != "full":
         raise ValueError(f"sequence parallelism runs the 'full' layout (any mask); {layout!r} is not built yet")
     return sequence_attention(q, k, v, mask, _GROUP)
+
+
+def joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, text_len: int) -> torch.Tensor:
+    """MM-DiT's attention over [text; video]: q, k, v [B, H, Lt + Lv', Dh], the first `text_len`
+    tokens text, mask over the whole joint sequence -> [B, Lt + Lv', H * Dh]. Outside a `scope`
+    Lv' = Lv and this is `attention`; inside, Lv' = Lv / P, this process's video tokens."""
+    if _GROUP is None:
+        return attention(q, k, v, mask)
+    p, r = dist.get_world_size(_GROUP), dist.get_rank(_GROUP)
+    lt, b, heads = text_len, q.shape[0], q.shape[1]
+    if heads % p:
+        return _gathered_joint(q, k, v, mask, lt)
+    text = [x[:, :, :lt].chunk(p, dim=1)[r] for x in (q, k, v)]  # [B, H/P, Lt, Dh]: this process's heads
+    video = [_all_to_all(x[:, :, lt:], scatter=1, gather=2, group=_GROUP) for x in (q, k, v)]  # [B, H/P, Lv, Dh]
+    out = attention(*(torch.cat(pair, dim=2) for pair in zip(text, video)), mask)  # [B, Lt + Lv, H/P * Dh]
+    out = out.view(b, out.shape[1], heads // p, -1).transpose(1, 2)  # [B, H/P, Lt + Lv, Dh]
+    txt = _gather(out[:, :, :lt], _GROUP, dim=1)  # [B, H, Lt, Dh]: every head
+    vid = _all_to_all(out[:, :, lt:], scatter=2, gather=1, group=_GROUP)  # [B, H, Lv/P, Dh]
+    return torch.cat([txt, vid], dim=2).transpose(1, 2).reshape(b, lt + vid.shape[2], -1)
+
+
+def _gathered_joint(q, k, v, mask, lt: int) -> torch.Tensor:
+    """joint_attention for any head count: every process's video keys and values gathered; the
+    text queries (the same on every process) and this process's video queries attend to all."""
+    warnings.warn(f"{q.shape[1]} heads do not split over {dist.get_world_size(_GROUP)} processes: sequence "
+                  f"parallelism gathers keys and values instead (more memory)", stacklevel=3)
+    k, v = (torch.cat([x[:, :, :lt], _gather(x[:, :, lt:], _GROUP)], dim=2) for x in (k, v))
+    if mask is not None and mask.shape[-2] > 1:  # rows of the text and of this process's video queries
+        n, r = q.shape[2] - lt, dist.get_rank(_GROUP)
+        rows = torch.cat([torch.arange(lt), lt + r * n + torch.arange(n)]).to(mask.device)
+        mask = mask.index_select(-2, rows)
+    return attention(q, k, v, mask)
