@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import numpy as np
@@ -347,6 +348,9 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(tmp_path):
     for name in ("dit.safetensors", "vae.safetensors"):
         a, b = load_weights(tmp_path / "straight" / "model" / name), load_weights(tmp_path / "killed" / "model" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), (name, kill_after)
+    # metrics.jsonl: each step once (the steps run again after the kill replace the first tries), the same figures
+    figures = lambda run: [(m["step"], m["loss"]) for m in map(json.loads, (tmp_path / run / "dit" / "metrics.jsonl").open())]  # noqa: E731
+    assert figures("killed") == figures("straight") and [s for s, _ in figures("straight")] == list(range(1, 17))
 
 
 def test_a_non_finite_loss_skips_the_step_and_three_in_a_row_stop_the_run(tmp_path):
@@ -417,3 +421,33 @@ def test_resuming_with_another_architecture_is_one_clear_line(tmp_path, capsys):
     lines = [line for line in err.splitlines() if line.startswith("kinema: error")]
     assert len(lines) == 1 and "holds another model than this run builds" in lines[0] and "--arch" in lines[0]
     assert "Traceback" not in err
+
+
+def test_metrics_go_to_json_lines_and_tensorboard(tmp_path):
+    """fit writes each logged step's figures to metrics.jsonl beside the checkpoints, and TensorBoard
+    scalars when tensorboard is installed; a resumed run replaces what it logged after its checkpoint."""
+    model = torch.nn.Linear(4, 1)
+
+    def loss_fn(m, step):
+        return m(torch.randn(8, 4, generator=seeded(0, step))).pow(2).mean(), {"extra": 0.5}
+
+    run = lambda steps, resume: fit(model, loss_fn, steps=steps, optim=OptimConfig(lr=1e-2, warmup=1),  # noqa: E731
+                                    run_dir=tmp_path / "ckpt", config={}, log=Log(tmp_path / "log.txt"), resume=resume,
+                                    log_every=2, ckpt_every=4, desc="toy")
+    run(6, False)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+    assert [m["step"] for m in lines] == [2, 4, 6] and {"loss", "extra", "lr", "it_s", "grad_norm"} <= lines[0].keys()
+    assert lines[0]["extra"] == 0.5 and lines[0]["stage"] == "toy"
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"stage": "toy", "step": 8, "lo')  # a line cut by a kill
+    shutil.rmtree(tmp_path / "ckpt" / "step_0000006")  # as if killed before step 6's checkpoint
+    (tmp_path / "ckpt" / "latest").write_text("step_0000004")
+    run(8, True)
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").open()] == [2, 4, 6, 8]
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install -e '.[dev]')")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("toy/loss")] == [2, 4, 6, 8]
+    assert events.Scalars("toy/loss")[0].value == pytest.approx(lines[0]["loss"])

@@ -9,6 +9,7 @@ generators seeded by (seed, step): restoring weights, EMA, optimizer and step re
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -69,6 +70,49 @@ class Log:
             f.write(line + "\n")
         if echo:
             tqdm.write(line)
+
+
+class Metrics:
+    """The logged figures of a stage, one JSON line per log step in `path` (metrics.jsonl, beside
+    the checkpoints), and TensorBoard scalars under `path`'s folder / tensorboard when the
+    `tensorboard` package is installed (`tensorboard --logdir RUN_DIR`). Rank 0 writes. A run
+    resumed at step `start` first drops the figures it logged after that step (before it stopped),
+    so each step appears once."""
+
+    def __init__(self, path: Path, stage: str, start: int = 0):
+        self.path, self.stage, self.writer = path, stage, None
+        if not dist.is_main():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file():  # (a run killed mid-line leaves a partial last line: dropped too)
+            kept = [line for line in path.read_text().splitlines() if _step_of(line) is not None and _step_of(line) <= start]
+            path.write_text("".join(line + "\n" for line in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard not installed: the JSON lines alone
+            return
+        self.writer = SummaryWriter(str(path.parent / "tensorboard"), purge_step=start + 1 if start else None)
+
+    def __call__(self, step: int, values: dict[str, float]) -> None:
+        if not dist.is_main():
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps({"stage": self.stage, "step": step, **values}) + "\n")
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(f"{self.stage}/{k}", v, step)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def accumulate_gradients(train_model, loss_fn, step: int, count: int, runtime: Runtime, scaler):
@@ -247,6 +291,7 @@ def fit(
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, dynamic_ncols=True, mininterval=1.0,
                disable=not dist.is_main())
     t0, seen = time.time(), 0
+    metrics = Metrics(run_dir.parent / "metrics.jsonl", desc, start)
     done = start  # optimizer steps completed
     bad = 0  # non-finite losses in a row
     scope = sequence_parallel.scope() if split else contextlib.nullcontext()
@@ -294,6 +339,8 @@ def fit(
                     parts = " ".join(f"{k} {v:.4g}" for k, v in terms.items())
                     gn = f" grad_norm {float(grad_norm):.3g}" if grad_norm is not None else ""
                     log(f"[{desc}] step {done}/{steps} loss {loss.item():.5f} {parts} lr {lr:.2e}{gn} it/s {rate:.2f}")
+                    figures = {"loss": loss.item(), **{k: float(v) for k, v in terms.items()}, "lr": lr, "it_s": rate}
+                    metrics(done, figures if grad_norm is None else {**figures, "grad_norm": float(grad_norm)})
                 if done % ckpt_every == 0 or done == steps:
                     save(done)
                 if sample_fn is not None and sample_every and (done % sample_every == 0 or done == steps):
@@ -307,4 +354,5 @@ def fit(
             raise KinemaError(f"[{desc}] interrupted after step {done}; checkpoint saved, continue with --resume") from None
         finally:
             bar.close()
+            metrics.close()
     return ema
