@@ -451,3 +451,43 @@ def test_metrics_go_to_json_lines_and_tensorboard(tmp_path):
     events.Reload()
     assert [e.step for e in events.Scalars("toy/loss")] == [2, 4, 6, 8]
     assert events.Scalars("toy/loss")[0].value == pytest.approx(lines[0]["loss"])
+
+
+def test_activation_checkpointing_keeps_less_and_changes_nothing_else():
+    """checkpoint_blocks: the same state_dict keys, outputs and gradients, and the blocks keep
+    only their inputs for the backward (far fewer saved bytes)."""
+    from conftest import random_text, randomize_
+
+    from kinema.config import DIT_PRESETS
+    from kinema.dit.transformer import MMDiT
+    from kinema.train.dist import checkpoint_blocks
+
+    def run(model):
+        saved = []
+        x, cond = torch.randn(2, 4, 3, 8, 8, generator=seeded(0, 0)), random_text(2)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t, lambda t: t):
+            out = model(x, torch.tensor([0.3, 0.8]), cond)
+        out.pow(2).mean().backward()
+        return out, {n: p.grad for n, p in model.named_parameters()}, sum(saved)
+
+    plain = randomize_(MMDiT(DIT_PRESETS["hunyuan-tiny"]))
+    wrapped = randomize_(MMDiT(DIT_PRESETS["hunyuan-tiny"]))
+    checkpoint_blocks(wrapped)
+    assert list(wrapped.state_dict()) == list(plain.state_dict())
+    (a, ga, bytes_a), (b, gb, bytes_b) = run(plain), run(wrapped)
+    torch.testing.assert_close(b, a)
+    for k in ga:
+        torch.testing.assert_close(gb[k], ga[k], msg=k)
+    assert bytes_b < 0.5 * bytes_a, (bytes_b, bytes_a)
+
+
+def test_the_recipe_turns_activation_checkpointing_on(tmp_path, monkeypatch):
+    from kinema.train import dist
+
+    called = []
+    real = dist.checkpoint_blocks
+    monkeypatch.setattr(dist, "checkpoint_blocks", lambda m: called.append(type(m).__name__) or real(m))
+    r = tiny_recipe_dict(tmp_path / "run", vae_steps=1, dit_steps=2)
+    r["activation_checkpointing"] = True
+    run(from_dict(Recipe, r))
+    assert called == ["MMDiT"] and "[dit] step 2/2" in (tmp_path / "run" / "train_log.txt").read_text()

@@ -210,16 +210,29 @@ def prepare_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: 
     return text_encoder, cache
 
 
+def build_denoiser(mc: ModelConfig, seed: int, device, compile: bool = False, checkpointing: bool = False) -> MMDiT:
+    """The denoiser to train, initialised from the seed; activation checkpointing and torch.compile
+    are applied from outside (in place: the state_dict keys do not change)."""
+    torch.manual_seed(seed)
+    model = MMDiT(mc.dit).to(device)
+    if checkpointing:
+        dist.checkpoint_blocks(model)
+    if compile:
+        model.compile()
+    return model
+
+
 def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path, seed: int, runtime: Runtime,
               resume: bool, log: Log, compile: bool = False, world: str = "shapes",
-              shard: bool = False, sequence: bool = False) -> tuple[ModelConfig, dict[str, torch.Tensor], str]:
+              shard: bool = False, sequence: bool = False,
+              checkpointing: bool = False) -> tuple[ModelConfig, dict[str, torch.Tensor], str]:
     """Returns (model config with latent statistics, EMA weights of the DiT, text encoder name).
     The cache lives on runtime.device for the whole stage; batches and noise are drawn on the CPU."""
     device = runtime.device
     dist.check_batch(stage.batch_size, "dit.batch_size", stage.optim.accumulate)
     if stage.data:
         return train_dit_on_cache(mc, stage, vae, run_dir=run_dir, seed=seed, runtime=runtime, resume=resume, log=log,
-                                  compile=compile, shard=shard, sequence=sequence)
+                                  compile=compile, shard=shard, sequence=sequence, checkpointing=checkpointing)
     text_encoder, cache = prepare_cache(mc, stage, vae, run_dir=run_dir, seed=seed, runtime=runtime, log=log, world=world)
     mc = copy.deepcopy(mc)
     mc.vae.latent_mean = tuple(cache["channel_mean"].tolist())
@@ -229,10 +242,7 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
     post_mean, post_logvar = (to_device(cache[k], device) for k in ("latent_mean", "latent_logvar"))
     combo = cache["combo"]
 
-    torch.manual_seed(seed)
-    model = MMDiT(mc.dit).to(device)
-    if compile:
-        model.compile()  # in place: state_dict keys are unchanged
+    model = build_denoiser(mc, seed, device, compile, checkpointing)
 
     def loss_fn(m: MMDiT, step: int):
         g = seeded(seed, step)
@@ -262,7 +272,7 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
 
 def train_dit_on_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path, seed: int, runtime: Runtime,
                        resume: bool, log: Log, compile: bool = False, shard: bool = False,
-                       sequence: bool = False) -> tuple[ModelConfig, dict[str, torch.Tensor], str]:
+                       sequence: bool = False, checkpointing: bool = False) -> tuple[ModelConfig, dict[str, torch.Tensor], str]:
     """train_dit on a `kinema prepare` cache (stage.data): each step's batch comes from one bucket
     of latent shape, drawn from (seed, step), captions dropped as for the worlds."""
     from kinema.data.latent_cache import LatentCache, dataset_summary
@@ -279,10 +289,7 @@ def train_dit_on_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_
     mean, std = cache.channel_stats()
     mc.vae.latent_mean, mc.vae.latent_std = tuple(mean.tolist()), tuple(std.tolist())
     vae.cfg = mc.vae
-    torch.manual_seed(seed)
-    model = MMDiT(mc.dit).to(device)
-    if compile:
-        model.compile()
+    model = build_denoiser(mc, seed, device, compile, checkpointing)
 
     def loss_fn(m: MMDiT, step: int):
         g = seeded(seed, step)

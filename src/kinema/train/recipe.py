@@ -34,6 +34,9 @@ class Recipe:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (kinema.runtime)
     precision: str = "auto"  # auto | bf16 | fp16 | fp32: auto picks bf16 where the hardware runs it fast, else fp32
     compile: bool = False  # torch.compile the denoiser (GPUs; on a CPU the compile costs more than it saves)
+    # recompute each denoiser block's activations in the backward instead of keeping them: less
+    # memory for about one more forward per step (kinema.train.dist.checkpoint_blocks)
+    activation_checkpointing: bool = False
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     # under torchrun: "ddp" (every process holds the whole denoiser), "fsdp" (FSDP2 shards the
     # denoiser's weights, gradients and optimizer state over the processes) or "sp" (sequence
@@ -135,6 +138,7 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
         return None
 
     model_cfg, dit, encoder_name = train_dit(mc, recipe.dit, vae, run_dir=run_dir / "dit", compile=recipe.compile,
+                                             checkpointing=recipe.activation_checkpointing,
                                              shard=recipe.parallel == "fsdp", sequence=recipe.parallel == "sp", **common)
 
     from kinema.pipelines.pipeline import save_model
