@@ -55,15 +55,18 @@ with sp.scope():
 lines.append(f"model: {(split - whole).abs().max().item():.2e} {0.0:.2e} tokens seen {sorted(set(seen))}")
 # MM-DiT: joint [text; video] attention with the text whole on every process (dual, single and
 # CogVideoX's shared-stream blocks, AsymmDiT, a temporal mask, 3 heads on the gathered fallback),
-# and Wan with 3 heads (self-attention's gathered fallback): the output and the gradients of every
-# weight, summed over the processes as DDP does, equal one process's
+# Wan with 3 heads (self-attention's gathered fallback), and the factorized spatial / temporal layouts
+# (Latte, Open-Sora-Plan; Open-Sora with 3 heads): the output and the gradients of every weight,
+# summed over the processes as DDP does, equal one process's
 import dataclasses  # noqa: E402
 import warnings  # noqa: E402
 
 hunyuan3 = dataclasses.replace(DIT_PRESETS["hunyuan-tiny"], dim=48, heads=3)
 for name, cfg in (("hunyuan", DIT_PRESETS["hunyuan-tiny"]), ("cogvideox", DIT_PRESETS["cogvideox-tiny"]),
                   ("mochi", DIT_PRESETS["mochi-tiny"]), ("easyanimate", DIT_PRESETS["easyanimate-tiny"]),
-                  ("hunyuan-3-heads", hunyuan3), ("wan-3-heads", dataclasses.replace(DIT_PRESETS["wan-tiny"], dim=48, heads=3))):
+                  ("hunyuan-3-heads", hunyuan3), ("wan-3-heads", dataclasses.replace(DIT_PRESETS["wan-tiny"], dim=48, heads=3)),
+                  ("latte", DIT_PRESETS["latte-tiny"]), ("opensora-plan", DIT_PRESETS["opensora-plan-tiny"]),
+                  ("opensora-3-heads", dataclasses.replace(DIT_PRESETS["opensora-tiny"], dim=48, heads=3))):
     model = randomize_(MMDiT(cfg), std=0.1)
     whole = model(x, t, cond)
     whole.pow(2).sum().backward()

@@ -120,9 +120,9 @@ def _all_to_all(x: torch.Tensor, scatter: int, gather: int, group=None) -> torch
 
 
 def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
-                      group=None) -> torch.Tensor:
+                      group=None, layout: str = "full", grid=None) -> torch.Tensor:
     """Heads split, whole sequence: [B, H, L/P, Dh] -> all-to-all -> [B, H/P, L, Dh] -> attention
-    -> [B, H/P, L, Dh] -> all-to-all -> [B, L/P, H * Dh]."""
+    (in any layout: the whole sequence is there) -> [B, H/P, L, Dh] -> all-to-all -> [B, L/P, H * Dh]."""
     p = dist.get_world_size(group)
     if q.shape[1] % p:
         raise ValueError(f"Ulysses sequence parallelism splits the {q.shape[1]} heads over {p} processes; "
@@ -130,16 +130,21 @@ def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
     q, k, v = (_all_to_all(x, scatter=1, gather=2, group=group) for x in (q, k, v))  # [B, H/P, L, Dh]
     if mask is not None and mask.shape[1] > 1:  # a per-head mask follows its heads
         mask = mask.chunk(p, dim=1)[dist.get_rank(group)]
-    out = attention(q, k, v, mask)  # [B, L, H/P * Dh]
+    out = attention(q, k, v, mask, layout=layout, grid=grid)  # [B, L, H/P * Dh]
     b, n, _ = out.shape
     out = out.view(b, n, q.shape[1], -1).transpose(1, 2)  # [B, H/P, L, Dh]
     return _all_to_all(out, scatter=2, gather=1, group=group).transpose(1, 2).reshape(b, n // p, -1)
 
 
 def gathered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
-                       group=None) -> torch.Tensor:
-    """Any head count: gather every process's keys and values, attend with the local queries."""
+                       group=None, layout: str = "full", grid=None) -> torch.Tensor:
+    """Any head count: gather every process's keys and values, attend with the local queries. A
+    spatial or temporal layout gathers the queries too and keeps this process's rows."""
     r = dist.get_rank(group)
+    if layout != "full":
+        n = q.shape[2]
+        out = attention(*(_gather(x, group) for x in (q, k, v)), mask, layout=layout, grid=grid)  # [B, L, H Dh]
+        return out[:, r * n:(r + 1) * n]
     k, v = (_gather(x, group) for x in (k, v))  # [B, H, L, Dh]
     if mask is not None and mask.shape[-2] > 1:  # rows of this process's queries
         n = q.shape[2]
@@ -153,13 +158,13 @@ def _gather(x: torch.Tensor, group=None, dim: int = 2) -> torch.Tensor:
 
 
 def sequence_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
-                       group=None) -> torch.Tensor:
+                       group=None, layout: str = "full", grid=None) -> torch.Tensor:
     """Ulysses when the heads divide by the processes, else the gathered fallback (with a warning)."""
     if q.shape[1] % dist.get_world_size(group):
         warnings.warn(f"{q.shape[1]} heads do not split over {dist.get_world_size(group)} processes: sequence "
                       f"parallelism gathers keys and values instead (more memory)", stacklevel=2)
-        return gathered_attention(q, k, v, mask, group)
-    return ulysses_attention(q, k, v, mask, group)
+        return gathered_attention(q, k, v, mask, group, layout, grid)
+    return ulysses_attention(q, k, v, mask, group, layout, grid)
 
 
 def self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
@@ -169,9 +174,7 @@ def self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
     whole sequence)."""
     if _GROUP is None:
         return attention(q, k, v, mask, layout=layout, grid=grid)
-    if layout != "full":
-        raise ValueError(f"sequence parallelism runs the 'full' layout (any mask); {layout!r} is not built yet")
-    return sequence_attention(q, k, v, mask, _GROUP)
+    return sequence_attention(q, k, v, mask, _GROUP, layout, grid)
 
 
 def joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, text_len: int) -> torch.Tensor:

@@ -94,11 +94,6 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
 
     if recipe.parallel not in ("ddp", "fsdp", "sp"):
         raise KinemaError(f"parallel {recipe.parallel!r}: use 'ddp', 'fsdp' or 'sp'")
-    dit = recipe.model.dit
-    layouts = {"spatial", "temporal"} & set(dit.block_patterns()[dit.dual_blocks + dit.single_blocks:])
-    if recipe.parallel == "sp" and layouts:
-        raise KinemaError(f"parallel: sp (sequence parallelism) does not split the {' and '.join(sorted(layouts))} layouts "
-                          f"of cross-attention blocks yet (latte, opensora, opensora-plan); use ddp or fsdp for this one")
     if recipe.dit.pack_tokens and not recipe.dit.data:
         raise KinemaError("dit.pack_tokens packs clips of mixed shapes from a prepared cache: give --data CACHE "
                           "(kinema prepare), or set dit.pack_tokens: 0")
