@@ -21,6 +21,11 @@ def test_plan_is_first_fit_decreasing():
     assert ids.tolist()[2] == [2] * 4 + [-1] * 4 and ids.tolist()[0] == [4] * 6 + [3] * 2
 
 
+def test_rows_round_up_to_a_multiple():
+    p = Packing.plan([5, 3, 4, 2, 6], budget=8, multiple=3)  # sequence parallelism over 3 processes
+    assert p.rows == ((4, 3), (0, 1), (2,)) and p.length == 9 and p.segment_ids().shape == (3, 9)
+
+
 def test_plan_refuses_a_sample_over_the_budget():
     with pytest.raises(KinemaError, match="raise the budget to at least 9"):
         Packing.plan([4, 9], budget=8)

@@ -81,6 +81,27 @@ for name, cfg in (("hunyuan", DIT_PRESETS["hunyuan-tiny"]), ("cogvideox", DIT_PR
     grad_err = max(((gr / p - ref[n]).abs().max() / (ref[n].abs().max() + 1e-6)).item()
                    for (n, _), gr in zip(model.named_parameters(), grads))
     lines.append(f"grads {name}: {(split - whole).abs().max().item():.2e} {grad_err:.2e}")
+# packed rows (clips of three shapes, rows padded to split in two) under the same split
+from test_packing import _samples  # noqa: E402
+
+for name in ("hunyuan-tiny", "latte-tiny", "wan-tiny"):
+    model = randomize_(MMDiT(DIT_PRESETS[name]), std=0.1)
+    xs, pcond = _samples(model.cfg)
+    pt = torch.tensor([0.2, 0.5, 0.9, 0.7])
+    whole = model(xs, pt, pcond, budget=20)
+    sum(o.pow(2).sum() for o in whole).backward()
+    ref = {n: w.grad.clone() for n, w in model.named_parameters()}
+    model.zero_grad()
+    with sp.scope():
+        split = model(xs, pt, pcond, budget=20)
+    sum(o.pow(2).sum() for o in split).backward()
+    grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in model.parameters()]
+    for gr in grads:
+        dist.all_reduce(gr)
+    grad_err = max(((gr / p - ref[n]).abs().max() / (ref[n].abs().max() + 1e-6)).item()
+                   for (n, _), gr in zip(model.named_parameters(), grads))
+    out_err = max((a - b).abs().max().item() for a, b in zip(split, whole))
+    lines.append(f"grads packed {name}: {out_err:.2e} {grad_err:.2e}")
 Path(sys.argv[1], f"rank_{r}.txt").write_text("\n".join(lines) + "\n")
 dist.barrier()  # no process tears the group down while another still uses it (gloo aborts then)
 dist.destroy_process_group()

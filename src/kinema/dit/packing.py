@@ -30,8 +30,9 @@ class Packing:
     length: int  # tokens per row: the longest row
 
     @classmethod
-    def plan(cls, lengths: list[int], budget: int) -> "Packing":
-        """First-fit decreasing: each sample, longest first, goes into the first row with room."""
+    def plan(cls, lengths: list[int], budget: int, multiple: int = 1) -> "Packing":
+        """First-fit decreasing: each sample, longest first, goes into the first row with room. The
+        row length is rounded up to a `multiple` (sequence parallelism splits rows evenly)."""
         lengths = tuple(int(n) for n in lengths)
         if max(lengths) > budget:
             raise KinemaError(f"a sample of {max(lengths)} tokens does not fit the packing budget of {budget} tokens "
@@ -46,8 +47,8 @@ class Packing:
                 r = len(rows) - 1
             rows[r].append(i)
             room[r] -= lengths[i]
-        used = [budget - left for left in room]
-        return cls(tuple(tuple(r) for r in rows), lengths, max(used))
+        used = max(budget - left for left in room)
+        return cls(tuple(tuple(r) for r in rows), lengths, -(-used // multiple) * multiple)
 
     @classmethod
     def alongside(cls, rows: tuple[tuple[int, ...], ...], lengths: list[int]) -> "Packing":

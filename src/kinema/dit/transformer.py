@@ -25,7 +25,6 @@ from kinema.dit.blocks import CrossBlock, DualStreamBlock, Parts, SharedStreamBl
 from kinema.dit.packing import Packing
 from kinema.dit.patchify import grid_positions, patch_grid, patchify, unpatchify
 from kinema.dit.refiner import TokenRefiner
-from kinema.errors import KinemaError
 from kinema.nn import sequence_parallel as sp
 from kinema.nn.attention import grid_coords, key_padding_mask, packed_mask, pattern_mask, video_mask
 from kinema.nn.embeddings import AttentionPool, LearnedPositions, MLPEmbedder, sincos_1d, sincos_positions, timestep_embedding
@@ -189,28 +188,34 @@ class MMDiT(nn.Module):
         vec, txt_vec = self.conditioning_vectors(t, cond.text, grid)
         angles = self.rope_angles(grid).to(x.device) if self.cfg.positions == "rope" else None  # [(H,) Lv, Dh/2]
         route = self.dense_route(grid, cond.text.mask)
-        split = sp.group() is not None  # sequence parallelism: this process keeps its share of the video tokens
-        if split:  # (MM-DiT's text tokens stay whole on every process: kinema.nn.sequence_parallel.joint_attention)
+        return unpatchify(self.run(img, txt, vec, txt_vec, angles, route), self.cfg.patch, grid).float()
+
+    def run(self, img: torch.Tensor, txt: torch.Tensor, vec: Vec, txt_vec: Vec, angles: torch.Tensor | None,
+            route: "Route") -> torch.Tensor:
+        """The blocks and the final layer: video tokens [B, Lv, D] -> patch values [B, Lv, C*pt*ph*pw].
+        Under sequence parallelism each process runs its share of the video tokens and the outputs
+        are gathered (MM-DiT's text tokens stay whole: kinema.nn.sequence_parallel.joint_attention)."""
+        split = sp.group() is not None
+        if split:
             img = sp.local_tokens(img)
-            if isinstance(vec, PerToken):  # per-frame times: this process's tokens' frames
+            if isinstance(vec, PerToken):  # per-frame times, packed samples: this process's tokens'
                 vec = PerToken(vec.values, sp.local_tokens(vec.index))
             angles = sp.local_tokens(angles, dim=-2) if angles is not None else None
             if route.time_positions is not None:
-                route.time_positions = sp.local_tokens(route.time_positions, dim=0)
-        out = self.final(self.blocks(img, txt, vec, txt_vec, angles, route), vec)  # [B, Lv, C*pt*ph*pw] (this process's share)
-        if split:
-            out = sp.gather_tokens(out)
-        return unpatchify(out, self.cfg.patch, grid).float()
+                route.time_positions = sp.local_tokens(route.time_positions, dim=-2)
+            if route.text_mask is not None and route.text_mask.shape[-2] > 1:  # packed: this process's query rows
+                route.text_mask = sp.local_tokens(route.text_mask, dim=-2)
+        out = self.final(self.blocks(img, txt, vec, txt_vec, angles, route), vec)
+        return sp.gather_tokens(out) if split else out
 
     def forward_packed(self, xs: list[torch.Tensor], t: torch.Tensor | list[torch.Tensor], cond: Conditioning,
                        budget: int) -> list[torch.Tensor]:
         """Samples of different shapes packed into rows of at most `budget` video tokens
         (kinema.dit.packing): xs[i] [C, t_i, h_i, w_i], t [N] or t[i] [frames_i], cond of N samples
         -> velocities [C, t_i, h_i, w_i], each what `forward` gives for that sample alone."""
-        if sp.group() is not None:
-            raise KinemaError("packed batches do not run under sequence parallelism yet; use buckets (dit.pack_tokens: 0)")
         grids = [patch_grid(tuple(x.shape[1:]), self.cfg.patch) for x in xs]
-        packing = Packing.plan([g[0] * g[1] * g[2] for g in grids], budget)
+        split = sp.group() is not None  # sequence parallelism: rows padded to split evenly over the processes
+        packing = Packing.plan([g[0] * g[1] * g[2] for g in grids], budget, multiple=sp.size() if split else 1)
         img = packing.pack([self.video_tokens(x[None], g)[0] for x, g in zip(xs, grids)])  # [R, L, D]
         t_clip = torch.stack([ti.amax() for ti in t])  # [N]: each clip's noisiest time, for the text refiner
         # each sample's text sits in its row beside its video; text padding, which no token reads,
@@ -225,7 +230,7 @@ class MMDiT(nn.Module):
             angles = packing.pack(per_sample, dim=per_sample[0].dim() - 2)
             angles = angles[:, None] if angles.dim() == 3 else angles  # [R, 1 or H, L, Dh/2]
         route = self.packed_route(packing, text_packing, grids, [m[k] for m, k in zip(cond.text.mask, keep)])
-        out = packing.unpack(self.final(self.blocks(img, txt, vec, txt_vec, angles, route), vec))
+        out = packing.unpack(self.run(img, txt, vec, txt_vec, angles, route))
         return [unpatchify(o[None], self.cfg.patch, g)[0].float() for o, g in zip(out, grids)]
 
     def packed_vectors(self, t, text: TextStates, grids, packing: Packing, text_packing: Packing) -> tuple[PerToken, PerToken]:

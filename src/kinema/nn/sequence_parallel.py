@@ -59,6 +59,11 @@ def group():
     return _GROUP
 
 
+def size() -> int:
+    """Processes that split the sequence (1 outside a scope)."""
+    return dist.get_world_size(_GROUP) if _GROUP is not None else 1
+
+
 def local_tokens(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """This process's contiguous share of the tokens along `dim`."""
     p, r = dist.get_world_size(_GROUP), dist.get_rank(_GROUP)

@@ -97,8 +97,6 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
     if recipe.dit.pack_tokens and not recipe.dit.data:
         raise KinemaError("dit.pack_tokens packs clips of mixed shapes from a prepared cache: give --data CACHE "
                           "(kinema prepare), or set dit.pack_tokens: 0")
-    if recipe.dit.pack_tokens and recipe.parallel == "sp":
-        raise KinemaError("dit.pack_tokens does not run under sequence parallelism yet; use parallel: ddp or fsdp")
     if stage not in STAGES:
         raise KinemaError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
     if recipe.world not in WORLDS:
