@@ -61,6 +61,7 @@ def test_a_batch_that_does_not_split_is_one_clear_line(tmp_path):
     (tmp_path / "odd.yaml").write_text(yaml.safe_dump(r))
     out = kinema("train", str(tmp_path / "odd.yaml"), procs=2)
     assert out.returncode != 0 and "vae.batch_size (and image_batch_size, length_schedule) 3 does not split over 2 processes" in out.stderr
+    assert "AttributeError" not in out.stderr  # each process leaves the group cleanly (kinema.train.dist.abort)
 
 
 def test_resume_on_another_number_of_processes(tmp_path):

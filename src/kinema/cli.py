@@ -76,8 +76,7 @@ def _train(args: argparse.Namespace) -> None:
         try:
             out = run(recipe, resume=args.resume, stage=args.stage)
         except BaseException:
-            if dist.is_initialized():  # another process may still wait in a collective: do not wait for it
-                dist.destroy_process_group()
+            dist.abort()  # another process may still wait in a collective: do not wait for it
             raise
     main_process = dist.is_main()
     dist.finish()

@@ -227,8 +227,9 @@ class LatentCache:
             means.append(bucket["mean"][j])
             logvars.append(bucket["logvar"][j])
             rows.append((bucket, j))
-        text = TextStates(torch.stack([bk["tokens"][j] for bk, j in rows]).float(), torch.stack([bk["mask"][j] for bk, j in rows]),
-                          torch.stack([bk["pooled"][j] for bk, j in rows]))
+        # (float before stacking: under a CPU autocast, stack refuses the cache's fp16 tokens)
+        text = TextStates(*(torch.stack([bk[k][j].float() if bk[k].is_floating_point() else bk[k][j] for bk, j in rows])
+                            for k in ("tokens", "mask", "pooled")))
         return means, logvars, text
 
 

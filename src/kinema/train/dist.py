@@ -40,6 +40,13 @@ def finish() -> None:
         dist.destroy_process_group()
 
 
+def abort() -> None:
+    """Leave the process group at once, without waiting for the others (after an error: another
+    process may still wait in a collective)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def is_initialized() -> bool:
     return dist.is_initialized()
 
