@@ -149,6 +149,8 @@ def test_a_curriculum_draws_images_first_then_clips(videos, tmp_path, tiny_model
     assert {cache.batch(2, g, max_frames=1)[0].shape[2] for _ in range(6)} == {1}
     with pytest.raises(KinemaError, match="no clip of at most 0 latent frames"):
         cache.batch(2, g, max_frames=0)
+    with pytest.raises(KinemaError, match="no clip of at most 1 latent frames and latent side 2"):
+        cache.mixed_batch(2, g, max_frames=1, max_side=2)
     from kinema.dit.transformer import MMDiT
 
     seen, forward = [], MMDiT.forward
@@ -189,3 +191,36 @@ def test_packed_training_mixes_shapes_in_one_step(videos, tmp_path, tiny_model_d
         MMDiT.forward_packed = packed
     assert len(seen) == 3 and any(len(shapes) > 1 for shapes in seen)
     assert "step 3/3 loss" in (tmp_path / "log.txt").read_text()
+
+
+def test_a_curriculum_by_length_and_resolution(tmp_path, tiny_model_dir, capsys):
+    """[from_step, max latent frames, max side in pixels]: small clips first, then every bucket;
+    a malformed entry is one line before any work."""
+    from kinema.train.dit_stage import curriculum_limit
+
+    assert curriculum_limit(((0, 1, 32), (3, 5)), 0, 8) == (1, 4) and curriculum_limit(((0, 1, 32), (3, 5)), 3, 8) == (5, None)
+    assert curriculum_limit((), 7, 8) == (None, None)
+    pipe = load_pipeline(tiny_model_dir, device="cpu", precision="fp32")
+    folder = tmp_path / "v"
+    folder.mkdir()
+    for k in range(4):  # two square clips, two wide ones
+        clip = sample_clip(k, frames=9, size=48)[0]
+        write_mp4(clip if k % 2 else clip[:, 8:40], folder / f"c{k}.mp4", fps=8)
+    settings = ClipSettings(frames=9, height=32, width=32, fps=8, sizes=((32, 32), (32, 48)))
+    prepare(folder, tmp_path / "c", pipe.vae, pipe.text_encoder, pipe.cfg.text, settings, runtime=pipe.runtime,
+            log=lambda *_: None)
+    cache = LatentCache(tmp_path / "c")
+    assert {max(s[2:]) for s in cache.shapes} == {8, 12}  # 32 and 48 pixels at the tiny VAE's factor 4
+    assert set(cache.allowed(max_side=32 // 4)) == {s for s in cache.shapes if max(s[2:]) == 8}
+    g = torch.Generator().manual_seed(0)
+    assert {max(m.shape[2:]) for _ in range(5) for m in cache.mixed_batch(3, g, max_side=8)[0]} == {8}
+    assert {max(m.shape[2:]) for _ in range(5) for m in cache.mixed_batch(3, g)[0]} == {8, 12}
+    import yaml
+    from test_cli import assert_one_line_error, run_cli
+
+    r = tiny_recipe_dict(tmp_path / "run")
+    r["dit"]["curriculum"] = [[0, 1, 32, 7]]
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    code, _, err = run_cli(capsys, "train", tmp_path / "r.yaml")
+    assert_one_line_error(code, err, "dit.curriculum entry [0, 1, 32, 7]", "max side in pixels")
+    assert not (tmp_path / "run").exists()

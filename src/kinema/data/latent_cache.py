@@ -191,33 +191,34 @@ class LatentCache:
         flat = torch.cat([b["mean"].float().transpose(0, 1).flatten(1) for b in self.buckets.values()], dim=1)
         return flat.mean(1), flat.std(1)
 
-    def batch(self, batch_size: int, g: torch.Generator,
-              max_frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor, TextStates]:
-        """(mean, logvar) [B, C, t, h, w] and text states from one bucket, drawn with probability
-        proportional to its size; samples with replacement. `max_frames`: only buckets of at most
-        that many latent frames (1: images alone), for a curriculum."""
-        sizes = self.sizes
-        if max_frames is not None:
-            sizes = torch.where(torch.tensor([s[1] <= max_frames for s in self.shapes]), sizes, 0.0)
-            if not sizes.sum():
-                raise KinemaError(f"the cache has no clip of at most {max_frames} latent frames for the curriculum; "
-                                  f"its buckets are {self.shapes}")
+    def allowed(self, max_frames: int | None = None, max_side: int | None = None) -> list[tuple[int, ...]]:
+        """The bucket shapes a curriculum stage trains on: at most `max_frames` latent frames (1:
+        images alone) and a longer latent side of at most `max_side` (low resolution first)."""
+        shapes = [s for s in self.shapes if (max_frames is None or s[1] <= max_frames) and (max_side is None or max(s[2:]) <= max_side)]
+        if not shapes:
+            raise KinemaError(f"the cache has no clip of at most {max_frames} latent frames and latent side {max_side} for "
+                              f"the curriculum; its buckets (C, t, h, w) are {self.shapes}")
+        return shapes
+
+    def batch(self, batch_size: int, g: torch.Generator, max_frames: int | None = None,
+              max_side: int | None = None) -> tuple[torch.Tensor, torch.Tensor, TextStates]:
+        """(mean, logvar) [B, C, t, h, w] and text states from one bucket (of the `allowed` ones),
+        drawn with probability proportional to its size; samples with replacement."""
+        allowed = set(self.allowed(max_frames, max_side))
+        sizes = torch.where(torch.tensor([s in allowed for s in self.shapes]), self.sizes, 0.0)
         b = self.shapes[int(torch.multinomial(sizes, 1, generator=g))]
         bucket = self.buckets[b]
         idx = torch.randint(bucket["mean"].shape[0], (batch_size,), generator=g)
         text = TextStates(bucket["tokens"][idx].float(), bucket["mask"][idx], bucket["pooled"][idx])
         return bucket["mean"][idx], bucket["logvar"][idx], text
 
-
-    def mixed_batch(self, batch_size: int, g: torch.Generator,
-                    max_frames: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor], TextStates]:
+    def mixed_batch(self, batch_size: int, g: torch.Generator, max_frames: int | None = None,
+                    max_side: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor], TextStates]:
         """Clips of any shapes for a packed batch (kinema.dit.packing): `batch_size` clips drawn
-        uniformly from every bucket (of at most `max_frames` latent frames) -> (mean, logvar) lists of
-        [C, t, h, w] and text states [B, ...]. Samples with replacement."""
-        allowed = [(s, n) for s, n in zip(self.shapes, self.sizes.long().tolist()) if max_frames is None or s[1] <= max_frames]
-        if not allowed:
-            raise KinemaError(f"the cache has no clip of at most {max_frames} latent frames for the curriculum; "
-                              f"its buckets are {self.shapes}")
+        uniformly from the `allowed` buckets -> (mean, logvar) lists of [C, t, h, w] and text
+        states [B, ...]. Samples with replacement."""
+        shapes = set(self.allowed(max_frames, max_side))
+        allowed = [(s, int(n)) for s, n in zip(self.shapes, self.sizes.tolist()) if s in shapes]
         starts = torch.tensor([0] + [n for _, n in allowed]).cumsum(0)  # bucket b holds flat indices [starts[b], starts[b + 1])
         picks = torch.randint(int(starts[-1]), (batch_size,), generator=g)
         means, logvars, rows = [], [], []

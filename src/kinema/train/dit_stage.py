@@ -59,9 +59,10 @@ class DiTStage:
     # a cache made by `kinema prepare` from your own videos (kinema.data.latent_cache): the
     # denoiser trains on it instead of the recipe's world; num_clips and captions_per_combo are unused
     data: str | None = None
-    # a curriculum over the cache's buckets (SPEC §5): ((from_step, max latent frames), ...), e.g.
-    # ((0, 1), (2000, 3), (4000, 99)): images alone, then short clips, then everything
-    curriculum: tuple[tuple[int, int], ...] = ()
+    # a curriculum over the cache's buckets (SPEC §5): ((from_step, max latent frames[, max side in
+    # pixels]), ...), e.g. ((0, 1, 64), (2000, 3, 64), (4000, 99)): images alone, then short clips,
+    # both at up to 64 pixels on the longer side, then everything
+    curriculum: tuple[tuple[int, ...], ...] = ()
     # packing (kinema.dit.packing; `data` only): 0 draws each batch from one bucket of shape; N
     # draws batch_size clips of any shapes and packs them into rows of at most N video tokens
     pack_tokens: int = 0
@@ -210,6 +211,19 @@ def prepare_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: 
     return text_encoder, cache
 
 
+def curriculum_limit(curriculum: tuple[tuple[int, ...], ...], step: int, spatial_factor: int) -> tuple[int | None, int | None]:
+    """The (max latent frames, max latent side) of the curriculum stage that `step` is in; (None,
+    None) before the first or without one."""
+    limit: tuple[int | None, int | None] = (None, None)
+    for entry in sorted(curriculum):
+        if len(entry) not in (2, 3):
+            raise KinemaError(f"dit.curriculum entry {list(entry)}: give [from_step, max latent frames] or "
+                              f"[from_step, max latent frames, max side in pixels]")
+        if step >= entry[0]:
+            limit = (entry[1], entry[2] // spatial_factor if len(entry) == 3 else None)
+    return limit
+
+
 def build_denoiser(mc: ModelConfig, seed: int, device, compile: bool = False, checkpointing: bool = False) -> MMDiT:
     """The denoiser to train, initialised from the seed; activation checkpointing and torch.compile
     are applied from outside (in place: the state_dict keys do not change)."""
@@ -293,15 +307,12 @@ def train_dit_on_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_
 
     def loss_fn(m: MMDiT, step: int):
         g = seeded(seed, step)
-        limit = None
-        for from_step, frames in sorted(stage.curriculum):
-            if step >= from_step:
-                limit = frames
+        limit = curriculum_limit(stage.curriculum, step, mc.vae.space_compression)
         if stage.pack_tokens:
-            post_mean, post_logvar, text = cache.mixed_batch(stage.batch_size, g, limit)
+            post_mean, post_logvar, text = cache.mixed_batch(stage.batch_size, g, *limit)
             post_mean, post_logvar = [mu[None] for mu in post_mean], [lv[None] for lv in post_logvar]  # [1, C, t, h, w] each
         else:
-            post_mean, post_logvar, text = cache.batch(stage.batch_size, g, limit)
+            post_mean, post_logvar, text = cache.batch(stage.batch_size, g, *limit)
             post_mean, post_logvar = [post_mean], [post_logvar]  # one tensor of one shape
         z0 = [mu.float() for mu in post_mean]
         if stage.sample_posterior:
