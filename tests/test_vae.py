@@ -215,3 +215,18 @@ def test_hinge_generator_and_adaptive_weight_known_values():
     w = torch.tensor([1.0, 2.0], requires_grad=True)
     a = torch.tensor([3.0, 4.0])
     assert torch.isclose(adaptive_weight((w * a).sum(), 2 * (w * a).sum(), w), torch.tensor(0.5), atol=1e-4)
+
+
+def test_foreground_per_clip_weighs_every_clip_alike():
+    """A dark clip with a bright quarter and an all-bright clip: per clip, the weights average 1;
+    the object still weighs 21x its background: 21 / 6 against 1 / 6 (6 = 1 + 20 x 1/4)."""
+    from kinema.vae.losses import pixel_weights
+
+    target = -torch.ones(2, 3, 1, 4, 4)
+    target[0, :, :, :2, :2] = 1.0  # a quarter of clip 0 is bright
+    target[1] = 1.0  # clip 1 is bright everywhere
+    w = pixel_weights(target, 20.0, per_clip=True)
+    assert torch.allclose(w.mean(dim=(1, 2, 3, 4)), torch.ones(2))
+    assert w[0, 0, 0, 0, 0].item() == pytest.approx(21 / 6) and w[0, 0, 0, 3, 3].item() == pytest.approx(1 / 6)
+    assert torch.allclose(w[1], torch.ones_like(w[1]))
+    assert pixel_weights(target, 20.0)[1].mean().item() == pytest.approx(21.0)  # without it: 21x clip 0's background

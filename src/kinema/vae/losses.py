@@ -7,6 +7,10 @@ bright: weighting the target alone makes bleeding into the background and ghost 
 (weight 1) next to missing object pixels (weight 1 + fw), so objects grow, corners round off and
 ghosts survive.
 
+`foreground_per_clip` divides each clip's weights by their mean, so every clip weighs the same in
+the batch. On a world mix (Shapes + photos) the bright photographs would otherwise carry about ten
+times a Shapes clip's weight, while the objects of a Shapes clip still outweigh its background.
+
 `gradient` compares spatial finite differences (an edge loss): a blurred edge or a rounded corner
 costs where the pixel losses, which average over the whole frame, barely notice it.
 
@@ -35,6 +39,7 @@ class VAELossConfig:
     gradient: float = 0.0  # L1 between horizontal and vertical pixel differences of output and target
     foreground_weight: float = 0.0
     foreground_from: str = "target"  # "target", or "either": the target or the reconstruction
+    foreground_per_clip: bool = False  # each clip's weights divided by their mean (world mixes)
     perceptual: float = 0.0
     perceptual_net: str = "ms-ssim"  # kinema.vae.perceptual.PERCEPTUAL
     adversarial: float = 0.0  # x the adaptive weight x the generator's hinge term
@@ -62,13 +67,15 @@ def brightness(x: torch.Tensor) -> torch.Tensor:
 
 
 def pixel_weights(target: torch.Tensor, foreground_weight: float,
-                  recon: torch.Tensor | None = None) -> torch.Tensor:
+                  recon: torch.Tensor | None = None, per_clip: bool = False) -> torch.Tensor:
     """-> [B, 1, T, H, W]: 1 + fw * brightness of the target, or of the brighter of target and
-    recon (detached: the weight is not a path for gradients)."""
+    recon (detached: the weight is not a path for gradients); `per_clip`: divided by each clip's
+    mean weight."""
     bright = brightness(target)
     if recon is not None:
         bright = torch.maximum(bright, brightness(recon.detach()))
-    return 1.0 + foreground_weight * bright
+    w = 1.0 + foreground_weight * bright
+    return w / w.mean(dim=(1, 2, 3, 4), keepdim=True) if per_clip else w
 
 
 def difference_error(recon: torch.Tensor, target: torch.Tensor, dim: int,
@@ -82,7 +89,8 @@ def difference_error(recon: torch.Tensor, target: torch.Tensor, dim: int,
 def vae_loss(cfg: VAELossConfig, recon: torch.Tensor, target: torch.Tensor,
              mean: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     recon, target = recon.float(), target.float()
-    w = pixel_weights(target, cfg.foreground_weight, recon if cfg.foreground_from == "either" else None)
+    w = pixel_weights(target, cfg.foreground_weight, recon if cfg.foreground_from == "either" else None,
+                      cfg.foreground_per_clip)
     terms: dict[str, torch.Tensor] = {}
     err = recon - target
     if cfg.l1:
