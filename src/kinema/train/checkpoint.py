@@ -1,22 +1,35 @@
-"""Atomic checkpoints: weights as safetensors, config as JSON, optimizer state as a torch file.
+"""Atomic, verified checkpoints: weights as safetensors, config as JSON, optimizer state as a torch
+file, and a manifest of every file's size and SHA-256.
 
-A checkpoint is a directory. It is written under a temporary name and renamed into place, and
-the `latest` pointer file is replaced atomically, so a run killed at any moment leaves either the
-previous checkpoint or the new one, never a half-written one. Files and directories are fsynced
-before each rename, so a power loss or a crashed machine does not leave a renamed but empty file.
+A checkpoint is a directory `step_NNNNNNN`. It is written under a temporary name (`.tmp_step_*`)
+and renamed into place, so a run killed at any moment leaves either the previous checkpoint or
+the new one, never a half-written one. Files and directories are fsynced around each rename, so a
+power loss does not leave a renamed but empty file.
+
+Resuming never trusts the `latest` pointer (it is written for people and other tools): the step
+directories are scanned by step number, newest first, and the first whose files match its
+manifest is the one to resume from. A corrupt newer one is skipped and named; when checkpoints
+exist but none is valid, `find_checkpoint` says so instead of letting a run start over.
+Pruning keeps the newest `keep` by step number, so it never deletes the checkpoint just written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from kinema.errors import KinemaError
 from kinema.io.weights import save_weights
+
+MANIFEST = "manifest.json"
+_STEP = re.compile(r"step_(\d+)$")
 
 
 def _fsync(path: Path) -> None:
@@ -36,19 +49,63 @@ def _atomic_write_text(path: Path, text: str) -> None:
     _fsync(path.parent)
 
 
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """folder/manifest.json: {file name: {"size", "sha256"}} of every other file in the folder."""
+    files = {f.name: {"size": f.stat().st_size, "sha256": sha256(f)}
+             for f in sorted(folder.iterdir()) if f.is_file() and f.name != MANIFEST}
+    (folder / MANIFEST).write_text(json.dumps(files, indent=1))
+
+
+def verify_manifest(folder: Path) -> str | None:
+    """None when every file of folder's manifest is there with its size and SHA-256, else what is wrong."""
+    path = folder / MANIFEST
+    try:
+        files = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return "no readable manifest.json"
+    for name, want in files.items():
+        f = folder / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != want["size"]:
+            return f"{name} has {f.stat().st_size} bytes, the manifest says {want['size']}"
+        if sha256(f) != want["sha256"]:
+            return f"{name} does not match its SHA-256 (changed or corrupt)"
+    return None
+
+
+def step_dirs(root: Path) -> list[tuple[int, Path]]:
+    """(step, directory) of every checkpoint directory in root, newest first (by number, not name)."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP.match(p.name))]
+    return sorted(found, reverse=True)
+
+
 def save_checkpoint(root: Path, step: int, weights: dict[str, dict[str, torch.Tensor]],
                     config: dict, trainer_state: dict | None = None, keep: int = 2) -> Path:
-    """Write `root/step_XXXXXXX/` atomically and point `root/latest` at it; keep the newest `keep`."""
+    """Write `root/step_XXXXXXX/` atomically with its manifest and point `root/latest` at it; keep
+    the newest `keep` by step number; remove temporary directories that killed writes left."""
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".tmp_step_*"):
+        shutil.rmtree(stale, ignore_errors=True)
     final = root / f"step_{step:07d}"
     tmp = root / f".tmp_step_{step:07d}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     for name, state in weights.items():
         save_weights(tmp / f"{name}.safetensors", state)
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     if trainer_state is not None:
         torch.save(trainer_state, tmp / "trainer.pt")
+    write_manifest(tmp)
     for f in tmp.iterdir():
         _fsync(f)
     _fsync(tmp)
@@ -56,18 +113,43 @@ def save_checkpoint(root: Path, step: int, weights: dict[str, dict[str, torch.Te
     os.replace(tmp, final)
     _fsync(root)
     _atomic_write_text(root / "latest", final.name)
-    old = sorted(p for p in root.glob("step_*") if p.is_dir())[:-keep]
-    for p in old:
-        shutil.rmtree(p, ignore_errors=True)
+    for _, old in step_dirs(root)[keep:]:
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+@dataclass
+class Found:
+    """What `find_checkpoint` saw: the newest valid checkpoint (or None) and the newer ones it skipped."""
+
+    path: Path | None
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def exists(self) -> bool:
+        """Whether root holds any checkpoint directory, valid or not."""
+        return self.path is not None or bool(self.skipped)
+
+
+def find_checkpoint(root: Path) -> Found:
+    """Scan root's step directories newest first; the first valid one is the checkpoint to resume.
+    A directory without a manifest (written before kinema had them) counts when its weights are there."""
+    skipped = []
+    for _, path in step_dirs(root):
+        if (path / MANIFEST).is_file():
+            problem = verify_manifest(path)
+        else:
+            problem = None if (path / "model.safetensors").is_file() else "no manifest.json and no model.safetensors"
+        if problem is None:
+            return Found(path, skipped)
+        skipped.append((path, problem))
+    return Found(None, skipped)
+
+
 def latest_checkpoint(root: Path) -> Path | None:
-    pointer = root / "latest"
-    if not pointer.is_file():
-        return None
-    path = root / pointer.read_text().strip()
-    return path if path.is_dir() else None
+    """The newest valid checkpoint in root, or None."""
+    return find_checkpoint(root).path
 
 
 def load_trainer_state(ckpt: Path) -> dict:

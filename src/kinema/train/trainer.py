@@ -25,7 +25,7 @@ from kinema.io.weights import load_weights
 from kinema.nn import sequence_parallel
 from kinema.runtime import Runtime, cpu_runtime
 from kinema.train import dist
-from kinema.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from kinema.train.checkpoint import find_checkpoint, load_trainer_state, save_checkpoint
 from kinema.train.ema import EMA
 
 MAX_BAD_STEPS = 3  # non-finite losses in a row before a run stops
@@ -241,9 +241,15 @@ def fit(
     opt = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
     ema = EMA(model, ema_decay) if ema_decay else None
     start = 0
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None and not resume:
+    found = find_checkpoint(run_dir)
+    if found.exists and not resume:
         raise KinemaError(f"{run_dir} already holds checkpoints; pass --resume to continue, or delete it to start over")
+    if found.exists and found.path is None:
+        why = "; ".join(f"{p.name}: {problem}" for p, problem in found.skipped)
+        raise KinemaError(f"{run_dir} holds checkpoints but none is valid ({why}); delete {run_dir} to start over")
+    for path, problem in found.skipped:
+        log(f"[{desc}] skipped {path} ({problem}); resuming from the newest valid checkpoint before it")
+    ckpt = found.path
     if ckpt is not None:
         try:
             load_model_state(model, load_weights(ckpt / "model.safetensors"), sharded)
