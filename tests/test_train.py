@@ -419,8 +419,52 @@ def test_resuming_with_another_architecture_is_one_clear_line(tmp_path, capsys):
     assert main(["train", str(tmp_path / "r.yaml"), "--resume", "--arch", "wan-tiny"]) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("kinema: error")]
-    assert len(lines) == 1 and "holds another model than this run builds" in lines[0] and "--arch" in lines[0]
+    assert len(lines) == 1 and "--resume with another recipe than" in lines[0] and "--arch" in lines[0]
+    assert "model.dit.cross_blocks: 0 then, 2 now" in lines[0]  # names what changed
     assert "Traceback" not in err
+    r["seed"] = 1  # another seed is another run too
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    assert main(["train", str(tmp_path / "r.yaml"), "--resume"]) == 2
+    assert "seed: 0 then, 1 now" in capsys.readouterr().err
+    r["seed"], r["dit"]["steps"] = 0, 3  # more steps is the same run, resumed
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    assert main(["train", str(tmp_path / "r.yaml"), "--resume"]) == 0
+
+
+def test_a_second_training_in_one_run_directory_fails_at_once(tmp_path):
+    """run.lock: while one process trains in a run directory, another fails at once with one line;
+    a lock left by a killed process is taken over with a note."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from kinema.train.run_dir import locked
+
+    r = tiny_recipe_dict(tmp_path / "run", vae_steps=1, dit_steps=1)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from kinema.train.run_dir import locked\n"
+                               "with locked(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)",
+                               str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.time()
+        out = subprocess.run([sys.executable, "-m", "kinema.cli", "train", str(tmp_path / "r.yaml")], capture_output=True,
+                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert out.returncode == 2 and time.time() - start < 30
+        assert f"is in use by another training (pid {holder.pid} on" in out.stderr
+        assert not (tmp_path / "run" / "vae").exists()  # nothing of the second run was written
+    finally:
+        holder.kill()
+        holder.wait()
+    notes = []
+    with locked(tmp_path / "run", notes.append):  # the killed holder's lock is free; its note is still there
+        pass
+    assert notes and f"(pid {holder.pid} on" in notes[0] and "taking it over" in notes[0]
+    assert (tmp_path / "run" / "run.lock").read_text() == ""  # released cleanly
 
 
 def test_metrics_go_to_json_lines_and_tensorboard(tmp_path):

@@ -7,6 +7,7 @@ dit.safetensors and the training log: everything `kinema generate --model DIR` n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -90,7 +91,6 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
     import torch
 
     from kinema.runtime import resolve_runtime
-    from kinema.train.vae_stage import train_vae, tune_decoder
 
     if recipe.parallel not in ("ddp", "fsdp", "sp"):
         raise KinemaError(f"parallel {recipe.parallel!r}: use 'ddp', 'fsdp' or 'sp'")
@@ -116,7 +116,21 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
     run_dir = Path(recipe.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = Log(run_dir / "train_log.txt")
-    (run_dir / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2))
+    from kinema.train import dist
+    from kinema.train.run_dir import check_identity, locked
+
+    with locked(run_dir, log) if dist.is_main() else contextlib.nullcontext():  # one training per directory
+        if dist.is_main():
+            identity = {"seed": recipe.seed, "world": recipe.world, "vae_world": recipe.vae.world,
+                        "model": to_dict(recipe.model), "data": recipe.dit.data}
+            check_identity(run_dir, identity, resume)
+            (run_dir / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2))
+        return _run(recipe, run_dir, log, runtime, resume, stage)
+
+
+def _run(recipe: Recipe, run_dir: Path, log: Log, runtime, resume: bool, stage: str) -> Path | None:
+    from kinema.train.vae_stage import train_vae, tune_decoder
+
     log(f"[{recipe.name}] {runtime.describe()}")
     mc = recipe.model
     common = dict(seed=recipe.seed, runtime=runtime, resume=resume, log=log, world=recipe.world)
