@@ -15,7 +15,7 @@ def test_from_dict_builds_nested_dataclasses_and_tuples():
 
 @pytest.mark.parametrize("data,words", [
     ({"dit": {"depth": 3}}, ["unknown key", "depth", "dual_blocks"]),
-    ({"dit": {"dim": "wide"}}, ["expected int"]),
+    ({"dit": {"dim": "wide"}}, ["expected an integer"]),
     ({"dit": {"patch": [1, 2]}}, ["expected 3 values"]),
     ({"dit": 5}, ["expected a mapping"]),
 ])

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from kinema.errors import KinemaError
 from kinema.flow.guidance import cfg_combine
 from kinema.flow.paths import interpolate, velocity
 from kinema.flow.samplers import SAMPLERS, euler, heun
@@ -74,8 +75,8 @@ def test_timestep_distributions():
     assert ends > 5 * middle  # mass at both ends
     shifted = sample_timesteps(TimestepConfig(kind="uniform", shift=3.0), 20000, g)
     assert shifted.mean() > 0.6  # shift moves mass towards noise
-    with pytest.raises(ValueError):
-        sample_timesteps(TimestepConfig(kind="nope"), 4)
+    with pytest.raises(KinemaError, match="kind 'nope': use one of uniform, logit_normal, u_shaped"):
+        TimestepConfig(kind="nope")
 
 
 def test_shift_keeps_endpoints_and_order():

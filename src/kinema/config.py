@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from kinema.errors import KinemaError
+from kinema.errors import KinemaError, at_least, require
 
 
 @dataclass
@@ -155,6 +155,13 @@ class DiTConfig:
     def __post_init__(self):
         from kinema.nn.attention import PATTERNS
 
+        at_least(self, 1, "dim", "heads", "in_channels", "text_dim")
+        at_least(self, 0, "dual_blocks", "single_blocks", "cross_blocks", "refiner_blocks")
+        require(self.dim % self.heads == 0, "heads", self.heads, f"must divide the width dim {self.dim}")
+        require(self.dual_blocks + self.single_blocks + self.cross_blocks > 0, "blocks", 0,
+                "set dual_blocks, single_blocks or cross_blocks above 0")
+        require(len(self.patch) == 3 and min(self.patch) >= 1, "patch", self.patch, "give (t, h, w), each at least 1")
+
         bad = [p for p in self.attention if p not in PATTERNS]
         if bad or not self.attention:
             raise KinemaError(f"dit.attention {list(self.attention)}: each entry must be one of {', '.join(PATTERNS)}")
@@ -230,6 +237,10 @@ class ModelConfig:
     # the sampling schedule's shift, the default of every generate call (training draws its timesteps
     # from the recipe's dit.timesteps); > 1 spends more steps near noise
     timestep_shift: float = 1.0
+
+    def __post_init__(self):
+        at_least(self, 1, "frames", "height", "width")
+        require(self.timestep_shift > 0, "timestep_shift", self.timestep_shift, "must be above 0")
 
 
 VAE_PRESETS: dict[str, VAEConfig] = {
@@ -331,10 +342,14 @@ def _convert(tp, value, where: str):
                 raise KinemaError(f"{where}: expected {len(args)} values, got {len(value)}")
             return tuple(_convert(a, v, where) for a, v in zip(args, value))
         return tuple(_convert(inner, v, where) for v in value)
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if tp is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise KinemaError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise KinemaError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
-    if tp in (int, str, bool) and not isinstance(value, tp):
-        raise KinemaError(f"{where}: expected {tp.__name__}, got {value!r}")
+    if tp in (int, str, bool) and (not isinstance(value, tp) or tp is int and isinstance(value, bool)):
+        raise KinemaError(f"{where}: expected {'an integer' if tp is int else tp.__name__}, got {value!r}")
     return value
 
 
@@ -354,7 +369,10 @@ def from_dict(cls, data: dict, where: str | None = None):
         if isinstance(v, dict) and dataclasses.is_dataclass(default := _default(fields[k])):
             v = merge(to_dict(default), v)  # a partial mapping overrides this field's own default
         values[k] = _convert(hints[k], v, f"{where}.{k}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except KinemaError as e:  # a field's own check (__post_init__): say where the field is
+        raise KinemaError(f"{where}: {e}") from None
 
 
 def _default(f: dataclasses.Field):

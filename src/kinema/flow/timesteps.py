@@ -1,4 +1,5 @@
-"""Training timestep distributions and the resolution-dependent shift (SPEC §5)."""
+"""Training timestep distributions and the shift (SPEC §5). The shift is one number per recipe
+(`dit.timesteps.shift`): larger videos want a larger one, set with the resolution."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from kinema.errors import require
 
 KINDS = ("uniform", "logit_normal", "u_shaped")
 
@@ -17,6 +20,11 @@ class TimestepConfig:
     std: float = 1.0  # logit-normal scale (SD3: 1)
     a: float = 5.0  # U-shaped sharpness: p(u) ~ exp(a u) + exp(-a u) on [-1, 1] (Step-Video Turbo)
     shift: float = 1.0  # > 1 moves mass towards noise (larger videos need more)
+
+    def __post_init__(self):
+        require(self.kind in KINDS, "kind", self.kind, f"use one of {', '.join(KINDS)}")
+        for name in ("std", "a", "shift"):
+            require(getattr(self, name) > 0, name, getattr(self, name), "must be above 0")
 
 
 def shift_timesteps(t: torch.Tensor, shift: float) -> torch.Tensor:

@@ -25,7 +25,7 @@ from kinema.data import scenes, shapes
 from kinema.data.captions import caption_variants
 from kinema.dit.patchify import patch_grid
 from kinema.dit.transformer import Conditioning, MMDiT
-from kinema.errors import KinemaError
+from kinema.errors import KinemaError, at_least, fractions
 from kinema.flow.paths import interpolate, velocity
 from kinema.flow.timesteps import TimestepConfig, sample_timesteps
 from kinema.io.video import write_gif
@@ -66,6 +66,12 @@ class DiTStage:
     # packing (kinema.dit.packing; `data` only): 0 draws each batch from one bucket of shape; N
     # draws batch_size clips of any shapes and packs them into rows of at most N video tokens
     pack_tokens: int = 0
+
+    def __post_init__(self):
+        at_least(self, 1, "steps", "batch_size", "num_clips", "captions_per_combo", "log_every", "ckpt_every")
+        at_least(self, 0, "sample_every", "pack_tokens")
+        fractions(self, "canonical_prob", "caption_dropout")
+        fractions(self, "ema_decay", below_one=True)
 
 
 def training_clips(world: str, stage: DiTStage, mc: ModelConfig, seed: int):

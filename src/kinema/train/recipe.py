@@ -68,8 +68,9 @@ def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
 
 
 def check_sizes(recipe: Recipe) -> None:
-    """Every clip length a recipe trains on is 1 + r k for its VAE, and the frame size a multiple of
-    its spatial factor: one clear line before any work, not an error from inside the VAE later."""
+    """Every clip length a recipe trains on is 1 + r k for its VAE, the frame size a multiple of its
+    spatial factor, the latent a whole number of the denoiser's patches, and the denoiser's input
+    the VAE's latent: one clear line before any work, not an error from inside a model later."""
     v = recipe.model.vae
     r, s = v.time_compression, v.space_compression
     lengths = [("model.frames", recipe.model.frames)]
@@ -85,6 +86,20 @@ def check_sizes(recipe: Recipe) -> None:
     for where, n in (("model.height", recipe.model.height), ("model.width", recipe.model.width)):
         if n % s:
             raise KinemaError(f"{where} {n} is not a multiple of the VAE's spatial factor {s}; use e.g. {max(s, n // s * s)}")
+    pt, ph, pw = recipe.model.dit.patch
+    latent = ((recipe.model.frames - 1) // r + 1, recipe.model.height // s, recipe.model.width // s)
+    for where, n, p, unit in (("model.frames", latent[0], pt, "frames"), ("model.height", latent[1], ph, "pixels"),
+                              ("model.width", latent[2], pw, "pixels")):
+        if n % p:
+            raise KinemaError(f"{where} gives {n} latent {unit}, not a multiple of the denoiser's patch {p} "
+                              f"(model.dit.patch); use a size that gives a multiple of {p} latent {unit}")
+    dit, vae = recipe.model.dit, recipe.model.vae
+    if dit.in_channels != vae.latent_channels:
+        raise KinemaError(f"model.dit.in_channels {dit.in_channels} is not the VAE's latent_channels {vae.latent_channels}; "
+                          f"set them equal (or use --arch, which fits the denoiser to the VAE)")
+    if recipe.model.frames > 1 + r * 1024:
+        raise KinemaError(f"model.frames {recipe.model.frames}: at most {1 + r * 1024} frames (1024 latent frames) "
+                          f"train in one clip; generate longer clips with long-video routes")
 
 
 def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | None:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from kinema.errors import KinemaError
+from kinema.errors import KinemaError, at_least, fractions, require
 from kinema.io.weights import load_weights
 from kinema.nn import sequence_parallel
 from kinema.runtime import Runtime, cpu_runtime
@@ -42,6 +42,13 @@ class OptimConfig:
     # micro-batches per optimizer step: the global batch is cut into this many parts, run one
     # after another (the memory of one part), their gradients summed (kinema.train.dist.share)
     accumulate: int = 1
+
+    def __post_init__(self):
+        require(self.lr > 0, "lr", self.lr, "must be above 0")
+        at_least(self, 0, "weight_decay", "warmup", "grad_clip")
+        at_least(self, 1, "accumulate")
+        fractions(self, "min_lr_ratio")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", self.betas, "give two numbers in [0, 1)")
 
 
 def lr_at(cfg: OptimConfig, step: int, steps: int) -> float:

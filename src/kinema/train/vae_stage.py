@@ -18,7 +18,7 @@ import torch
 from kinema.config import VAEConfig, to_dict
 from kinema.data import shapes
 from kinema.data.worlds import render_clip
-from kinema.errors import KinemaError
+from kinema.errors import KinemaError, at_least, require
 from kinema.io.video import write_gif
 from kinema.runtime import Runtime, to_device
 from kinema.train import dist
@@ -52,6 +52,9 @@ class VAEStage:
     ckpt_every: int = 250
     sample_every: int = 500
 
+    def __post_init__(self):
+        check_stage(self)
+
 
 @dataclass
 class DecoderStage:
@@ -66,6 +69,18 @@ class DecoderStage:
     log_every: int = 25
     ckpt_every: int = 100
     sample_every: int = 500
+
+    def __post_init__(self):
+        check_stage(self)
+
+
+def check_stage(stage) -> None:
+    """The ranges of a VAE stage's numbers (VAEStage, DecoderStage)."""
+    at_least(stage, 0, "steps", "image_batch_size", "sample_every")
+    at_least(stage, 1, "batch_size", "frames", "log_every", "ckpt_every")
+    for i, entry in enumerate(getattr(stage, "length_schedule", ())):
+        require(len(entry) == 3 and min(entry) >= 0 and min(entry[1:]) >= 1, f"length_schedule[{i}]", list(entry),
+                "give [from_step, frames, batch_size], frames and batch_size at least 1")
 
 
 def clip_shape(stage: VAEStage, step: int) -> tuple[int, int]:
