@@ -65,3 +65,69 @@ def test_a_bad_recipe_value_is_one_line_before_any_work(path, value, words, tmp_
 @pytest.mark.parametrize("config", sorted(Path(__file__).parents[1].glob("configs/**/*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_passes_the_checks(config):
     check_sizes(load_recipe(config))
+
+
+GENERATE_CASES = [
+    (["--guidance", "nan"], ["guidance nan: use a number from 0 to 100"]),
+    (["--guidance", "1e30"], ["guidance 1e+30"]),
+    (["--guidance", "-1"], ["guidance -1.0"]),
+    (["--shift", "inf"], ["shift inf: use a number above 0"]),
+    (["--steps", "100000"], ["steps 100000: use 1 to 1000"]),
+    (["--fps", "0"], ["--fps 0: use 1 to 240"]),
+    (["--fps", "-5"], ["--fps -5"]),
+    (["--seed", "-1"], ["seed -1: use whole numbers from 0 to 2**63 - 1"]),
+    (["--seed", str(10 ** 23)], ["seed 1000000000000000000000"]),
+    (["-o", "OUT/out"], ["kinema writes .mp4 files here; use a path ending in .mp4"]),
+    (["-o", "OUT/out.xyz"], ["use a path ending in .mp4"]),
+    (["-o", "OUT/out.gif"], ["use a path ending in .mp4 (a GIF: --gif PATH)"]),
+    (["-o", "OUT/v.mp4", "--gif", "OUT/v.mp4"], ["--gif", "use a path ending in .gif"]),
+    (["-o", "READONLY/v.mp4"], ["cannot write", "permission denied"]),
+    (["-o", "OUT"], ["is a directory"]),
+]
+
+
+@pytest.mark.parametrize("extra, words", GENERATE_CASES, ids=[" ".join(a) for a, _ in GENERATE_CASES])
+def test_a_bad_generate_request_is_one_line_and_writes_nothing(extra, words, tmp_path, capsys, tiny_model_dir):
+    import os
+
+    (tmp_path / "OUT").mkdir()
+    (tmp_path / "READONLY").mkdir(mode=0o500)
+    if os.access(tmp_path / "READONLY", os.W_OK) and "READONLY/v.mp4" in extra:
+        pytest.skip("running as a user who can write anywhere (root): no read-only directory to test")
+    extra = [a.replace("OUT", str(tmp_path / "OUT")).replace("READONLY", str(tmp_path / "READONLY")) for a in extra]
+    args = ["generate", "a red circle", "--model", str(tiny_model_dir), "--frames", "9", "--steps", "1", *extra]
+    if "-o" not in extra:
+        args += ["-o", str(tmp_path / "OUT" / "v.mp4")]
+    code, _, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err, *words)
+    assert not any((tmp_path / "OUT").iterdir()) and not any((tmp_path / "READONLY").iterdir())  # no empty file left
+
+
+def test_a_prompt_that_is_not_utf8_is_one_line(tmp_path, capsys, tiny_model_dir):
+    bad = b"a red \xff circle".decode("utf-8", "surrogateescape")  # what Python makes of such argv bytes
+    code, _, err = run_cli(capsys, "generate", bad, "--model", tiny_model_dir, "--frames", "9", "--steps", "1",
+                           "-o", tmp_path / "v.mp4")
+    assert_one_line_error(code, err, "is not valid UTF-8 text")
+    assert not (tmp_path / "v.mp4").exists()
+
+
+def test_a_sampler_that_blows_up_is_an_error_not_a_black_video(tmp_path, tiny_model_dir, monkeypatch):
+    """Non-finite latents (a huge guidance through the API, a broken model) are refused, never written."""
+    import torch
+
+    from kinema.errors import KinemaError
+    from kinema.pipelines import pipeline as pl
+
+    pipe = pl.load_pipeline(tiny_model_dir, device="cpu", precision="fp32")
+    monkeypatch.setattr(pl, "sample_latents", lambda *a, **k: torch.full((1, 4, 3, 8, 8), float("nan")))
+    with pytest.raises(KinemaError, match="non-finite latents"):
+        pipe("a red circle", num_frames=9, steps=1)
+
+
+def test_seeds_must_match_the_prompts(tiny_model_dir):
+    from kinema.errors import KinemaError
+    from kinema.pipelines.pipeline import load_pipeline
+
+    pipe = load_pipeline(tiny_model_dir, device="cpu", precision="fp32")
+    with pytest.raises(KinemaError, match="3 seeds for 2 prompts"):
+        pipe(["a", "b"], num_frames=9, steps=1, seed=[1, 2, 3])

@@ -42,7 +42,7 @@ def test_generate_tiny_model_writes_mp4_and_gif(capsys, tiny_model_dir, tmp_path
     (["generate", "a red circle", "--frames", "8"], ["1 + 4k"]),
     (["generate", "a red circle", "--sampler", "rk45"], ["unknown sampler", "euler"]),
     (["generate", "a red circle", "--steps", "0"], ["steps"]),
-    (["generate", "a red circle", "--shift", "0"], ["shift must be positive"]),
+    (["generate", "a red circle", "--shift", "0"], ["shift 0.0: use a number above 0"]),
 ])
 def test_bad_generate_requests(capsys, tiny_model_dir, args, words):
     code, _, err = run_cli(capsys, *args, "--model", tiny_model_dir)

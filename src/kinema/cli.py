@@ -17,12 +17,15 @@ from kinema.errors import KinemaError
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from kinema.flow.samplers import SAMPLERS
-    from kinema.io.video import write_gif, write_mp4
-    from kinema.pipelines.pipeline import load_pipeline
+    from kinema.io.video import check_output, write_gif, write_mp4
+    from kinema.pipelines.pipeline import check_settings, load_pipeline
 
-    if args.sampler not in SAMPLERS:
-        raise KinemaError(f"unknown sampler {args.sampler!r}; choose from {', '.join(SAMPLERS)}")
+    check_settings(args.steps, args.guidance, args.shift, args.seed, args.sampler)  # before any work
+    if not 1 <= args.fps <= 240:
+        raise KinemaError(f"--fps {args.fps}: use 1 to 240")
+    check_output(args.output, ".mp4")
+    if args.gif:
+        check_output(args.gif, ".gif", "--gif")
     pipe = load_pipeline(args.model, device=args.device, precision=args.precision, compile=args.compile)
     pipe.check_request(args.prompt, args.frames)
     frames = pipe(args.prompt, num_frames=args.frames, steps=args.steps, guidance=args.guidance,

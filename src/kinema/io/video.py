@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -9,24 +11,47 @@ import numpy as np
 from kinema.errors import KinemaError
 
 
-def _check_writable(path: Path) -> Path:
+def check_output(path: str | Path, suffix: str, option: str = "-o") -> Path:
+    """An output path kinema can write: `suffix` (".mp4", ".gif"), its folder made if missing and
+    writable. Checked before any work; writes the file nowhere."""
     path = Path(path)
+    if path.is_dir():
+        raise KinemaError(f"{option} {path} is a directory; give a file path ending in {suffix}")
+    if path.suffix.lower() != suffix:
+        hint = " (a GIF: --gif PATH)" if suffix == ".mp4" and path.suffix.lower() == ".gif" else ""
+        raise KinemaError(f"{option} {path}: kinema writes {suffix} files here; use a path ending in {suffix}{hint}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "ab"):
-            pass
     except OSError as e:
-        raise KinemaError(f"cannot write {path} ({e.strerror}); choose a writable output path with -o") from None
+        raise KinemaError(f"cannot write {path} (its folder cannot be made: {e.strerror}); choose a writable output "
+                          f"path with {option}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise KinemaError(f"cannot write {path} (permission denied); choose a writable output path with {option}")
     return path
+
+
+@contextmanager
+def _atomic(path: Path):
+    """Write to a temporary name beside `path` and rename it into place: a failed write leaves no
+    empty or partial file, and an existing file stays as it was."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise KinemaError(f"cannot write {path} ({e.strerror}); choose another output path") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_mp4(frames: np.ndarray, path: str | Path, fps: int = 8, crf: int = 12) -> Path:
     """H.264, yuv420p (plays everywhere). Frames are upscaled to even sizes if needed."""
     import av
 
-    path = _check_writable(Path(path))
+    path = check_output(path, ".mp4")
     t, h, w, _ = frames.shape
-    with av.open(str(path), mode="w") as container:
+    with _atomic(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = w + w % 2, h + h % 2
         stream.pix_fmt = "yuv420p"
@@ -55,9 +80,10 @@ def read_video(path: str | Path) -> np.ndarray:
 def write_gif(frames: np.ndarray, path: str | Path, fps: int = 8, scale: int = 1) -> Path:
     from PIL import Image
 
-    path = _check_writable(Path(path))
+    path = check_output(path, ".gif", "--gif")
     images = [Image.fromarray(f) for f in frames]
     if scale > 1:
         images = [im.resize((im.width * scale, im.height * scale), Image.NEAREST) for im in images]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    with _atomic(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
     return path

@@ -10,6 +10,7 @@ A model directory holds config.json (a ModelConfig), vae.safetensors and dit.saf
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,11 @@ class Pipeline:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts or any(not p or not p.strip() for p in prompts):
             raise KinemaError('the prompt is empty; describe the video, e.g. "a red circle moving right"')
+        for p in prompts:
+            try:
+                p.encode("utf-8")
+            except UnicodeEncodeError:  # bytes that are not UTF-8 reach Python as lone surrogates
+                raise KinemaError(f"the prompt {p!r} is not valid UTF-8 text; write it in UTF-8") from None
         r = self.cfg.vae.time_compression
         if num_frames < 1 or (num_frames - 1) % r:
             raise KinemaError(f"--frames {num_frames} is not 1 + {r}k; use e.g. {r + 1}, {2 * r + 1} or {4 * r + 1}")
@@ -90,22 +96,42 @@ class Pipeline:
         `shift` > 1 spends more of the sampling steps near noise, where layout and motion are
         decided (t' = s t / (1 + (s - 1) t)); None uses the model's `timestep_shift`."""
         prompts = self.check_request(prompt, num_frames)
-        if sampler not in SAMPLERS:
-            raise KinemaError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
-        if steps < 1:
-            raise KinemaError(f"steps must be at least 1, got {steps}")
+        check_settings(steps, guidance, shift, seed, sampler, len(prompts))
         shift = self.cfg.timestep_shift if shift is None else shift
-        if not shift > 0:
-            raise KinemaError(f"shift must be positive (1 = no shift), got {shift}")
         seeds = [seed + i for i in range(len(prompts))] if isinstance(seed, int) else list(seed)
         cond = self.encode_prompts(prompts)
         uncond = self.encode_prompts([""] * len(prompts))
         noise = initial_noise(self.latent_shape(num_frames), seeds).to(self.runtime.device)  # drawn on the CPU: same on every device
         z = sample_latents(self.dit, cond, uncond, noise, steps=steps, guidance=guidance, sampler=sampler, shift=shift,
                            runtime=self.runtime)
+        if not torch.isfinite(z).all():  # (a black video would say nothing)
+            raise KinemaError(f"sampling produced non-finite latents (guidance {guidance}, shift {shift}); "
+                              f"use a smaller guidance or shift")
         video = self.vae.decode(self.vae.denormalize(z))  # [B, 3, T, H, W]
         frames = video.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
         return frames[0] if isinstance(prompt, str) else frames
+
+
+MAX_GUIDANCE, MAX_SHIFT, MAX_STEPS = 100.0, 100.0, 1000
+
+
+def check_settings(steps: int, guidance: float, shift: float | None, seed: int | list[int], sampler: str,
+                   prompts: int = 1) -> None:
+    """The sampling settings a generation can use, each a clear error otherwise; needs no model
+    (the CLI checks them before loading one)."""
+    if sampler not in SAMPLERS:
+        raise KinemaError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise KinemaError(f"steps {steps}: use 1 to {MAX_STEPS}")
+    if not (math.isfinite(guidance) and 0 <= guidance <= MAX_GUIDANCE):
+        raise KinemaError(f"guidance {guidance}: use a number from 0 to {MAX_GUIDANCE:g} (1 = no guidance; 3 to 7 is usual)")
+    if shift is not None and not (math.isfinite(shift) and 0 < shift <= MAX_SHIFT):
+        raise KinemaError(f"shift {shift}: use a number above 0 and at most {MAX_SHIFT:g} (1 = no shift)")
+    seeds = [seed] if isinstance(seed, int) else list(seed)
+    if not isinstance(seed, int) and len(seeds) != prompts:
+        raise KinemaError(f"{len(seeds)} seeds for {prompts} prompts; give one seed per prompt, or one seed")
+    if any(isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < 2 ** 63 - prompts for x in seeds):
+        raise KinemaError(f"seed {seed}: use whole numbers from 0 to 2**63 - 1")
 
 
 def load_pipeline(name_or_path: str | Path = "shapes", device: str = "auto", precision: str = "auto",
