@@ -119,7 +119,7 @@ def test_a_sampler_that_blows_up_is_an_error_not_a_black_video(tmp_path, tiny_mo
     from kinema.pipelines import pipeline as pl
 
     pipe = pl.load_pipeline(tiny_model_dir, device="cpu", precision="fp32")
-    monkeypatch.setattr(pl, "sample_latents", lambda *a, **k: torch.full((1, 4, 3, 8, 8), float("nan")))
+    monkeypatch.setattr(pl, "sample_latents", lambda *a, **k: torch.full((1, 4, 3, 8, 8), float("nan")))  # noqa: ARG005
     with pytest.raises(KinemaError, match="non-finite latents"):
         pipe("a red circle", num_frames=9, steps=1)
 

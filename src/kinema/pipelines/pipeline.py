@@ -95,6 +95,13 @@ class Pipeline:
 
         `shift` > 1 spends more of the sampling steps near noise, where layout and motion are
         decided (t' = s t / (1 + (s - 1) t)); None uses the model's `timestep_shift`."""
+        z = self.latents(prompt, num_frames, steps, guidance, seed, sampler, shift)
+        frames = self.frames(z)
+        return frames[0] if isinstance(prompt, str) else frames
+
+    def latents(self, prompt: str | list[str], num_frames: int = 17, steps: int = 25, guidance: float = 5.0,
+                seed: int | list[int] = 0, sampler: str = "euler", shift: float | None = None) -> torch.Tensor:
+        """What `__call__` samples before decoding: normalised latents [B, C, t, h, w], fp32."""
         prompts = self.check_request(prompt, num_frames)
         check_settings(steps, guidance, shift, seed, sampler, len(prompts))
         shift = self.cfg.timestep_shift if shift is None else shift
@@ -107,9 +114,12 @@ class Pipeline:
         if not torch.isfinite(z).all():  # (a black video would say nothing)
             raise KinemaError(f"sampling produced non-finite latents (guidance {guidance}, shift {shift}); "
                               f"use a smaller guidance or shift")
+        return z
+
+    def frames(self, z: torch.Tensor) -> np.ndarray:
+        """Normalised latents [B, C, t, h, w] -> uint8 frames [B, T, H, W, 3]."""
         video = self.vae.decode(self.vae.denormalize(z))  # [B, 3, T, H, W]
-        frames = video.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
-        return frames[0] if isinstance(prompt, str) else frames
+        return video.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
 
 
 MAX_GUIDANCE, MAX_SHIFT, MAX_STEPS = 100.0, 100.0, 1000
