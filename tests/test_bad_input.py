@@ -131,3 +131,44 @@ def test_seeds_must_match_the_prompts(tiny_model_dir):
     pipe = load_pipeline(tiny_model_dir, device="cpu", precision="fp32")
     with pytest.raises(KinemaError, match="3 seeds for 2 prompts"):
         pipe(["a", "b"], num_frames=9, steps=1, seed=[1, 2, 3])
+
+
+def test_flipped_bytes_in_a_model_are_found_before_generating(tmp_path, tiny_model_dir, capsys):
+    """Model directories carry a manifest (sizes, SHA-256) that loading checks: a flipped byte in
+    the tensor data, which safetensors would load without a word, is one line. The shipped model has one."""
+    import shutil
+
+    from kinema.io.weights import MANIFEST, verify_manifest
+    from kinema.pipelines.registry import resolve
+
+    assert verify_manifest(resolve("shapes")) is None  # the shipped model's files are what was committed
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    assert (model / MANIFEST).is_file()
+    data = bytearray((model / "dit.safetensors").read_bytes())
+    data[-5] ^= 0x40
+    (model / "dit.safetensors").write_bytes(bytes(data))
+    code, _, err = run_cli(capsys, "generate", "a red circle", "--model", model, "--frames", "9", "--steps", "1",
+                           "-o", tmp_path / "v.mp4")
+    assert_one_line_error(code, err, "is damaged: dit.safetensors does not match its SHA-256")
+    assert not (tmp_path / "v.mp4").exists()
+
+
+def test_non_finite_weights_are_refused(tmp_path, tiny_model_dir):
+    import shutil
+
+    import torch
+
+    from kinema.errors import KinemaError
+    from kinema.io.weights import MANIFEST, load_weights, save_weights
+    from kinema.pipelines.pipeline import load_pipeline
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    state = load_weights(model / "vae.safetensors")
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = torch.full_like(state[key], float("nan"))
+    save_weights(model / "vae.safetensors", state)
+    (model / MANIFEST).unlink()  # a directory from before manifests: loaded, but its weights still checked
+    with pytest.raises(KinemaError, match=f"vae.safetensors holds non-finite values \\(in {key}"):
+        load_pipeline(model, device="cpu")

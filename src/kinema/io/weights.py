@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -41,3 +42,39 @@ def load_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise KinemaError(f"{path} is not valid JSON ({e}); restore it from the original model") from None
+
+
+MANIFEST = "manifest.json"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path, names: list[str] | None = None) -> None:
+    """folder/manifest.json: {file name: {"size", "sha256"}} of the named files (default: every
+    other file in the folder)."""
+    files = names if names is not None else [f.name for f in sorted(folder.iterdir()) if f.is_file() and f.name != MANIFEST]
+    entries = {name: {"size": (folder / name).stat().st_size, "sha256": sha256(folder / name)} for name in files}
+    (folder / MANIFEST).write_text(json.dumps(entries, indent=1))
+
+
+def verify_manifest(folder: Path) -> str | None:
+    """None when every file of folder's manifest is there with its size and SHA-256, else what is wrong."""
+    try:
+        files = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return "no readable manifest.json"
+    for name, want in files.items():
+        f = folder / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != want["size"]:
+            return f"{name} has {f.stat().st_size} bytes, the manifest says {want['size']}"
+        if sha256(f) != want["sha256"]:
+            return f"{name} does not match its SHA-256 (changed or corrupt)"
+    return None

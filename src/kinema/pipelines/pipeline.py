@@ -20,7 +20,7 @@ from kinema.config import ModelConfig, from_dict, to_dict
 from kinema.dit.transformer import Conditioning, MMDiT
 from kinema.errors import KinemaError
 from kinema.flow.samplers import SAMPLERS
-from kinema.io.weights import load_json, load_weights, save_weights
+from kinema.io.weights import MANIFEST, load_json, load_weights, save_weights, verify_manifest, write_manifest
 from kinema.pipelines.generate import initial_noise, sample_latents
 from kinema.pipelines.registry import resolve, shipped_models
 from kinema.runtime import Runtime, cpu_runtime, resolve_runtime
@@ -37,6 +37,7 @@ def save_model(root: Path, cfg: ModelConfig, vae_state: dict, dit_state: dict, d
     tmp = root / "config.json.tmp"
     tmp.write_text(json.dumps(to_dict(cfg), indent=2))
     tmp.replace(root / "config.json")
+    write_manifest(root, ["config.json", "vae.safetensors", "dit.safetensors"])  # checked by load_pipeline
     return root
 
 
@@ -145,18 +146,27 @@ def check_settings(steps: int, guidance: float, shift: float | None, seed: int |
 
 
 def load_pipeline(name_or_path: str | Path = "shapes", device: str = "auto", precision: str = "auto",
-                  compile: bool = False) -> Pipeline:
+                  compile: bool = False, verify: bool = True) -> Pipeline:
     """Load a shipped model by name (see `kinema info`) or a model directory written by `kinema train`.
-    `device` / `precision`: "auto" (kinema.runtime's policy) or explicit ("cuda", "cpu", "fp32", "bf16", ...)."""
+    `device` / `precision`: "auto" (kinema.runtime's policy) or explicit ("cuda", "cpu", "fp32", "bf16", ...).
+    `verify`: check the files against the directory's manifest.json (sizes and SHA-256; a directory
+    without one, from before kinema wrote them, is loaded as it is). Weights must be finite either way."""
     from kinema.text.encoders import load_text_encoder
 
     runtime = resolve_runtime(device, precision)  # bad names fail here, before any file is read
     root = _model_dir(name_or_path)
+    if verify and (root / MANIFEST).is_file() and (problem := verify_manifest(root)):
+        raise KinemaError(f"model {root} is damaged: {problem}; re-export or reinstall it (load_pipeline(verify=False) skips this check)")
     cfg = from_dict(ModelConfig, load_json(root / "config.json"), where=str(root / "config.json"))
     vae, dit = CausalVAE(cfg.vae), MMDiT(cfg.dit)
     for module, file in ((vae, "vae.safetensors"), (dit, "dit.safetensors")):
+        state = load_weights(root / file)
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise KinemaError(f"{root / file} holds non-finite values (in {bad[0]}{' and more' if len(bad) > 1 else ''}); "
+                              f"re-export the model from a checkpoint with finite weights")
         try:
-            module.load_state_dict(load_weights(root / file))
+            module.load_state_dict(state)
         except RuntimeError as e:
             raise KinemaError(f"{root / file} does not match config.json ({str(e).splitlines()[0]}); re-export the model") from None
     return Pipeline(cfg, vae, dit, load_text_encoder(cfg.text), runtime=runtime, compile=compile)

@@ -15,7 +15,6 @@ Pruning keeps the newest `keep` by step number, so it never deletes the checkpoi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -26,9 +25,8 @@ from pathlib import Path
 import torch
 
 from kinema.errors import KinemaError
-from kinema.io.weights import save_weights
+from kinema.io.weights import MANIFEST, save_weights, verify_manifest, write_manifest
 
-MANIFEST = "manifest.json"
 _STEP = re.compile(r"step_(\d+)$")
 
 
@@ -47,39 +45,6 @@ def _atomic_write_text(path: Path, text: str) -> None:
     _fsync(tmp)
     os.replace(tmp, path)
     _fsync(path.parent)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_manifest(folder: Path) -> None:
-    """folder/manifest.json: {file name: {"size", "sha256"}} of every other file in the folder."""
-    files = {f.name: {"size": f.stat().st_size, "sha256": sha256(f)}
-             for f in sorted(folder.iterdir()) if f.is_file() and f.name != MANIFEST}
-    (folder / MANIFEST).write_text(json.dumps(files, indent=1))
-
-
-def verify_manifest(folder: Path) -> str | None:
-    """None when every file of folder's manifest is there with its size and SHA-256, else what is wrong."""
-    path = folder / MANIFEST
-    try:
-        files = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return "no readable manifest.json"
-    for name, want in files.items():
-        f = folder / name
-        if not f.is_file():
-            return f"{name} is missing"
-        if f.stat().st_size != want["size"]:
-            return f"{name} has {f.stat().st_size} bytes, the manifest says {want['size']}"
-        if sha256(f) != want["sha256"]:
-            return f"{name} does not match its SHA-256 (changed or corrupt)"
-    return None
 
 
 def step_dirs(root: Path) -> list[tuple[int, Path]]:
