@@ -68,7 +68,9 @@ def main() -> None:
             shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", ".venv", "runs", "outputs", "__pycache__"))
             plant(copy, file, right, wrong)
             env_path = f"{copy / 'src'}"
-            out = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+            # (the test that checks these lines exist would fail for every bug: leave it out)
+            out = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests, "--deselect",
+                                  "tests/test_known_answers.py::test_the_planted_bugs_still_have_their_lines"],
                                  cwd=copy, capture_output=True, text=True, env={**_env(), "PYTHONPATH": env_path})
         failed = [line.split(" ")[1] for line in out.stdout.splitlines() if line.startswith("FAILED ")]
         if failed:

@@ -101,12 +101,13 @@ def test_a_save_that_fails_part_way_leaves_the_previous_checkpoint(tmp_path, mon
     save_checkpoint(tmp_path, 2, weights, {}, {"step": 2})
     real = torch.save
     monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left on device")))
-    with pytest.raises(OSError):
+    with pytest.raises(KinemaError, match="No space left on device.*previous checkpoint is intact"):
         save_checkpoint(tmp_path, 4, weights, {}, {"step": 4})
     monkeypatch.setattr(torch, "save", real)
     assert (tmp_path / "latest").read_text() == "step_0000002" and not (tmp_path / "step_0000004").exists()
     assert find_checkpoint(tmp_path).path.name == "step_0000002"
-    assert (tmp_path / ".tmp_step_0000004").is_dir()  # what the failed write left
+    assert not (tmp_path / ".tmp_step_0000004").exists()  # cleaned up at once
+    (tmp_path / ".tmp_step_0000005").mkdir()  # what a SIGKILL mid-write leaves
     save_checkpoint(tmp_path, 6, weights, {}, {"step": 6})
     assert not list(tmp_path.glob(".tmp_step_*"))  # the next save removes it
     assert load_weights(tmp_path / "step_0000006" / "model.safetensors")["w"].tolist() == [1.0, 1.0]
@@ -118,3 +119,17 @@ def test_checkpoints_from_before_manifests_still_resume(tmp_path, straight):
         (d / "manifest.json").unlink()
     weights, log = train(tmp_path, 8, resume=True)
     assert "at step 6" in log and same(weights, straight)
+
+
+def test_a_process_killed_mid_write_leaves_no_step_directory(tmp_path, monkeypatch):
+    """A kill cannot be caught; what is on disk then must still say "step 2": the half-written
+    step lives under a temporary name that resuming never reads and the next save removes."""
+    class Killed(BaseException):
+        pass
+
+    weights = {"model": {"w": torch.ones(2)}}
+    save_checkpoint(tmp_path, 2, weights, {}, {"step": 2})
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(Killed()))
+    with pytest.raises(Killed):
+        save_checkpoint(tmp_path, 4, weights, {}, {"step": 4})
+    assert not (tmp_path / "step_0000004").exists() and find_checkpoint(tmp_path).path.name == "step_0000002"

@@ -65,15 +65,20 @@ def save_checkpoint(root: Path, step: int, weights: dict[str, dict[str, torch.Te
     final = root / f"step_{step:07d}"
     tmp = root / f".tmp_step_{step:07d}"
     tmp.mkdir()
-    for name, state in weights.items():
-        save_weights(tmp / f"{name}.safetensors", state)
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    if trainer_state is not None:
-        torch.save(trainer_state, tmp / "trainer.pt")
-    write_manifest(tmp)
-    for f in tmp.iterdir():
-        _fsync(f)
-    _fsync(tmp)
+    try:
+        for name, state in weights.items():
+            save_weights(tmp / f"{name}.safetensors", state)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / "trainer.pt")
+        write_manifest(tmp)
+        for f in tmp.iterdir():
+            _fsync(f)
+        _fsync(tmp)
+    except OSError as e:  # a full disk, a quota, a vanished mount: the previous checkpoint is untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise KinemaError(f"cannot write the checkpoint of step {step} in {root} ({e.strerror or e}); the previous "
+                          f"checkpoint is intact: make room and continue with --resume") from None
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     _fsync(root)
@@ -99,13 +104,15 @@ class Found:
 
 def find_checkpoint(root: Path) -> Found:
     """Scan root's step directories newest first; the first valid one is the checkpoint to resume.
-    A directory without a manifest (written before kinema had them) counts when its weights are there."""
+    A directory without a manifest (written before kinema had them) counts when its weights and
+    trainer state are there."""
     skipped = []
     for _, path in step_dirs(root):
         if (path / MANIFEST).is_file():
             problem = verify_manifest(path)
         else:
-            problem = None if (path / "model.safetensors").is_file() else "no manifest.json and no model.safetensors"
+            whole = (path / "model.safetensors").is_file() and (path / "trainer.pt").is_file()
+            problem = None if whole else "no manifest.json, and not both model.safetensors and trainer.pt"
         if problem is None:
             return Found(path, skipped)
         skipped.append((path, problem))
