@@ -41,3 +41,48 @@ def test_words_change_the_states(encoder):
 def test_long_prompts_are_truncated(encoder):
     s = encoder(["red " * 100])
     assert s.tokens.shape == (1, 16, 384) and s.mask.all()
+
+
+def _tiny_transformers_encoder(root, kind: str):
+    """A tiny random BERT, T5 or CLIP built from its config and saved with a small WordPiece
+    tokenizer: a local encoder directory, no download."""
+    transformers = pytest.importorskip("transformers")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "circle", "square", "moving", "left", "right"]
+    root.mkdir()
+    (root / "vocab.txt").write_text("\n".join(words))
+    tok = transformers.BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
+    n = len(words)
+    if kind == "bert":
+        model = transformers.BertModel(transformers.BertConfig(vocab_size=n, hidden_size=32, num_hidden_layers=2,
+                                                               num_attention_heads=2, intermediate_size=64))
+    elif kind == "t5":
+        model = transformers.T5Model(transformers.T5Config(vocab_size=n, d_model=32, d_kv=16, d_ff=64, num_layers=2,
+                                                           num_heads=2, decoder_start_token_id=0))
+    else:
+        text = dict(vocab_size=n, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                    max_position_embeddings=32, eos_token_id=3, pad_token_id=0, bos_token_id=2)
+        model = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=16)))
+    model.save_pretrained(root)
+    tok.save_pretrained(root)
+    return root
+
+
+@pytest.mark.parametrize("kind", ["bert", "t5", "clip"])
+def test_transformers_encoders_give_text_states(tmp_path, kind):
+    """The encoders TransformersEncoder names work: BERT whole, T5's encoder stack, CLIP's text
+    model with its pooled output (CLIPModel alone would want pixel values)."""
+    import transformers
+
+    path = _tiny_transformers_encoder(tmp_path / kind, kind)
+    enc = load_text_encoder(TextConfig(encoder=str(path), max_tokens=8))
+    assert enc.dim == 32
+    s = enc(["a red circle moving left", "a blue square"])
+    assert s.tokens.shape == (2, 8, 32) and s.mask.sum(1).tolist() == [7, 5]  # [CLS] words [SEP]
+    assert (s.tokens[~s.mask] == 0).all() and torch.isfinite(s.tokens).all()
+    if kind == "clip":  # the text model's pooled output, not the mean
+        ref = transformers.CLIPTextModel.from_pretrained(path)(**enc.tokenizer(["a blue square"], padding="max_length",
+                                                                               max_length=8, return_tensors="pt"))
+        torch.testing.assert_close(s.pooled[1], ref.pooler_output[0], atol=1e-5, rtol=1e-5)
+    else:
+        torch.testing.assert_close(s.pooled, s.tokens.sum(1) / s.mask.sum(1, keepdim=True))

@@ -20,7 +20,7 @@ from kinema.runtime import no_autocast
 class TextStates:
     tokens: torch.Tensor  # [B, L, D] token states (padding positions zeroed)
     mask: torch.Tensor  # [B, L] bool, True on real tokens
-    pooled: torch.Tensor  # [B, D] mean over real tokens
+    pooled: torch.Tensor  # [B, D] mean over real tokens (CLIP: its pooled output)
 
     def index(self, idx) -> "TextStates":
         return TextStates(self.tokens[idx], self.mask[idx], self.pooled[idx])
@@ -65,17 +65,27 @@ class MiniLMEncoder:
 
 
 class TransformersEncoder:
-    """Any local transformers encoder; encoder-decoder models (T5) use their encoder only."""
+    """Any local transformers text encoder. Encoder-decoder models (T5, UMT5) run their encoder
+    stack; CLIP runs its text model, whose pooled output (the end-of-text token's state) is the
+    pooled vector; encoder-only models (BERT, ...) run whole, pooled by the masked mean."""
 
     def __init__(self, path: str, max_tokens: int):
         if not Path(path).is_dir():
             raise KinemaError(f"text encoder {path!r} is neither 'minilm' nor a local model directory")
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel
 
+        config = AutoConfig.from_pretrained(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path)
-        self.model = (model.get_encoder() if hasattr(model, "get_encoder") else model).eval().requires_grad_(False)
-        self.dim = self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.d_model
+        self.clip = config.model_type in ("clip", "clip_text_model")
+        if self.clip:  # CLIPModel would want pixel values too
+            model = CLIPTextModel.from_pretrained(path)
+        else:
+            model = AutoModel.from_pretrained(path)
+            if getattr(config, "is_encoder_decoder", False):
+                model = model.get_encoder()  # (BERT's get_encoder is its layer stack, which takes no input_ids)
+        self.model = model.eval().requires_grad_(False)
+        text_config = getattr(self.model.config, "text_config", self.model.config)
+        self.dim = getattr(text_config, "hidden_size", None) or text_config.d_model
         self.max_tokens = max_tokens
 
     def to(self, device: torch.device) -> "TransformersEncoder":
@@ -88,7 +98,11 @@ class TransformersEncoder:
         device = self.model.device
         ids, mask = b["input_ids"].to(device), b["attention_mask"].to(device)
         with no_autocast(device):
-            return _finish(self.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
+            out = self.model(input_ids=ids, attention_mask=mask)
+            states = _finish(out.last_hidden_state, mask)
+        if self.clip:
+            states.pooled = out.pooler_output.float()
+        return states
 
 
 def load_text_encoder(cfg: TextConfig):
