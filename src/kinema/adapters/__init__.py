@@ -45,11 +45,11 @@ class StateSource:
         self.linear(out, f"{dst}.2", f"{src}.net.2")
 
     def scale_shift(self, out: dict, dst: str, src: str) -> None:
-        """diffusers' AdaLayerNormContinuous Linear, (scale, shift), -> kinema's Modulation with one
-        group, (shift, scale, gate), its gate zero: the final layer and pre-only streams never read it."""
+        """diffusers' AdaLayerNormContinuous Linear, (scale, shift), -> kinema's ungated Modulation,
+        (shift, scale): the final layer and pre-only streams."""
         for kind in ("weight", "bias"):
             scale, shift = self(f"{src}.{kind}").chunk(2)
-            out[f"{dst}.{kind}"] = torch.cat([shift, scale, torch.zeros_like(shift)])
+            out[f"{dst}.{kind}"] = torch.cat([shift, scale])
 
     def patch_out(self, out: dict, dst: str, src: str, patch: tuple[int, int, int]) -> None:
         """A final Linear whose rows are ordered (pt, ph, pw, channel), as diffusers' unpatchify

@@ -71,9 +71,8 @@ def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.T
         src.feed_forward(out, f"{b}.stream.mlp", f"{a}.ff")
     src.linear(out, "final.pre_norm", "norm_final")
     src.linear(out, "final.norm", "norm_out.norm")
-    for kind in ("weight", "bias"):  # AdaLayerNorm(chunk_dim=1): (shift, scale) -> (shift, scale, gate = 0)
-        shift, scale = src(f"norm_out.linear.{kind}").chunk(2)
-        out[f"final.mod.lin.{kind}"] = torch.cat([shift, scale, torch.zeros_like(shift)])
+    for kind in ("weight", "bias"):  # AdaLayerNorm(chunk_dim=1): (shift, scale), kinema's order too
+        out[f"final.mod.lin.{kind}"] = src(f"norm_out.linear.{kind}")
     src.linear(out, "final.linear", "proj_out")  # rows (channel, ph, pw): kinema's order already
     src.check_all_used()
     return out

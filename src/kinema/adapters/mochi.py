@@ -45,13 +45,17 @@ def dit_config(c) -> DiTConfig:
 
 
 def _scale_gate(src: StateSource, out: dict, dst: str, name: str, groups: int) -> None:
-    """Mochi's AdaLN Linear, `groups` x (scale, gate) rows (one group: scale alone), -> kinema's
-    Modulation rows, groups x (shift, scale, gate), the shift (and a missing gate) zero."""
+    """Mochi's AdaLN Linear, `groups` x (scale, gate) rows, -> kinema's Modulation rows, groups x
+    (shift, scale, gate), the shift zero; one group (a pre-only stream: scale alone) -> the
+    ungated (shift, scale)."""
     for kind in ("weight", "bias"):
-        rows = list(src(f"{name}.{kind}").chunk(2 * groups if groups > 1 else 1))
+        if groups == 1:
+            scale = src(f"{name}.{kind}")
+            out[f"{dst}.{kind}"] = torch.cat([torch.zeros_like(scale), scale])
+            continue
+        rows = list(src(f"{name}.{kind}").chunk(2 * groups))
         zero = torch.zeros_like(rows[0])
-        pairs = [(rows[2 * i], rows[2 * i + 1]) for i in range(groups)] if groups > 1 else [(rows[0], zero)]
-        out[f"{dst}.{kind}"] = torch.cat([y for scale, gate in pairs for y in (zero, scale, gate)])
+        out[f"{dst}.{kind}"] = torch.cat([y for i in range(groups) for y in (zero, rows[2 * i], rows[2 * i + 1])])
 
 
 def convert(state: dict[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.Tensor]:

@@ -129,7 +129,7 @@ class Stream(nn.Module):
         self.heads = heads
         # [attention, MLP] x (shift, scale, gate); a pre-only stream (SD3's and Mochi's last text
         # stream: its output is never read) has only the attention group, no output weights
-        self.mod = Modulation(dim, 1 if pre_only else 2, cond_dim or parts.cond_dim)
+        self.mod = Modulation(dim, 1 if pre_only else 2, cond_dim or parts.cond_dim, gated=not pre_only)
         self.norm1 = block_norm(dim, parts.norm, parts.norm_eps)
         self.qkv = nn.Linear(dim, 3 * attn_dim, bias=parts.qkv_bias)
         self.qk_norm = QKNorm(attn_dim // heads, qk_norm, eps=parts.qk_eps, kind=parts.qk_norm)

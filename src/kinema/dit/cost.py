@@ -104,7 +104,7 @@ def dit_flops(cfg: DiTConfig, grid: Grid, text_tokens: int, computed: bool = Fal
     text_stream = 4 * dt * d + mlp_macs(dt, int(dt * cfg.mlp_ratio), cfg.mlp)  # qkv up to d, proj back to dt, its MLP
     linear += cfg.dual_blocks * (per_stream * n + text_stream * lt + 6 * d * td + 6 * dt * td)  # + both AdaLNs
     if cfg.dual_blocks and not (cfg.single_blocks or cfg.cross_blocks):  # the last text stream is pre-only
-        linear -= (text_stream - 3 * dt * d) * lt + 3 * dt * td
+        linear -= (text_stream - 3 * dt * d) * lt + 4 * dt * td  # (and its AdaLN: (shift, scale) alone)
     expert = 2 if cfg.expert_adaln else 1  # CogVideoX: a second AdaLN for the text tokens
     if cfg.single_layout == "sequential":  # one stream over [text; video], two AdaLN groups per expert
         linear += cfg.single_blocks * (per_stream * (n + lt) + expert * 6 * d * td)
@@ -116,7 +116,7 @@ def dit_flops(cfg: DiTConfig, grid: Grid, text_tokens: int, computed: bool = Fal
     if cfg.modulation == "shared":
         linear += 6 * d * d  # one time projection for all blocks; the final layer adds a table
     else:
-        linear += cfg.cross_blocks * 6 * d * td + 3 * d * td  # each block's AdaLN, the final AdaLN
+        linear += cfg.cross_blocks * 6 * d * td + 2 * d * td  # each block's AdaLN, the final (shift, scale)
     patterns = cfg.block_patterns()
     mm = cfg.dual_blocks + cfg.single_blocks
     pairs = sum((n + lt) ** 2 if computed else joint_pairs(p, grid, lt, cfg.window) for p in patterns[:mm])

@@ -79,7 +79,7 @@ class FinalLayer(nn.Module):
         affine = kind == "cogvideox"
         self.pre_norm = nn.LayerNorm(dim, eps=eps) if affine else nn.Identity()
         self.norm = nn.LayerNorm(dim, elementwise_affine=affine, eps=eps)
-        self.mod = None if shared else Modulation(dim, 1, cond_dim)
+        self.mod = None if shared else Modulation(dim, 1, cond_dim, gated=False)
         self.table = nn.Parameter(torch.zeros(2, dim)) if shared else None
         self.linear = nn.Linear(dim, out_dim)
         nn.init.zeros_(self.linear.weight)
@@ -87,7 +87,7 @@ class FinalLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, vec: Vec) -> torch.Tensor:
         if self.table is None:
-            (mod,) = self.mod(vec)  # its gate is unused
+            (mod,) = self.mod(vec)  # (shift, scale)
         else:
             v = vec.dense().float() if isinstance(vec, PerToken) else vec.float()[:, None]  # [B, Lv, D] or [B, 1, D]
             mod = ModulationOut(self.table[0] + v, self.table[1] + v, None)

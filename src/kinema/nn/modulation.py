@@ -18,7 +18,7 @@ from kinema.runtime import no_autocast
 class ModulationOut:
     shift: torch.Tensor  # [B, 1, D], or [B, L, D] per token
     scale: torch.Tensor  # [B, 1, D]
-    gate: torch.Tensor  # [B, 1, D]
+    gate: torch.Tensor | None  # [B, 1, D]; None from an ungated Modulation
 
 
 @dataclass
@@ -59,12 +59,23 @@ class Modulation(nn.Module):
     """vec [B, D] -> `count` ModulationOut groups of [B, 1, D] (e.g. 2: one for attention, one for
     the MLP); a PerToken vec (per-frame times, packed samples) gives groups of [B, L, D]."""
 
-    def __init__(self, dim: int, count: int, cond_dim: int | None = None):
+    def __init__(self, dim: int, count: int, cond_dim: int | None = None, gated: bool = True):
         super().__init__()
-        self.count = count
-        self.lin = nn.Linear(cond_dim or dim, 3 * count * dim)  # cond_dim: the vector's width, if not dim (AsymmDiT)
+        self.count, self.dim, self.parts = count, dim, 3 if gated else 2
+        # cond_dim: the vector's width, if not dim (AsymmDiT); ungated (the final layer, a pre-only
+        # stream: nothing reads a gate there) projects (shift, scale) alone, as the references do
+        self.lin = nn.Linear(cond_dim or dim, self.parts * count * dim)
         nn.init.zeros_(self.lin.weight)  # AdaLN-Zero
         nn.init.zeros_(self.lin.bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Weights saved when an ungated Modulation still had its (unread) gate rows load without them."""
+        if self.parts == 2:
+            for kind in ("weight", "bias"):
+                t = state_dict.get(f"{prefix}lin.{kind}")
+                if t is not None and t.shape[0] == 3 * self.count * self.dim:
+                    state_dict[f"{prefix}lin.{kind}"] = t.unflatten(0, (self.count, 3, -1))[:, :2].flatten(0, 2)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, vec: Vec) -> list[ModulationOut]:
         if isinstance(vec, PerToken):
@@ -75,8 +86,9 @@ class Modulation(nn.Module):
                 out = self.lin(F.silu(vec.float()))  # [B, 3 * count * D]
         if out.dim() == 2:
             out = out[:, None, :]
-        chunks = out.chunk(3 * self.count, dim=-1)
-        return [ModulationOut(*chunks[3 * i: 3 * i + 3]) for i in range(self.count)]
+        k = self.parts
+        chunks = out.chunk(k * self.count, dim=-1)
+        return [ModulationOut(*chunks[k * i: k * i + k], *([None] if k == 2 else [])) for i in range(self.count)]
 
 
 def joint_modulation(txt: ModulationOut, img: ModulationOut, text_len: int, length: int) -> ModulationOut:
