@@ -176,6 +176,7 @@ def test_packed_training_mixes_shapes_in_one_step(videos, tmp_path, tiny_model_d
     settings = ClipSettings(frames=9, height=32, width=32, fps=8, sizes=((32, 32), (32, 48)), durations=(5, 9, 13, 17))
     prepare(videos, tmp_path / "c", pipe.vae, pipe.text_encoder, pipe.cfg.text, settings, runtime=pipe.runtime,
             log=lambda *_: None)
+    before = pipe.cfg.vae.latent_mean
     seen, packed = [], MMDiT.forward_packed
     MMDiT.forward_packed = lambda self, xs, t, cond, budget: seen.append({x.shape[1:] for x in xs}) or packed(self, xs, t, cond, budget)
     try:
@@ -191,6 +192,7 @@ def test_packed_training_mixes_shapes_in_one_step(videos, tmp_path, tiny_model_d
         MMDiT.forward_packed = packed
     assert len(seen) == 3 and any(len(shapes) > 1 for shapes in seen)
     assert "step 3/3 loss" in (tmp_path / "log.txt").read_text()
+    assert pipe.vae.cfg is pipe.cfg.vae and pipe.cfg.vae.latent_mean == before  # the caller's VAE is left as it was
 
 
 def test_a_curriculum_by_length_and_resolution(tmp_path, tiny_model_dir, capsys):

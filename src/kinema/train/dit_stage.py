@@ -217,6 +217,14 @@ def prepare_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: 
     return text_encoder, cache
 
 
+def with_statistics(vae: CausalVAE, mc: ModelConfig) -> CausalVAE:
+    """The VAE (its weights shared) that (de)normalises with mc's latent statistics; the caller's
+    VAE and its config are left as they were."""
+    vae = copy.copy(vae)
+    vae.cfg = mc.vae
+    return vae
+
+
 def curriculum_limit(curriculum: tuple[tuple[int, ...], ...], step: int, spatial_factor: int) -> tuple[int | None, int | None]:
     """The (max latent frames, max latent side) of the curriculum stage that `step` is in; (None,
     None) before the first or without one."""
@@ -257,7 +265,7 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
     mc = copy.deepcopy(mc)
     mc.vae.latent_mean = tuple(cache["channel_mean"].tolist())
     mc.vae.latent_std = tuple(cache["channel_std"].tolist())
-    vae.cfg = mc.vae  # the VAE now (de)normalises with these statistics
+    vae = with_statistics(vae, mc)
     captions = CaptionSampler(cache, stage.canonical_prob, stage.caption_dropout, device)
     post_mean, post_logvar = (to_device(cache[k], device) for k in ("latent_mean", "latent_logvar"))
     combo = cache["combo"]
@@ -308,7 +316,7 @@ def train_dit_on_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_
     mc = copy.deepcopy(mc)
     mean, std = cache.channel_stats()
     mc.vae.latent_mean, mc.vae.latent_std = tuple(mean.tolist()), tuple(std.tolist())
-    vae.cfg = mc.vae
+    vae = with_statistics(vae, mc)
     model = build_denoiser(mc, seed, device, compile, checkpointing)
 
     def loss_fn(m: MMDiT, step: int):
