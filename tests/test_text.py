@@ -43,7 +43,7 @@ def test_long_prompts_are_truncated(encoder):
     assert s.tokens.shape == (1, 16, 384) and s.mask.all()
 
 
-def _tiny_transformers_encoder(root, kind: str):
+def _tiny_transformers_encoder(root, kind: str, width: int = 32):
     """A tiny random BERT, T5 or CLIP built from its config and saved with a small WordPiece
     tokenizer: a local encoder directory, no download."""
     transformers = pytest.importorskip("transformers")
@@ -59,7 +59,7 @@ def _tiny_transformers_encoder(root, kind: str):
         model = transformers.T5Model(transformers.T5Config(vocab_size=n, d_model=32, d_kv=16, d_ff=64, num_layers=2,
                                                            num_heads=2, decoder_start_token_id=0))
     else:
-        text = dict(vocab_size=n, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        text = dict(vocab_size=n, hidden_size=width, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                     max_position_embeddings=32, eos_token_id=3, pad_token_id=0, bos_token_id=2)
         model = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=dict(
             hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=16)))
@@ -86,3 +86,27 @@ def test_transformers_encoders_give_text_states(tmp_path, kind):
         torch.testing.assert_close(s.pooled[1], ref.pooler_output[0], atol=1e-5, rtol=1e-5)
     else:
         torch.testing.assert_close(s.pooled, s.tokens.sum(1) / s.mask.sum(1, keepdim=True))
+
+
+def test_tokens_from_one_encoder_and_the_pooled_vector_from_another(tmp_path):
+    """text.pooled_encoder: BERT's token states beside CLIP's pooled vector (48 wide), and the
+    denoiser's widths checked against both before any work."""
+    import dataclasses
+
+    from kinema.config import DIT_PRESETS
+    from kinema.errors import KinemaError
+    from kinema.text.encoders import check_widths
+
+    bert = _tiny_transformers_encoder(tmp_path / "bert", "bert")
+    clip = _tiny_transformers_encoder(tmp_path / "clip", "clip", width=48)
+    enc = load_text_encoder(TextConfig(encoder=str(bert), pooled_encoder=str(clip), max_tokens=8))
+    s = enc(["a red circle", "a blue square moving left"])
+    assert s.tokens.shape == (2, 8, 32) and s.pooled.shape == (2, 48)
+    torch.testing.assert_close(s.pooled, load_text_encoder(TextConfig(encoder=str(clip), max_tokens=8))(
+        ["a red circle", "a blue square moving left"]).pooled)
+    cfg = dataclasses.replace(DIT_PRESETS["hunyuan-tiny"], text_dim=32, pooled_dim=48)
+    check_widths(enc, cfg)
+    with pytest.raises(KinemaError, match="set model.dit.pooled_dim: 48"):
+        check_widths(enc, dataclasses.replace(cfg, pooled_dim=None))
+    with pytest.raises(KinemaError, match="32-wide token states, model.dit.text_dim is 384; set model.dit.text_dim: 32"):
+        check_widths(enc, DIT_PRESETS["hunyuan-tiny"])

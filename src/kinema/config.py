@@ -222,6 +222,9 @@ class DiTConfig:
 class TextConfig:
     encoder: str = "minilm"  # "minilm" (shipped, offline) or a local path to a transformers model
     max_tokens: int = 24
+    # the pooled vector from another encoder (a local CLIP text model, as HunyuanVideo and SD3
+    # do), the token states from `encoder`; model.dit.pooled_dim is its width
+    pooled_encoder: str | None = None
 
 
 @dataclass

@@ -51,7 +51,8 @@ def vae_fingerprint(vae) -> str:
 
 
 def text_fingerprint(text_cfg) -> str:
-    return f"{text_cfg.encoder}:{text_cfg.max_tokens}"
+    pooled = getattr(text_cfg, "pooled_encoder", None)
+    return f"{text_cfg.encoder}:{text_cfg.max_tokens}" + (f"+pooled:{pooled}" if pooled else "")
 
 
 @dataclass

@@ -151,7 +151,7 @@ def load_pipeline(name_or_path: str | Path = "shapes", device: str = "auto", pre
     `device` / `precision`: "auto" (kinema.runtime's policy) or explicit ("cuda", "cpu", "fp32", "bf16", ...).
     `verify`: check the files against the directory's manifest.json (sizes and SHA-256; a directory
     without one, from before kinema wrote them, is loaded as it is). Weights must be finite either way."""
-    from kinema.text.encoders import load_text_encoder
+    from kinema.text.encoders import check_widths, load_text_encoder
 
     runtime = resolve_runtime(device, precision)  # bad names fail here, before any file is read
     root = _model_dir(name_or_path)
@@ -169,7 +169,9 @@ def load_pipeline(name_or_path: str | Path = "shapes", device: str = "auto", pre
             module.load_state_dict(state)
         except RuntimeError as e:
             raise KinemaError(f"{root / file} does not match config.json ({str(e).splitlines()[0]}); re-export the model") from None
-    return Pipeline(cfg, vae, dit, load_text_encoder(cfg.text), runtime=runtime, compile=compile)
+    text_encoder = load_text_encoder(cfg.text)
+    check_widths(text_encoder, cfg.dit)
+    return Pipeline(cfg, vae, dit, text_encoder, runtime=runtime, compile=compile)
 
 
 def describe(name_or_path: str | Path) -> str:

@@ -105,7 +105,47 @@ class TransformersEncoder:
         return states
 
 
+class TwoEncoders:
+    """Token states from one encoder, the pooled vector from another (HunyuanVideo and SD3 take
+    tokens from an LLM or T5 and the pooled vector from CLIP): `dim` the tokens' width,
+    `pooled_dim` the pooled vector's."""
+
+    def __init__(self, tokens, pooled):
+        self.tokens, self.pooled = tokens, pooled
+        self.dim, self.pooled_dim = tokens.dim, pooled.dim
+
+    def to(self, device: torch.device) -> "TwoEncoders":
+        self.tokens.to(device)
+        self.pooled.to(device)
+        return self
+
+    def __call__(self, prompts: list[str]) -> TextStates:
+        states = self.tokens(prompts)
+        states.pooled = self.pooled(prompts).pooled
+        return states
+
+
+def _one(encoder: str, max_tokens: int):
+    if encoder == "minilm":
+        return MiniLMEncoder(max_tokens)
+    return TransformersEncoder(encoder, max_tokens)
+
+
 def load_text_encoder(cfg: TextConfig):
-    if cfg.encoder == "minilm":
-        return MiniLMEncoder(cfg.max_tokens)
-    return TransformersEncoder(cfg.encoder, cfg.max_tokens)
+    """cfg.encoder's token states and pooled vector, or with cfg.pooled_encoder the pooled vector from that one."""
+    enc = _one(cfg.encoder, cfg.max_tokens)
+    if cfg.pooled_encoder:
+        return TwoEncoders(enc, _one(cfg.pooled_encoder, cfg.max_tokens))
+    return enc
+
+
+def check_widths(encoder, dit_cfg) -> None:
+    """The denoiser reads what the encoder writes: its text_dim is the token width, its pooled_dim
+    (or text_dim) the pooled width. One clear line otherwise, before any work."""
+    pooled = getattr(encoder, "pooled_dim", encoder.dim)
+    if encoder.dim != dit_cfg.text_dim:
+        raise KinemaError(f"the text encoder writes {encoder.dim}-wide token states, model.dit.text_dim is "
+                          f"{dit_cfg.text_dim}; set model.dit.text_dim: {encoder.dim}")
+    if dit_cfg.pooled and dit_cfg.pooling != "attention" and pooled != (dit_cfg.pooled_dim or dit_cfg.text_dim):
+        raise KinemaError(f"the text encoder's pooled vector is {pooled} wide, the denoiser reads "
+                          f"{dit_cfg.pooled_dim or dit_cfg.text_dim}; set model.dit.pooled_dim: {pooled}")

@@ -31,7 +31,7 @@ from kinema.flow.timesteps import TimestepConfig, sample_timesteps
 from kinema.io.video import write_gif
 from kinema.io.weights import save_weights
 from kinema.runtime import Runtime, to_device
-from kinema.text.encoders import TextStates, load_text_encoder
+from kinema.text.encoders import TextStates, check_widths, load_text_encoder
 from kinema.train import dist
 from kinema.train.trainer import Log, OptimConfig, fit, seeded
 from kinema.vae.autoencoder import CausalVAE
@@ -207,6 +207,7 @@ def prepare_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: 
     The cache depends on the VAE, the text encoder, the world and the data settings, not on the
     denoiser, so one cache serves every architecture (benchmarks/architectures.py)."""
     text_encoder = load_text_encoder(mc.text).to(runtime.device)
+    check_widths(text_encoder, mc.dit)
     vae.to(runtime.device)
     path = run_dir / "cache.safetensors"
     if not dist.is_main():  # under torchrun rank 0 builds the cache, the others read it
