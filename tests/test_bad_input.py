@@ -172,3 +172,36 @@ def test_non_finite_weights_are_refused(tmp_path, tiny_model_dir):
     (model / MANIFEST).unlink()  # a directory from before manifests: loaded, but its weights still checked
     with pytest.raises(KinemaError, match=f"vae.safetensors holds non-finite values \\(in {key}"):
         load_pipeline(model, device="cpu")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["generate", "a red circle", "--seed", "1e23"], ["kinema generate: argument --seed: invalid int value: '1e23'"]),
+    (["generate", "a red circle", "--frames", "many"], ["--frames: invalid int value"]),
+    (["train"], ["kinema train", "required: config"]),
+    (["evaluate"], ["invalid choice: 'evaluate'"]),
+])
+def test_command_line_errors_are_one_line(args, words, capsys):
+    from kinema.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert_one_line_error(e.value.code, capsys.readouterr().err, *words)
+
+
+def test_a_truncated_latent_cache_is_one_line(tmp_path, tiny_model_dir):
+    from kinema.data.latent_cache import ClipSettings, LatentCache, prepare
+    from kinema.data.shapes import sample_clip
+    from kinema.errors import KinemaError
+    from kinema.io.video import write_mp4
+    from kinema.pipelines.pipeline import load_pipeline
+
+    (tmp_path / "v").mkdir()
+    for k in range(2):
+        write_mp4(sample_clip(k, frames=9, size=32)[0], tmp_path / "v" / f"c{k}.mp4", fps=8)
+    pipe = load_pipeline(tiny_model_dir, device="cpu", precision="fp32")
+    prepare(tmp_path / "v", tmp_path / "c", pipe.vae, pipe.text_encoder, pipe.cfg.text, ClipSettings(frames=9, height=32, width=32),
+            runtime=pipe.runtime, log=lambda *_: None)
+    shard = next((tmp_path / "c").glob("shard*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(KinemaError, match="is damaged .*run `kinema prepare` again"):
+        LatentCache(tmp_path / "c")

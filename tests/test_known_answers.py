@@ -148,3 +148,23 @@ def test_the_planted_bugs_still_have_their_lines():
     for what, file, right, _ in planted_bugs.BUGS:
         text = (root / file).read_text()
         assert all(line in text for line in ([right] if isinstance(right, str) else right)), what
+
+
+def test_euler_steps_as_diffusers_flow_match_scheduler():
+    """On the same sigmas, kinema's Euler sampler takes the steps of diffusers'
+    FlowMatchEulerDiscreteScheduler (x <- x + (sigma_next - sigma) v). The schedules differ by
+    design: diffusers ends at sigma_min before 0, kinema spaces 1 -> 0 evenly before the shift."""
+    diffusers = pytest.importorskip("diffusers", reason="diffusers is a test extra (pip install -e '.[dev]')")
+    sched = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0)
+    sched.set_timesteps(8)
+
+    def v(x, t):  # depends on x and on t
+        return torch.sin(3 * x) + t * x
+
+    x0 = torch.randn(2, 5, generator=seeded(0, 0))
+    ref = x0.clone()
+    for t in sched.timesteps:
+        sigma = sched.sigmas[sched.index_for_timestep(t)] if hasattr(sched, "index_for_timestep") else t / 1000
+        ref = sched.step(v(ref, float(sigma)), t, ref).prev_sample
+    ours = euler(v, x0.clone(), sched.sigmas.float())
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)

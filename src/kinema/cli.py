@@ -214,10 +214,17 @@ def _runtime_args(p: argparse.ArgumentParser, default: str | None = "auto") -> N
                    help="auto (bf16 where the hardware runs it fast, else fp32), bf16, fp16 (GPU) or fp32 (default auto)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with kinema's error form: one line, exit 2 (not the usage block above it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"kinema: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from kinema.pipelines.registry import DEFAULT_MODEL
 
-    p = argparse.ArgumentParser(prog="kinema", description="kinema: text-to-video with a causal VAE and an MM-DiT")
+    p = _Parser(prog="kinema", description="kinema: text-to-video with a causal VAE and an MM-DiT")
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="generate a video from a text prompt")

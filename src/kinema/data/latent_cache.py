@@ -29,12 +29,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from kinema.data.folder import VideoFolder
 from kinema.data.shapes import to_tensor
 from kinema.errors import KinemaError
-from kinema.io.weights import save_weights
+from kinema.io.weights import load_weights, save_weights
 from kinema.text.encoders import TextStates
 
 
@@ -170,7 +169,15 @@ class LatentCache:
         items = [it for it in read_parts(self.root) if "key" in it]
         if not items:
             raise KinemaError(f"{self.root} holds no encoded clips; run `kinema prepare` (its report names skipped files)")
-        shards = {name: load_file(str(self.root / name)) for name in sorted({it["shard"] for it in items})}
+        try:
+            shards = {name: load_weights(self.root / name) for name in sorted({it["shard"] for it in items})}
+            empty = load_weights(self.root / "empty.safetensors")
+        except KinemaError as e:  # a truncated or missing shard
+            raise KinemaError(f"the cache {self.root} is damaged ({e}); run `kinema prepare` again into a new --out") from None
+        missing = [it["file"] for it in items if f"mean.{it['key']}" not in shards[it["shard"]]]
+        if missing:
+            raise KinemaError(f"{self.root}: {len(missing)} clips of the index are missing from their shards (first: "
+                              f"{missing[0]}); run `kinema prepare` again into a new --out")
         self.buckets: dict[tuple[int, ...], dict[str, torch.Tensor]] = {}
         groups: dict[tuple[int, ...], list[dict]] = {}
         for it in sorted(items, key=lambda it: it["file"]):  # a fixed order, whatever the ranks and restarts were
@@ -181,7 +188,6 @@ class LatentCache:
             self.buckets[shape] = {k: stack(k) for k in ("mean", "logvar", "tokens", "mask", "pooled")}
         self.shapes = list(self.buckets)
         self.sizes = torch.tensor([len(groups[s]) for s in self.shapes], dtype=torch.float64)
-        empty = load_file(str(self.root / "empty.safetensors"))
         self.empty = TextStates(empty["tokens"].float(), empty["mask"], empty["pooled"])
 
     def __len__(self) -> int:
