@@ -424,7 +424,8 @@ def test_resuming_with_another_architecture_is_one_clear_line(tmp_path, capsys):
     assert "Traceback" not in err
     r["seed"] = 1  # another seed is another run too
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
-    assert main(["train", str(tmp_path / "r.yaml"), "--resume"]) == 2
+    assert main(["train", str(tmp_path / "r.yaml")]) == 2  # (without --resume: "already holds checkpoints")
+    assert main(["train", str(tmp_path / "r.yaml"), "--resume"]) == 2  # that attempt did not rewrite the record
     assert "seed: 0 then, 1 now" in capsys.readouterr().err
     r["seed"], r["dit"]["steps"] = 0, 3  # more steps is the same run, resumed
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))

@@ -74,6 +74,8 @@ def check_identity(run_dir: Path, identity: dict, resume: bool) -> None:
             raise KinemaError(f"--resume with another recipe than {run_dir} was started with ({shown}{more}); resume "
                               f"with the recipe (and --arch) it began with, or use a new --run-dir")
         return
+    if path.is_file() and any(run_dir.glob("*/ckpt/step_*")):
+        return  # a start over checkpoints fails in the trainer; the run they belong to keeps its record
     path.write_text(json.dumps(identity, indent=1, sort_keys=True))
 
 
