@@ -141,9 +141,10 @@ def test_tiny_training_reduces_the_loss(tmp_path):
 
     before = dit_eval()
     fit(dit, lambda m, s: (flow_loss(m, z0, cond, TimestepConfig(), seeded(0, s)), {}),
-        steps=60, optim=OptimConfig(lr=3e-3, warmup=5), run_dir=tmp_path / "dit", config={}, log=Log(tmp_path / "log"),
+        steps=120, optim=OptimConfig(lr=3e-3, warmup=5), run_dir=tmp_path / "dit", config={}, log=Log(tmp_path / "log"),
         runtime=cpu_runtime("fp32"))
-    assert dit_eval() < 0.8 * before
+    after = dit_eval()
+    assert after < 0.8 * before, (after, before)  # 0.64 at 120 steps (60 steps sat at the edge: 0.80)
 
 
 def test_ema_warms_up_then_tracks_slowly():
