@@ -537,3 +537,41 @@ def test_the_recipe_turns_activation_checkpointing_on(tmp_path, monkeypatch):
     r["activation_checkpointing"] = True
     run(from_dict(Recipe, r))
     assert called == ["MMDiT"] and "[dit] step 2/2" in (tmp_path / "run" / "train_log.txt").read_text()
+
+
+def test_a_second_training_does_not_disturb_the_first(tmp_path):
+    """A real training holds its run directory: a second `kinema train` on it fails while the
+    first is paused mid-run (SIGSTOP, so the order is certain), and the first then finishes with
+    exactly the weights of a lone run of the same recipe."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    def recipe(name, run):
+        r = tiny_recipe_dict(tmp_path / run, vae_steps=2, dit_steps=6)
+        r["precision"] = "fp32"
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(r))
+        return str(tmp_path / f"{name}.yaml")
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "kinema.cli", "train"]
+    assert subprocess.run([*cmd, recipe("lone", "lone")], env=env, capture_output=True).returncode == 0
+    first = subprocess.Popen([*cmd, recipe("first", "shared")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "shared" / "train_log.txt"
+    deadline = time.time() + 120
+    while time.time() < deadline and "[vae] step" not in (log.read_text() if log.is_file() else ""):
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = subprocess.run([*cmd, recipe("second", "shared")], env=env, capture_output=True, text=True)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    assert second.returncode == 2 and "is in use by another training" in second.stderr
+    assert first.wait(timeout=300) == 0
+    for name in ("vae.safetensors", "dit.safetensors"):
+        a, b = load_weights(tmp_path / "lone" / "model" / name), load_weights(tmp_path / "shared" / "model" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
