@@ -266,6 +266,10 @@ class MMDiT(nn.Module):
         """Every block over the video tokens img [B, Lv, D] and text tokens txt [B, Lt, Dt]; vec
         [B, D] or a PerToken over the video tokens, txt_vec [B, D] or over the text tokens; angles: the video
         tokens' RoPE angles [..., Lv, Dh/2] or None -> video tokens [B, Lv, D]."""
+        # Under autocast the streams come in bf16 and turn fp32 at their first gated residual (the
+        # AdaLN gate is fp32), so every later block adds to an fp32 stream. Casting them at entry
+        # would also keep the first block's norm in fp32; it changes the shipped model's bf16
+        # samples (by up to 0.3 in the latent after 3 steps), so it waits for a retraining.
         lt = txt.shape[1]
         rope = None  # for MM-DiT: [..., L, Dh/2], the text unrotated (angle 0)
         if angles is not None:
@@ -362,7 +366,8 @@ class MMDiT(nn.Module):
         return sincos_table(self.cfg, grid)
 
     def conditioning_vectors(self, t: torch.Tensor, text: TextStates, grid: tuple[int, int, int]):
-        """-> (video vec, text vec) driving AdaLN. t [B]: both [B, D], the same tensor. t [B, frames]:
+        """-> (video vec, text vec) driving AdaLN, computed in the runtime's autocast (its MLPs' matmuls
+        in bf16 on a bf16 runtime); every Modulation then projects it in fp32. t [B]: both [B, D], the same tensor. t [B, frames]:
         video vec a PerToken over the Lv tokens, each from its frame's time (a temporal patch takes its
         noisiest frame), and text vec [B, D] from the clip's noisiest frame, so a clean conditioning frame
         (t = 0) beside noisy ones leaves the text stream as it is at the noisy time."""
