@@ -79,7 +79,7 @@ def test_packed_forward_equals_each_sample_alone(name):
     xs, cond = _samples(cfg)
     t = torch.tensor([0.2, 0.5, 0.9, 0.7])
     with torch.no_grad():
-        packed = model.forward_packed(xs, t, cond, budget=20)
+        packed = model(xs, t, cond, budget=20)
         for i, x in enumerate(xs):
             alone = model(x[None], t[i:i + 1], cond.index([i]))[0]
             torch.testing.assert_close(packed[i], alone, atol=2e-5, rtol=1e-4, msg=f"{name}: sample {i}")
@@ -94,7 +94,7 @@ def test_packed_forward_takes_per_frame_times_and_shape_conditions():
     ts = [torch.rand(x.shape[1]) for x in xs]
     ts[0][0] = 0.0  # a clean conditioning frame
     with torch.no_grad():
-        packed = model.forward_packed(xs, ts, cond, budget=24)
+        packed = model(xs, ts, cond, budget=24)
         for i, x in enumerate(xs):
             torch.testing.assert_close(packed[i], model(x[None], ts[i][None], cond.index([i]))[0], atol=2e-5, rtol=1e-4)
 
@@ -107,7 +107,7 @@ def test_packed_loss_and_gradients_equal_unpacked():
     xs, cond = _samples(cfg)
     t = torch.tensor([0.2, 0.5, 0.9, 0.7])
     targets = [torch.randn_like(x) for x in xs]
-    packed = model.forward_packed(xs, t, cond, budget=16)
+    packed = model(xs, t, cond, budget=16)
     loss = sum((v - y).pow(2).sum() for v, y in zip(packed, targets))
     grads = torch.autograd.grad(loss, list(model.parameters()))
     alone = sum((model(x[None], t[i:i + 1], cond.index([i]))[0] - targets[i]).pow(2).sum() for i, x in enumerate(xs))
@@ -123,11 +123,11 @@ def test_packing_does_not_leak_between_samples():
     xs, cond = _samples(cfg)
     t = torch.full((4,), 0.5)
     with torch.no_grad():
-        before = model.forward_packed(xs, t, cond, budget=30)
+        before = model(xs, t, cond, budget=30)
         xs[0] = xs[0] + 1.0
         tokens = cond.text.tokens.clone()
         tokens[0] += 1.0
-        after = model.forward_packed(xs, t, Conditioning(type(cond.text)(tokens, cond.text.mask, cond.text.pooled)),
+        after = model(xs, t, Conditioning(type(cond.text)(tokens, cond.text.mask, cond.text.pooled)),
                                      budget=30)
     assert not torch.allclose(before[0], after[0])
     for i in range(1, 4):

@@ -168,7 +168,6 @@ def test_a_curriculum_draws_images_first_then_clips(videos, tmp_path, tiny_model
 def test_packed_training_mixes_shapes_in_one_step(videos, tmp_path, tiny_model_dir):
     """dit.pack_tokens: each step's clips come from every bucket at once and the denoiser takes
     them packed (a list of latents of different shapes); a budget under the longest clip is one line."""
-    from kinema.dit.transformer import MMDiT
     from kinema.train.dit_stage import DiTStage, train_dit
     from kinema.train.trainer import Log
 
@@ -177,8 +176,10 @@ def test_packed_training_mixes_shapes_in_one_step(videos, tmp_path, tiny_model_d
     prepare(videos, tmp_path / "c", pipe.vae, pipe.text_encoder, pipe.cfg.text, settings, runtime=pipe.runtime,
             log=lambda *_: None)
     before = pipe.cfg.vae.latent_mean
-    seen, packed = [], MMDiT.forward_packed
-    MMDiT.forward_packed = lambda self, xs, t, cond, budget: seen.append({x.shape[1:] for x in xs}) or packed(self, xs, t, cond, budget)
+    from kinema.dit import transformer
+
+    seen, packed = [], transformer.forward_packed
+    transformer.forward_packed = lambda model, xs, t, cond, budget: seen.append({x.shape[1:] for x in xs}) or packed(model, xs, t, cond, budget)
     try:
         stage = DiTStage(steps=3, batch_size=6, data=str(tmp_path / "c"), pack_tokens=96, log_every=1, ckpt_every=3,
                          sample_every=0)
@@ -189,7 +190,7 @@ def test_packed_training_mixes_shapes_in_one_step(videos, tmp_path, tiny_model_d
             train_dit(pipe.cfg, DiTStage(steps=1, batch_size=6, data=str(tmp_path / "c"), pack_tokens=40), pipe.vae,
                       run_dir=tmp_path / "run40", seed=0, runtime=pipe.runtime, resume=False, log=Log(tmp_path / "log40.txt"))
     finally:
-        MMDiT.forward_packed = packed
+        transformer.forward_packed = packed
     assert len(seen) == 3 and any(len(shapes) > 1 for shapes in seen)
     assert "step 3/3 loss" in (tmp_path / "log.txt").read_text()
     assert pipe.vae.cfg is pipe.cfg.vae and pipe.cfg.vae.latent_mean == before  # the caller's VAE is left as it was

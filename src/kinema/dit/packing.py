@@ -8,17 +8,29 @@ of at most `budget` tokens, so a step spends its tokens on samples instead of pa
     segment ids [R, L]      the sample of each token, -1 on padding
 
 Attention never crosses samples: `kinema.nn.attention.packed_mask` keeps each query inside its own
-segment, and each sample keeps its own positions, time and text (MMDiT.forward_packed), so a packed
-sample's output equals its output alone (tests/test_packing.py).
+segment, and each sample keeps its own positions, time and text (`forward_packed`, which
+MMDiT.forward calls with a list of latents), so a packed sample's output equals its output alone
+(tests/test_packing.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
+from kinema.dit.patchify import grid_positions, patch_grid, unpatchify
+from kinema.dit.route import Route
 from kinema.errors import KinemaError
+from kinema.nn import sequence_parallel as sp
+from kinema.nn.attention import grid_coords, packed_mask
+from kinema.nn.embeddings import sincos_positions
+from kinema.nn.modulation import PerToken
+from kinema.text.encoders import TextStates
+
+if TYPE_CHECKING:
+    from kinema.dit.transformer import Conditioning, MMDiT
 
 
 @dataclass(frozen=True)
@@ -84,3 +96,75 @@ class Packing:
                 out[i] = x[r].narrow(dim, start, self.lengths[i])
                 start += self.lengths[i]
         return out
+
+
+def forward_packed(model: MMDiT, xs: list[torch.Tensor], t: torch.Tensor | list[torch.Tensor], cond: Conditioning,
+                   budget: int) -> list[torch.Tensor]:
+    """Samples of different shapes packed into rows of at most `budget` video tokens
+    (kinema.dit.packing): xs[i] [C, t_i, h_i, w_i], t [N] or t[i] [frames_i], cond of N samples
+    -> velocities [C, t_i, h_i, w_i], each what `forward` gives for that sample alone."""
+    grids = [patch_grid(tuple(x.shape[1:]), model.cfg.patch) for x in xs]
+    split = sp.group() is not None  # sequence parallelism: rows padded to split evenly over the processes
+    packing = Packing.plan([g[0] * g[1] * g[2] for g in grids], budget, multiple=sp.size() if split else 1)
+    img = packing.pack([model.video_tokens(x[None], g)[0] for x, g in zip(xs, grids)])  # [R, L, D]
+    t_clip = torch.stack([ti.amax() for ti in t])  # [N]: each clip's noisiest time, for the text refiner
+    # each sample's text sits in its row beside its video; text padding, which no token reads,
+    # is left out (but where the cross-attention reads it: Wan's)
+    keep = cond.text.mask if model.dual or model.single or model.cfg.cross_attn_mask else torch.ones_like(cond.text.mask)
+    text_packing = Packing.alongside(packing.rows, keep.sum(1).tolist())
+    txt = text_packing.pack([x[k] for x, k in zip(model.text_tokens(cond.text, t_clip), keep)])  # [R, Lt_row, Dt]
+    vec, txt_vec = packed_vectors(model, t, cond.text, grids, packing, text_packing)
+    angles = None
+    if model.cfg.positions == "rope":
+        per_sample = [model.rope_angles(g).to(img.device) for g in grids]  # [Lv, Dh/2] or [H, Lv, Dh/2]
+        angles = packing.pack(per_sample, dim=per_sample[0].dim() - 2)
+        angles = angles[:, None] if angles.dim() == 3 else angles  # [R, 1 or H, L, Dh/2]
+    route = packed_route(model, packing, text_packing, grids, [m[k] for m, k in zip(cond.text.mask, keep)])
+    out = packing.unpack(model.run(img, txt, vec, txt_vec, angles, route))
+    return [unpatchify(o[None], model.cfg.patch, g)[0].float() for o, g in zip(out, grids)]
+
+
+def packed_vectors(model: MMDiT, t, text: TextStates, grids, packing: Packing, text_packing: Packing) -> tuple[PerToken, PerToken]:
+    """conditioning_vectors of each packed sample, as PerTokens over the rows' video tokens and
+    over their text tokens (padding takes value 0: its outputs are discarded)."""
+    values, index, text_values = [], [], []
+    for i, (ti, g) in enumerate(zip(t, grids)):
+        v, tv = model.conditioning_vectors(ti[None], text.index([i]), g)
+        v = PerToken.of(v, packing.lengths[i])  # values [1 or frames, D], index [1, L_i]
+        index.append(v.index[0] + sum(len(x) for x in values))
+        values.append(v.values)
+        text_values.append(tv)  # [1, D]
+    text_index = [torch.full((n,), i, device=tv.device) for i, n in enumerate(text_packing.lengths)]
+    return (PerToken(torch.cat(values), packing.pack(index)),
+            PerToken(torch.cat(text_values), text_packing.pack(text_index)))
+
+
+def packed_route(model: MMDiT, packing: Packing, text_packing: Packing, grids: list[tuple[int, int, int]],
+                 text_valid: list[torch.Tensor]) -> "Route":
+    """dense_route for packed rows: every pattern a mask inside each sample (packed_mask).
+    text_valid[i]: [Lt_i] bool, which of sample i's packed text tokens are not padding."""
+    device = text_valid[0].device
+    route = Route()
+    seg_v = packing.segment_ids(device)  # [R, Lv]
+    coords_v = packing.pack([grid_coords(g, device) for g in grids])  # [R, Lv, 3]
+    seg_t = text_packing.segment_ids(device)  # [R, Lt_row]
+    valid_t = text_packing.pack(text_valid, fill=False)
+    if model.dual or model.single:
+        seg = torch.cat([seg_t, seg_v], dim=1)
+        is_text = torch.cat([torch.ones_like(valid_t), torch.zeros_like(seg_v, dtype=torch.bool)], dim=1)
+        valid = torch.cat([valid_t, torch.ones_like(seg_v, dtype=torch.bool)], dim=1)
+        coords = torch.cat([coords_v.new_zeros(*seg_t.shape, 3), coords_v], dim=1)
+        route.joint = {p: packed_mask(p, seg, coords, is_text, valid, model.cfg.window)
+                       for p in set(model.cfg.block_patterns()[:model.cfg.dual_blocks + model.cfg.single_blocks])}
+    no_text = torch.zeros_like(seg_v, dtype=torch.bool)
+    for p in model.cfg.block_patterns()[model.cfg.dual_blocks + model.cfg.single_blocks:]:
+        route.video[p] = ("full", packed_mask(p, seg_v, coords_v, no_text, ~no_text, model.cfg.window))
+    keys = valid_t if model.cfg.cross_attn_mask else torch.ones_like(valid_t)
+    # each video token reads its own sample's text; padding tokens read all (finite, discarded)
+    route.text_mask = ((seg_v[:, :, None] == seg_t[:, None, :]) & keys[:, None, :] | (seg_v < 0)[:, :, None])[:, None]
+    if model.latte_time_positions:
+        route.time_positions = packing.pack([
+            sincos_positions(grid_positions(g), model.cfg.dim, space=False) if g[0] > 1
+            else torch.zeros(g[1] * g[2], model.cfg.dim) for g in grids])
+    return route
+

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,11 +22,12 @@ from torch import nn
 
 from kinema.config import DiTConfig
 from kinema.dit.blocks import CrossBlock, DualStreamBlock, Parts, SharedStreamBlock, SingleStreamBlock
-from kinema.dit.packing import Packing
+from kinema.dit.packing import forward_packed
 from kinema.dit.patchify import grid_positions, patch_grid, patchify, unpatchify
 from kinema.dit.refiner import TokenRefiner
+from kinema.dit.route import Route
 from kinema.nn import sequence_parallel as sp
-from kinema.nn.attention import grid_coords, key_padding_mask, packed_mask, pattern_mask, video_mask
+from kinema.nn.attention import key_padding_mask, pattern_mask, video_mask
 from kinema.nn.embeddings import AttentionPool, LearnedPositions, MLPEmbedder, sincos_1d, sincos_positions, timestep_embedding
 from kinema.nn.modulation import Modulation, ModulationOut, PerToken, Vec, modulate
 from kinema.nn.norms import RMSNorm
@@ -52,20 +53,6 @@ class Conditioning:
         t = [c.text for c in items]
         return Conditioning(TextStates(torch.cat([x.tokens for x in t]), torch.cat([x.mask for x in t]),
                                        torch.cat([x.pooled for x in t])))
-
-
-@dataclass
-class Route:
-    """How one forward's attention runs (MMDiT.dense_route / packed_route): `joint` MM-DiT's mask
-    per pattern over [text; video]; `video` each cross block pattern's (layout, mask); `text_mask`
-    the cross-attention's mask; `grid` the token grid the layouts fold (None when packed);
-    `time_positions` Latte's time embeddings [Lv, D], added after its first block."""
-
-    joint: dict[str, torch.Tensor | None] = field(default_factory=dict)
-    video: dict[str, tuple[str, torch.Tensor | None]] = field(default_factory=dict)
-    text_mask: torch.Tensor | None = None
-    grid: tuple[int, int, int] | None = None
-    time_positions: torch.Tensor | None = None
 
 
 class FinalLayer(nn.Module):
@@ -181,7 +168,7 @@ class MMDiT(nn.Module):
         if isinstance(x, (list, tuple)):
             if budget is None:
                 raise ValueError("a list of latents is packed: give the token budget of a row (budget=)")
-            return self.forward_packed(list(x), t, cond, budget)
+            return forward_packed(self, list(x), t, cond, budget)
         grid = patch_grid(tuple(x.shape[2:]), self.cfg.patch)
         img = self.video_tokens(x, grid)  # [B, Lv, D]
         txt = self.text_tokens(cond.text, t)  # [B, Lt, Dt]
@@ -191,7 +178,7 @@ class MMDiT(nn.Module):
         return unpatchify(self.run(img, txt, vec, txt_vec, angles, route), self.cfg.patch, grid).float()
 
     def run(self, img: torch.Tensor, txt: torch.Tensor, vec: Vec, txt_vec: Vec, angles: torch.Tensor | None,
-            route: "Route") -> torch.Tensor:
+            route: Route) -> torch.Tensor:
         """The blocks and the final layer: video tokens [B, Lv, D] -> patch values [B, Lv, C*pt*ph*pw].
         Under sequence parallelism each process runs its share of the video tokens and the outputs
         are gathered (MM-DiT's text tokens stay whole: kinema.nn.sequence_parallel.joint_attention)."""
@@ -208,45 +195,6 @@ class MMDiT(nn.Module):
         out = self.final(self.blocks(img, txt, vec, txt_vec, angles, route), vec)
         return sp.gather_tokens(out) if split else out
 
-    def forward_packed(self, xs: list[torch.Tensor], t: torch.Tensor | list[torch.Tensor], cond: Conditioning,
-                       budget: int) -> list[torch.Tensor]:
-        """Samples of different shapes packed into rows of at most `budget` video tokens
-        (kinema.dit.packing): xs[i] [C, t_i, h_i, w_i], t [N] or t[i] [frames_i], cond of N samples
-        -> velocities [C, t_i, h_i, w_i], each what `forward` gives for that sample alone."""
-        grids = [patch_grid(tuple(x.shape[1:]), self.cfg.patch) for x in xs]
-        split = sp.group() is not None  # sequence parallelism: rows padded to split evenly over the processes
-        packing = Packing.plan([g[0] * g[1] * g[2] for g in grids], budget, multiple=sp.size() if split else 1)
-        img = packing.pack([self.video_tokens(x[None], g)[0] for x, g in zip(xs, grids)])  # [R, L, D]
-        t_clip = torch.stack([ti.amax() for ti in t])  # [N]: each clip's noisiest time, for the text refiner
-        # each sample's text sits in its row beside its video; text padding, which no token reads,
-        # is left out (but where the cross-attention reads it: Wan's)
-        keep = cond.text.mask if self.dual or self.single or self.cfg.cross_attn_mask else torch.ones_like(cond.text.mask)
-        text_packing = Packing.alongside(packing.rows, keep.sum(1).tolist())
-        txt = text_packing.pack([x[k] for x, k in zip(self.text_tokens(cond.text, t_clip), keep)])  # [R, Lt_row, Dt]
-        vec, txt_vec = self.packed_vectors(t, cond.text, grids, packing, text_packing)
-        angles = None
-        if self.cfg.positions == "rope":
-            per_sample = [self.rope_angles(g).to(img.device) for g in grids]  # [Lv, Dh/2] or [H, Lv, Dh/2]
-            angles = packing.pack(per_sample, dim=per_sample[0].dim() - 2)
-            angles = angles[:, None] if angles.dim() == 3 else angles  # [R, 1 or H, L, Dh/2]
-        route = self.packed_route(packing, text_packing, grids, [m[k] for m, k in zip(cond.text.mask, keep)])
-        out = packing.unpack(self.run(img, txt, vec, txt_vec, angles, route))
-        return [unpatchify(o[None], self.cfg.patch, g)[0].float() for o, g in zip(out, grids)]
-
-    def packed_vectors(self, t, text: TextStates, grids, packing: Packing, text_packing: Packing) -> tuple[PerToken, PerToken]:
-        """conditioning_vectors of each packed sample, as PerTokens over the rows' video tokens and
-        over their text tokens (padding takes value 0: its outputs are discarded)."""
-        values, index, text_values = [], [], []
-        for i, (ti, g) in enumerate(zip(t, grids)):
-            v, tv = self.conditioning_vectors(ti[None], text.index([i]), g)
-            v = PerToken.of(v, packing.lengths[i])  # values [1 or frames, D], index [1, L_i]
-            index.append(v.index[0] + sum(len(x) for x in values))
-            values.append(v.values)
-            text_values.append(tv)  # [1, D]
-        text_index = [torch.full((n,), i, device=tv.device) for i, n in enumerate(text_packing.lengths)]
-        return (PerToken(torch.cat(values), packing.pack(index)),
-                PerToken(torch.cat(text_values), text_packing.pack(text_index)))
-
     def video_tokens(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """[B, C, t, h, w] -> [B, Lv, D], with absolute positions added where the model has them."""
         img = self.patch_in(patchify(x, self.cfg.patch))
@@ -262,7 +210,7 @@ class MMDiT(nn.Module):
         return txt
 
     def blocks(self, img: torch.Tensor, txt: torch.Tensor, vec: Vec, txt_vec: Vec, angles: torch.Tensor | None,
-               route: "Route") -> torch.Tensor:
+               route: Route) -> torch.Tensor:
         """Every block over the video tokens img [B, Lv, D] and text tokens txt [B, Lt, Dt]; vec
         [B, D] or a PerToken over the video tokens, txt_vec [B, D] or over the text tokens; angles: the video
         tokens' RoPE angles [..., Lv, Dh/2] or None -> video tokens [B, Lv, D]."""
@@ -297,7 +245,7 @@ class MMDiT(nn.Module):
                 img = block(img, txt, mod_in, angles, mask, route.text_mask, layout=layout, grid=route.grid)
         return img
 
-    def dense_route(self, grid: tuple[int, int, int], text_valid: torch.Tensor) -> "Route":
+    def dense_route(self, grid: tuple[int, int, int], text_valid: torch.Tensor) -> Route:
         """How attention runs over a batch of one grid: MM-DiT's joint masks, each cross block's
         layout (spatial and temporal are reshapes) or mask, the text padding mask."""
         route = Route(grid=grid)
@@ -310,35 +258,6 @@ class MMDiT(nn.Module):
             route.text_mask = key_padding_mask(text_valid)
         if self.latte_time_positions and grid[0] > 1:  # (as Latte: none for one frame)
             route.time_positions = sincos_positions(grid_positions(grid), self.cfg.dim, space=False)
-        return route
-
-    def packed_route(self, packing: Packing, text_packing: Packing, grids: list[tuple[int, int, int]],
-                     text_valid: list[torch.Tensor]) -> "Route":
-        """dense_route for packed rows: every pattern a mask inside each sample (packed_mask).
-        text_valid[i]: [Lt_i] bool, which of sample i's packed text tokens are not padding."""
-        device = text_valid[0].device
-        route = Route()
-        seg_v = packing.segment_ids(device)  # [R, Lv]
-        coords_v = packing.pack([grid_coords(g, device) for g in grids])  # [R, Lv, 3]
-        seg_t = text_packing.segment_ids(device)  # [R, Lt_row]
-        valid_t = text_packing.pack(text_valid, fill=False)
-        if self.dual or self.single:
-            seg = torch.cat([seg_t, seg_v], dim=1)
-            is_text = torch.cat([torch.ones_like(valid_t), torch.zeros_like(seg_v, dtype=torch.bool)], dim=1)
-            valid = torch.cat([valid_t, torch.ones_like(seg_v, dtype=torch.bool)], dim=1)
-            coords = torch.cat([coords_v.new_zeros(*seg_t.shape, 3), coords_v], dim=1)
-            route.joint = {p: packed_mask(p, seg, coords, is_text, valid, self.cfg.window)
-                           for p in set(self.cfg.block_patterns()[:self.cfg.dual_blocks + self.cfg.single_blocks])}
-        no_text = torch.zeros_like(seg_v, dtype=torch.bool)
-        for p in self.cfg.block_patterns()[self.cfg.dual_blocks + self.cfg.single_blocks:]:
-            route.video[p] = ("full", packed_mask(p, seg_v, coords_v, no_text, ~no_text, self.cfg.window))
-        keys = valid_t if self.cfg.cross_attn_mask else torch.ones_like(valid_t)
-        # each video token reads its own sample's text; padding tokens read all (finite, discarded)
-        route.text_mask = ((seg_v[:, :, None] == seg_t[:, None, :]) & keys[:, None, :] | (seg_v < 0)[:, :, None])[:, None]
-        if self.latte_time_positions:
-            route.time_positions = packing.pack([
-                sincos_positions(grid_positions(g), self.cfg.dim, space=False) if g[0] > 1
-                else torch.zeros(g[1] * g[2], self.cfg.dim) for g in grids])
         return route
 
     @property
