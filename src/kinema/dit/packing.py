@@ -16,7 +16,6 @@ MMDiT.forward calls with a list of latents), so a packed sample's output equals 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -28,9 +27,6 @@ from kinema.nn.attention import grid_coords, packed_mask
 from kinema.nn.embeddings import sincos_positions
 from kinema.nn.modulation import PerToken
 from kinema.text.encoders import TextStates
-
-if TYPE_CHECKING:
-    from kinema.dit.transformer import Conditioning, MMDiT
 
 
 @dataclass(frozen=True)
@@ -98,11 +94,12 @@ class Packing:
         return out
 
 
-def forward_packed(model: MMDiT, xs: list[torch.Tensor], t: torch.Tensor | list[torch.Tensor], cond: Conditioning,
+def forward_packed(model, xs: list[torch.Tensor], t: torch.Tensor | list[torch.Tensor], cond,
                    budget: int) -> list[torch.Tensor]:
-    """Samples of different shapes packed into rows of at most `budget` video tokens
-    (kinema.dit.packing): xs[i] [C, t_i, h_i, w_i], t [N] or t[i] [frames_i], cond of N samples
-    -> velocities [C, t_i, h_i, w_i], each what `forward` gives for that sample alone."""
+    """`model` (an MMDiT) on samples of different shapes packed into rows of at most `budget`
+    video tokens: xs[i] [C, t_i, h_i, w_i], t [N] or t[i] [frames_i], cond (a Conditioning) of N
+    samples -> velocities [C, t_i, h_i, w_i], each what `model.forward` gives for that sample alone.
+    (model and cond are untyped: kinema.dit.transformer imports this module.)"""
     grids = [patch_grid(tuple(x.shape[1:]), model.cfg.patch) for x in xs]
     split = sp.group() is not None  # sequence parallelism: rows padded to split evenly over the processes
     packing = Packing.plan([g[0] * g[1] * g[2] for g in grids], budget, multiple=sp.size() if split else 1)
@@ -124,7 +121,7 @@ def forward_packed(model: MMDiT, xs: list[torch.Tensor], t: torch.Tensor | list[
     return [unpatchify(o[None], model.cfg.patch, g)[0].float() for o, g in zip(out, grids)]
 
 
-def packed_vectors(model: MMDiT, t, text: TextStates, grids, packing: Packing, text_packing: Packing) -> tuple[PerToken, PerToken]:
+def packed_vectors(model, t, text: TextStates, grids, packing: Packing, text_packing: Packing) -> tuple[PerToken, PerToken]:
     """conditioning_vectors of each packed sample, as PerTokens over the rows' video tokens and
     over their text tokens (padding takes value 0: its outputs are discarded)."""
     values, index, text_values = [], [], []
@@ -139,7 +136,7 @@ def packed_vectors(model: MMDiT, t, text: TextStates, grids, packing: Packing, t
             PerToken(torch.cat(text_values), text_packing.pack(text_index)))
 
 
-def packed_route(model: MMDiT, packing: Packing, text_packing: Packing, grids: list[tuple[int, int, int]],
+def packed_route(model, packing: Packing, text_packing: Packing, grids: list[tuple[int, int, int]],
                  text_valid: list[torch.Tensor]) -> "Route":
     """dense_route for packed rows: every pattern a mask inside each sample (packed_mask).
     text_valid[i]: [Lt_i] bool, which of sample i's packed text tokens are not padding."""
