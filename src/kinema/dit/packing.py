@@ -103,17 +103,25 @@ def forward_packed(model, xs: list[torch.Tensor], t: torch.Tensor | list[torch.T
     grids = [patch_grid(tuple(x.shape[1:]), model.cfg.patch) for x in xs]
     split = sp.group() is not None  # sequence parallelism: rows padded to split evenly over the processes
     packing = Packing.plan([g[0] * g[1] * g[2] for g in grids], budget, multiple=sp.size() if split else 1)
-    img = packing.pack([model.video_tokens(x[None], g)[0] for x, g in zip(xs, grids)])  # [R, L, D]
+    groups: dict[tuple[int, int, int], list[int]] = {}  # samples of one grid run together
+    for i, g in enumerate(grids):
+        groups.setdefault(g, []).append(i)
+    tokens: list[torch.Tensor] = [None] * len(xs)
+    for g, idx in groups.items():
+        for i, v in zip(idx, model.video_tokens(torch.stack([xs[i] for i in idx]), g)):
+            tokens[i] = v
+    img = packing.pack(tokens)  # [R, L, D]
     t_clip = torch.stack([ti.amax() for ti in t])  # [N]: each clip's noisiest time, for the text refiner
     # each sample's text sits in its row beside its video; text padding, which no token reads,
     # is left out (but where the cross-attention reads it: Wan's)
     keep = cond.text.mask if model.dual or model.single or model.cfg.cross_attn_mask else torch.ones_like(cond.text.mask)
     text_packing = Packing.alongside(packing.rows, keep.sum(1).tolist())
     txt = text_packing.pack([x[k] for x, k in zip(model.text_tokens(cond.text, t_clip), keep)])  # [R, Lt_row, Dt]
-    vec, txt_vec = packed_vectors(model, t, cond.text, grids, packing, text_packing)
+    vec, txt_vec = packed_vectors(model, t, cond.text, groups, packing, text_packing)
     angles = None
     if model.cfg.positions == "rope":
-        per_sample = [model.rope_angles(g).to(img.device) for g in grids]  # [Lv, Dh/2] or [H, Lv, Dh/2]
+        by_grid = {g: model.rope_angles(g).to(img.device) for g in groups}  # [Lv, Dh/2] or [H, Lv, Dh/2]
+        per_sample = [by_grid[g] for g in grids]
         angles = packing.pack(per_sample, dim=per_sample[0].dim() - 2)
         angles = angles[:, None] if angles.dim() == 3 else angles  # [R, 1 or H, L, Dh/2]
     route = packed_route(model, packing, text_packing, grids, [m[k] for m, k in zip(cond.text.mask, keep)])
@@ -121,19 +129,24 @@ def forward_packed(model, xs: list[torch.Tensor], t: torch.Tensor | list[torch.T
     return [unpatchify(o[None], model.cfg.patch, g)[0].float() for o, g in zip(out, grids)]
 
 
-def packed_vectors(model, t, text: TextStates, grids, packing: Packing, text_packing: Packing) -> tuple[PerToken, PerToken]:
-    """conditioning_vectors of each packed sample, as PerTokens over the rows' video tokens and
-    over their text tokens (padding takes value 0: its outputs are discarded)."""
-    values, index, text_values = [], [], []
-    for i, (ti, g) in enumerate(zip(t, grids)):
-        v, tv = model.conditioning_vectors(ti[None], text.index([i]), g)
-        v = PerToken.of(v, packing.lengths[i])  # values [1 or frames, D], index [1, L_i]
-        index.append(v.index[0] + sum(len(x) for x in values))
+def packed_vectors(model, t, text: TextStates, groups: dict[tuple[int, int, int], list[int]], packing: Packing,
+                   text_packing: Packing) -> tuple[PerToken, PerToken]:
+    """conditioning_vectors of the packed samples, one call per grid (`groups`: grid -> samples), as
+    PerTokens over the rows' video tokens and over their text tokens (padding takes value 0: its
+    outputs are discarded)."""
+    n = len(packing.lengths)
+    values, index, text_values, offset = [], [None] * n, [None] * n, 0
+    for g, idx in groups.items():
+        ti = t[idx] if torch.is_tensor(t) else torch.stack([t[i] for i in idx])  # [n_g] or [n_g, frames]
+        v, tv = model.conditioning_vectors(ti, text.index(idx), g)
+        v = PerToken.of(v, g[0] * g[1] * g[2])  # values [n_g (x frames), D], index [n_g, L_g]
+        for j, i in enumerate(idx):
+            index[i], text_values[i] = v.index[j] + offset, tv[j]
         values.append(v.values)
-        text_values.append(tv)  # [1, D]
-    text_index = [torch.full((n,), i, device=tv.device) for i, n in enumerate(text_packing.lengths)]
+        offset += v.values.shape[0]
+    text_index = [torch.full((m,), i, device=values[0].device) for i, m in enumerate(text_packing.lengths)]
     return (PerToken(torch.cat(values), packing.pack(index)),
-            PerToken(torch.cat(text_values), text_packing.pack(text_index)))
+            PerToken(torch.stack(text_values), text_packing.pack(text_index)))
 
 
 def packed_route(model, packing: Packing, text_packing: Packing, grids: list[tuple[int, int, int]],
