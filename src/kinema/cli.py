@@ -17,7 +17,7 @@ from kinema.errors import KinemaError
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from kinema.io.video import check_output, write_gif, write_mp4
+    from kinema.io.video import check_output, read_video, write_gif, write_mp4
     from kinema.pipelines.pipeline import check_settings, load_pipeline
 
     check_settings(args.steps, args.guidance, args.shift, args.seed, args.sampler)  # before any work
@@ -26,10 +26,16 @@ def _generate(args: argparse.Namespace) -> None:
     check_output(args.output, ".mp4")
     if args.gif:
         check_output(args.gif, ".gif", "--gif")
+    if args.strength is not None and not args.video:
+        raise KinemaError("--strength sets how much of an input video to keep: give the video with --video PATH")
+    strength = 0.6 if args.strength is None else args.strength
+    if not 0 <= strength <= 1:
+        raise KinemaError(f"--strength {strength}: use a number from 0 (keep the video) to 1 (ignore it)")
+    video = read_video(args.video) if args.video else None  # (an unreadable file is one line)
     pipe = load_pipeline(args.model, device=args.device, precision=args.precision, compile=args.compile)
     pipe.check_request(args.prompt, args.frames)
     frames = pipe(args.prompt, num_frames=args.frames, steps=args.steps, guidance=args.guidance,
-                  sampler=args.sampler, seed=args.seed, shift=args.shift)
+                  sampler=args.sampler, seed=args.seed, shift=args.shift, video=video, strength=strength)
     out = write_mp4(frames, args.output, fps=args.fps)
     print(f"wrote {out} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]})")
     if args.gif:
@@ -237,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sampler", default="euler", help="euler or heun (default euler)")
     g.add_argument("--shift", type=float, default=None, help="timestep shift, > 1 favours noise (default: the model's)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--video", default=None, metavar="PATH",
+                   help="video-to-video: start from this clip (the model's size; its first --frames frames)")
+    g.add_argument("--strength", type=float, default=None,
+                   help="with --video: how far it is noised, 0 (kept) to 1 (ignored) (default 0.6)")
     g.add_argument("--fps", type=int, default=8)
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or directory (default {DEFAULT_MODEL})")
     _runtime_args(g)

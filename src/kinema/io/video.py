@@ -72,9 +72,12 @@ def read_video(path: str | Path) -> np.ndarray:
 
     try:
         with av.open(str(path)) as container:
-            return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-    except (av.FFmpegError, OSError) as e:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    except (av.FFmpegError, OSError, IndexError) as e:  # (IndexError: a file without a video stream)
         raise KinemaError(f"cannot decode {path} ({e}); is it a video file?") from None
+    if not frames:
+        raise KinemaError(f"{path} holds no video frames")
+    return np.stack(frames)
 
 
 def write_gif(frames: np.ndarray, path: str | Path, fps: int = 8, scale: int = 1) -> Path:

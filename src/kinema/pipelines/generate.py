@@ -11,6 +11,7 @@ from torch import nn
 
 from kinema.dit.transformer import Conditioning
 from kinema.flow.guidance import cfg_combine
+from kinema.flow.paths import interpolate
 from kinema.flow.samplers import SAMPLERS
 from kinema.flow.timesteps import sampling_schedule
 from kinema.runtime import Runtime
@@ -35,12 +36,26 @@ def guided_velocity(model: nn.Module, cond: Conditioning, uncond: Conditioning, 
     return velocity_fn
 
 
+def partial_schedule(steps: int, shift: float, strength: float) -> torch.Tensor:
+    """The sampling schedule from t = `strength` down to 0 (video-to-video, SDEdit): the times of
+    the full `steps` schedule below `strength`, after `strength` itself. 1 is the whole schedule;
+    0 is [0], no step at all."""
+    full = sampling_schedule(steps, shift)
+    return torch.cat([torch.tensor([float(strength)]), full[full < strength]])
+
+
 @torch.no_grad()
 def sample_latents(model: nn.Module, cond: Conditioning, uncond: Conditioning, noise: torch.Tensor, *,
                    steps: int, guidance: float, sampler: str = "euler", shift: float = 1.0,
-                   runtime: Runtime) -> torch.Tensor:
-    """noise: [B, C, t, h, w] at t = 1 -> normalised latents at t = 0 (same shape), on noise's device."""
+                   runtime: Runtime, start: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
+    """noise: [B, C, t, h, w] at t = 1 -> normalised latents at t = 0 (same shape), on noise's device.
+    `start` (video-to-video): clean latents noised to t = `strength` on the flow's path,
+    (1 - s) start + s noise, and denoised from there."""
     ts = sampling_schedule(steps, shift)
+    x = noise
+    if start is not None:
+        ts = partial_schedule(steps, shift, strength)
+        x = interpolate(start.to(noise), noise, torch.full((noise.shape[0],), float(strength), device=noise.device))
     with runtime.autocast():
-        out = SAMPLERS[sampler](guided_velocity(model, cond, uncond, guidance), noise, ts)
+        out = SAMPLERS[sampler](guided_velocity(model, cond, uncond, guidance), x, ts)
     return out.float()

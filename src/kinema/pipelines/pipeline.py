@@ -91,18 +91,23 @@ class Pipeline:
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], num_frames: int = 17, steps: int = 25, guidance: float = 5.0,
-                 seed: int | list[int] = 0, sampler: str = "euler", shift: float | None = None) -> np.ndarray:
+                 seed: int | list[int] = 0, sampler: str = "euler", shift: float | None = None,
+                 video: np.ndarray | None = None, strength: float = 0.6) -> np.ndarray:
         """A prompt -> uint8 [T, H, W, 3]; a list of prompts -> uint8 [B, T, H, W, 3].
 
         `shift` > 1 spends more of the sampling steps near noise, where layout and motion are
-        decided (t' = s t / (1 + (s - 1) t)); None uses the model's `timestep_shift`."""
-        z = self.latents(prompt, num_frames, steps, guidance, seed, sampler, shift)
+        decided (t' = s t / (1 + (s - 1) t)); None uses the model's `timestep_shift`.
+        `video` with `strength`: video-to-video (`latents`)."""
+        z = self.latents(prompt, num_frames, steps, guidance, seed, sampler, shift, video, strength)
         frames = self.frames(z)
         return frames[0] if isinstance(prompt, str) else frames
 
     def latents(self, prompt: str | list[str], num_frames: int = 17, steps: int = 25, guidance: float = 5.0,
-                seed: int | list[int] = 0, sampler: str = "euler", shift: float | None = None) -> torch.Tensor:
-        """What `__call__` samples before decoding: normalised latents [B, C, t, h, w], fp32."""
+                seed: int | list[int] = 0, sampler: str = "euler", shift: float | None = None,
+                video: np.ndarray | None = None, strength: float = 0.6) -> torch.Tensor:
+        """What `__call__` samples before decoding: normalised latents [B, C, t, h, w], fp32.
+        `video` (uint8 [T, H, W, 3], T = num_frames, the model's size): video-to-video, its latents
+        noised to t = `strength` (0 keeps the video, 1 ignores it) and denoised towards the prompt."""
         prompts = self.check_request(prompt, num_frames)
         check_settings(steps, guidance, shift, seed, sampler, len(prompts))
         shift = self.cfg.timestep_shift if shift is None else shift
@@ -110,12 +115,30 @@ class Pipeline:
         cond = self.encode_prompts(prompts)
         uncond = self.encode_prompts([""] * len(prompts))
         noise = initial_noise(self.latent_shape(num_frames), seeds).to(self.runtime.device)  # drawn on the CPU: same on every device
+        start = None if video is None else self.video_latents(video, num_frames, strength).expand(len(prompts), -1, -1, -1, -1)
         z = sample_latents(self.dit, cond, uncond, noise, steps=steps, guidance=guidance, sampler=sampler, shift=shift,
-                           runtime=self.runtime)
+                           runtime=self.runtime, start=start, strength=strength)
         if not torch.isfinite(z).all():  # (a black video would say nothing)
             raise KinemaError(f"sampling produced non-finite latents (guidance {guidance}, shift {shift}); "
                               f"use a smaller guidance or shift")
         return z
+
+    @torch.no_grad()
+    def video_latents(self, video: np.ndarray, num_frames: int, strength: float = 0.6) -> torch.Tensor:
+        """A clip uint8 [T, H, W, 3] -> its normalised latents [1, C, t, h, w] (the VAE's posterior mean)."""
+        if not (isinstance(strength, (int, float)) and 0 <= strength <= 1):
+            raise KinemaError(f"strength {strength}: use a number from 0 (keep the video) to 1 (ignore it)")
+        if video.ndim != 4 or video.shape[-1] != 3:
+            raise KinemaError(f"the input video has shape {tuple(video.shape)}; give RGB frames [T, H, W, 3]")
+        if video.shape[0] < num_frames:
+            raise KinemaError(f"the input video has {video.shape[0]} frames, fewer than --frames {num_frames}; "
+                              f"use --frames of at most {video.shape[0]} (1 + {self.cfg.vae.time_compression}k)")
+        if video.shape[1:3] != (self.cfg.height, self.cfg.width):
+            raise KinemaError(f"the input video is {video.shape[2]}x{video.shape[1]}; this model makes "
+                              f"{self.cfg.width}x{self.cfg.height}: resize it first (e.g. ffmpeg -vf scale={self.cfg.width}:{self.cfg.height})")
+        x = torch.from_numpy(np.ascontiguousarray(video[:num_frames])).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+        mean, _ = self.vae.encode(x.to(self.runtime.device))
+        return self.vae.normalize(mean.float())
 
     def frames(self, z: torch.Tensor) -> np.ndarray:
         """Normalised latents [B, C, t, h, w] -> uint8 frames [B, T, H, W, 3]."""
