@@ -80,3 +80,17 @@ def test_bad_video_to_video_requests(extra, words, clip, tmp_path, capsys, tiny_
     assert_one_line_error(code, err, *words)
     assert not (tmp_path / "out.mp4").exists()
 
+
+
+@pytest.mark.slow
+def test_strength_moves_the_shipped_model_from_the_clip_to_the_prompt():
+    """A red circle moving right, re-drawn as "a blue square moving left": the oracle sees the clip
+    at strength 0, the prompt at 1, and the colour change before the motion change in between."""
+    from kinema.eval.oracle import judge
+
+    shapes = load_pipeline("shapes")
+    src = shapes("a red circle moving right", seed=0)
+    seen = {s: judge(shapes("a blue square moving left", video=src, strength=s, seed=0)) for s in (0.0, 0.5, 1.0)}
+    assert (seen[0.0].colour, seen[0.0].shape, seen[0.0].direction) == ("red", "circle", "right")
+    assert seen[0.5].colour == "blue" and seen[0.5].direction == "right"
+    assert (seen[1.0].colour, seen[1.0].shape, seen[1.0].direction) == ("blue", "square", "left")
