@@ -32,7 +32,8 @@ def _generate(args: argparse.Namespace) -> None:
     if not 0 <= strength <= 1:
         raise KinemaError(f"--strength {strength}: use a number from 0 (keep the video) to 1 (ignore it)")
     video = read_video(args.video) if args.video else None  # (an unreadable file is one line)
-    pipe = load_pipeline(args.model, device=args.device, precision=args.precision, compile=args.compile)
+    pipe = load_pipeline(args.model, device=args.device, precision=args.precision, compile=args.compile,
+                         verify=not args.no_verify)
     pipe.check_request(args.prompt, args.frames)
     frames = pipe(args.prompt, num_frames=args.frames, steps=args.steps, guidance=args.guidance,
                   sampler=args.sampler, seed=args.seed, shift=args.shift, video=video, strength=strength)
@@ -243,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sampler", default="euler", help="euler or heun (default euler)")
     g.add_argument("--shift", type=float, default=None, help="timestep shift, > 1 favours noise (default: the model's)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--no-verify", action="store_true",
+                   help="skip checking the model's files against its manifest (SHA-256)")
     g.add_argument("--video", default=None, metavar="PATH",
                    help="video-to-video: start from this clip (the model's size; its first --frames frames)")
     g.add_argument("--strength", type=float, default=None,

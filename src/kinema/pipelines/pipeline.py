@@ -179,7 +179,8 @@ def load_pipeline(name_or_path: str | Path = "shapes", device: str = "auto", pre
     runtime = resolve_runtime(device, precision)  # bad names fail here, before any file is read
     root = _model_dir(name_or_path)
     if verify and (root / MANIFEST).is_file() and (problem := verify_manifest(root)):
-        raise KinemaError(f"model {root} is damaged: {problem}; re-export or reinstall it (load_pipeline(verify=False) skips this check)")
+        raise KinemaError(f"model {root} is damaged: {problem}; re-export or reinstall it (--no-verify, or "
+                          f"load_pipeline(verify=False), skips this check)")
     cfg = from_dict(ModelConfig, load_json(root / "config.json"), where=str(root / "config.json"))
     vae, dit = CausalVAE(cfg.vae), MMDiT(cfg.dit)
     for module, file in ((vae, "vae.safetensors"), (dit, "dit.safetensors")):
