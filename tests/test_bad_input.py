@@ -39,7 +39,7 @@ RECIPE_CASES = [
     ("model.dit.in_channels", 8, ["model.dit.in_channels 8 is not the VAE's latent_channels 4"]),
     ("vae.length_schedule", [[0, 9, 0]], ["length_schedule[0] [0, 9, 0]"]),
     ("seed", "one", ["seed", "expected an integer"]),
-    ("dit.curriculum", [[0]], ["dit.curriculum entry [0]"]),
+    ("dit.curriculum", [[0]], ["dit: curriculum entry [0]"]),
 ]
 
 

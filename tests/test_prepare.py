@@ -225,5 +225,5 @@ def test_a_curriculum_by_length_and_resolution(tmp_path, tiny_model_dir, capsys)
     r["dit"]["curriculum"] = [[0, 1, 32, 7]]
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
     code, _, err = run_cli(capsys, "train", tmp_path / "r.yaml")
-    assert_one_line_error(code, err, "dit.curriculum entry [0, 1, 32, 7]", "max side in pixels")
+    assert_one_line_error(code, err, "dit: curriculum entry [0, 1, 32, 7]", "max side in pixels")
     assert not (tmp_path / "run").exists()

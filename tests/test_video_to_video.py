@@ -62,7 +62,7 @@ def test_generate_video_to_video_from_the_command_line(pipe, clip, tmp_path, cap
 
 @pytest.mark.parametrize("extra, words", [
     (["--strength", "0.5"], ["--strength sets how much of an input video to keep", "--video PATH"]),
-    (["--video", "IN", "--strength", "2"], ["--strength 2.0: use a number from 0"]),
+    (["--video", "IN", "--strength", "2"], ["strength 2.0: use a number from 0"]),
     (["--video", "SMALL"], ["the input video is 24x24; this model makes 32x32: resize it first"]),
     (["--video", "IN", "--frames", "13"], ["the input video has 9 frames, fewer than --frames 13"]),
     (["--video", "JUNK"], ["cannot decode", "is it a video file?"]),

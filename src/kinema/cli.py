@@ -20,17 +20,16 @@ def _generate(args: argparse.Namespace) -> None:
     from kinema.io.video import check_output, read_video, write_gif, write_mp4
     from kinema.pipelines.pipeline import check_settings, load_pipeline
 
-    check_settings(args.steps, args.guidance, args.shift, args.seed, args.sampler)  # before any work
+    if args.strength is not None and not args.video:
+        raise KinemaError("--strength sets how much of an input video to keep: give the video with --video PATH")
+    strength = 0.6 if args.strength is None else args.strength
+    check_settings(args.steps, args.guidance, args.shift, args.seed, args.sampler,  # before any work
+                   strength=strength if args.video else None)
     if not 1 <= args.fps <= 240:
         raise KinemaError(f"--fps {args.fps}: use 1 to 240")
     check_output(args.output, ".mp4")
     if args.gif:
         check_output(args.gif, ".gif", "--gif")
-    if args.strength is not None and not args.video:
-        raise KinemaError("--strength sets how much of an input video to keep: give the video with --video PATH")
-    strength = 0.6 if args.strength is None else args.strength
-    if not 0 <= strength <= 1:
-        raise KinemaError(f"--strength {strength}: use a number from 0 (keep the video) to 1 (ignore it)")
     video = read_video(args.video) if args.video else None  # (an unreadable file is one line)
     pipe = load_pipeline(args.model, device=args.device, precision=args.precision, compile=args.compile,
                          verify=not args.no_verify)

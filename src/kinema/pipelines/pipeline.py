@@ -109,13 +109,13 @@ class Pipeline:
         `video` (uint8 [T, H, W, 3], T = num_frames, the model's size): video-to-video, its latents
         noised to t = `strength` (0 keeps the video, 1 ignores it) and denoised towards the prompt."""
         prompts = self.check_request(prompt, num_frames)
-        check_settings(steps, guidance, shift, seed, sampler, len(prompts))
+        check_settings(steps, guidance, shift, seed, sampler, len(prompts), strength if video is not None else None)
         shift = self.cfg.timestep_shift if shift is None else shift
         seeds = [seed + i for i in range(len(prompts))] if isinstance(seed, int) else list(seed)
         cond = self.encode_prompts(prompts)
         uncond = self.encode_prompts([""] * len(prompts))
         noise = initial_noise(self.latent_shape(num_frames), seeds).to(self.runtime.device)  # drawn on the CPU: same on every device
-        start = None if video is None else self.video_latents(video, num_frames, strength).expand(len(prompts), -1, -1, -1, -1)
+        start = None if video is None else self.video_latents(video, num_frames).expand(len(prompts), -1, -1, -1, -1)
         z = sample_latents(self.dit, cond, uncond, noise, steps=steps, guidance=guidance, sampler=sampler, shift=shift,
                            runtime=self.runtime, start=start, strength=strength)
         if not torch.isfinite(z).all():  # (a black video would say nothing)
@@ -124,10 +124,8 @@ class Pipeline:
         return z
 
     @torch.no_grad()
-    def video_latents(self, video: np.ndarray, num_frames: int, strength: float = 0.6) -> torch.Tensor:
+    def video_latents(self, video: np.ndarray, num_frames: int) -> torch.Tensor:
         """A clip uint8 [T, H, W, 3] -> its normalised latents [1, C, t, h, w] (the VAE's posterior mean)."""
-        if not (isinstance(strength, (int, float)) and 0 <= strength <= 1):
-            raise KinemaError(f"strength {strength}: use a number from 0 (keep the video) to 1 (ignore it)")
         if video.ndim != 4 or video.shape[-1] != 3:
             raise KinemaError(f"the input video has shape {tuple(video.shape)}; give RGB frames [T, H, W, 3]")
         if video.shape[0] < num_frames:
@@ -150,9 +148,11 @@ MAX_GUIDANCE, MAX_SHIFT, MAX_STEPS = 100.0, 100.0, 1000
 
 
 def check_settings(steps: int, guidance: float, shift: float | None, seed: int | list[int], sampler: str,
-                   prompts: int = 1) -> None:
+                   prompts: int = 1, strength: float | None = None) -> None:
     """The sampling settings a generation can use, each a clear error otherwise; needs no model
-    (the CLI checks them before loading one)."""
+    (the CLI checks them before loading one). `strength`: video-to-video's, when there is a video."""
+    if strength is not None and not (isinstance(strength, (int, float)) and 0 <= strength <= 1):
+        raise KinemaError(f"strength {strength}: use a number from 0 (keep the video) to 1 (ignore it)")
     if sampler not in SAMPLERS:
         raise KinemaError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     if not 1 <= steps <= MAX_STEPS:

@@ -25,7 +25,7 @@ from kinema.data import scenes, shapes
 from kinema.data.captions import caption_variants
 from kinema.dit.patchify import patch_grid
 from kinema.dit.transformer import Conditioning, MMDiT
-from kinema.errors import KinemaError, at_least, fractions
+from kinema.errors import KinemaError, at_least, fractions, require
 from kinema.flow.paths import interpolate, velocity
 from kinema.flow.timesteps import TimestepConfig, sample_timesteps
 from kinema.io.video import write_gif
@@ -72,6 +72,9 @@ class DiTStage:
         at_least(self, 0, "sample_every", "pack_tokens")
         fractions(self, "canonical_prob", "caption_dropout")
         fractions(self, "ema_decay", below_one=True)
+        for entry in self.curriculum:
+            require(len(entry) in (2, 3), "curriculum entry", list(entry),
+                    "give [from_step, max latent frames] or [from_step, max latent frames, max side in pixels]")
 
 
 def training_clips(world: str, stage: DiTStage, mc: ModelConfig, seed: int):
@@ -230,10 +233,7 @@ def curriculum_limit(curriculum: tuple[tuple[int, ...], ...], step: int, spatial
     """The (max latent frames, max latent side) of the curriculum stage that `step` is in; (None,
     None) before the first or without one."""
     limit: tuple[int | None, int | None] = (None, None)
-    for entry in sorted(curriculum):
-        if len(entry) not in (2, 3):
-            raise KinemaError(f"dit.curriculum entry {list(entry)}: give [from_step, max latent frames] or "
-                              f"[from_step, max latent frames, max side in pixels]")
+    for entry in sorted(curriculum):  # (entries checked by DiTStage)
         if step >= entry[0]:
             limit = (entry[1], entry[2] // spatial_factor if len(entry) == 3 else None)
     return limit

@@ -122,9 +122,6 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
         except ValueError as e:
             raise KinemaError(f"vae.world: {e}") from None
     check_sizes(recipe)
-    from kinema.train.dit_stage import curriculum_limit
-
-    curriculum_limit(recipe.dit.curriculum, 0, 1)  # a malformed entry fails before any work
     runtime = resolve_runtime(recipe.device, recipe.precision)  # a bad device or precision fails before any work
     if recipe.threads:
         torch.set_num_threads(recipe.threads)

@@ -92,7 +92,7 @@ class Metrics:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_file():  # (a run killed mid-line leaves a partial last line: dropped too)
-            kept = [line for line in path.read_text().splitlines() if _step_of(line) is not None and _step_of(line) <= start]
+            kept = [line for line in path.read_text().splitlines() if _step_of(line) <= start]
             path.write_text("".join(line + "\n" for line in kept))
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -115,11 +115,12 @@ class Metrics:
             self.writer.close()
 
 
-def _step_of(line: str) -> int | None:
+def _step_of(line: str) -> float:
+    """A metrics line's step; infinity for a line that is not one (cut by a kill)."""
     try:
         return int(json.loads(line)["step"])
     except (ValueError, KeyError, TypeError):
-        return None
+        return math.inf
 
 
 def accumulate_gradients(train_model, loss_fn, step: int, count: int, runtime: Runtime, scaler):
