@@ -29,7 +29,7 @@ from kinema.dit.route import Route
 from kinema.nn import sequence_parallel as sp
 from kinema.nn.attention import key_padding_mask, pattern_mask, video_mask
 from kinema.nn.embeddings import AttentionPool, LearnedPositions, MLPEmbedder, sincos_1d, sincos_positions, timestep_embedding
-from kinema.nn.modulation import Modulation, ModulationOut, PerToken, Vec, modulate
+from kinema.nn.modulation import Modulation, ModulationOut, PerToken, Vec, modulate, project
 from kinema.nn.norms import RMSNorm
 from kinema.nn.rope import centred_positions, default_axes, ltx_rope_angles, mixed_rope_angles, rope_angles
 from kinema.runtime import no_autocast
@@ -235,9 +235,7 @@ class MMDiT(nn.Module):
         if self.cross:  # cross-attention DiT: video self-attention in its layout, text by cross-attention
             mod_in = vec  # Wan: one projection of the time vector for every block, [B, 6D] (or per token)
             if self.time_proj is not None:
-                with no_autocast(img.device):
-                    project = lambda v: self.time_proj(F.silu(v.float()))  # noqa: E731
-                    mod_in = vec.map(project) if isinstance(vec, PerToken) else project(vec)
+                mod_in = project(vec, lambda v: self.time_proj(F.silu(v)), dense=False)
             for i, block in enumerate(self.cross):
                 if i and i == self.cfg.sincos_time_at and route.time_positions is not None:
                     img = img + route.time_positions.to(img)  # Latte: time positions after the first spatial block

@@ -39,10 +39,9 @@ def _atomic(path: Path):
         yield tmp
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise KinemaError(f"cannot write {path} ({e.strerror}); choose another output path") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # (gone already after the rename)
 
 
 def write_mp4(frames: np.ndarray, path: str | Path, fps: int = 8, crf: int = 12) -> Path:

@@ -55,6 +55,17 @@ class PerToken:
 Vec = torch.Tensor | PerToken  # [B, D], or per token
 
 
+def project(vec: Vec, fn, dense: bool = True):
+    """fn (a projection of rows) on vec in fp32, outside autocast: on the B rows of a [B, D] vector,
+    or on a PerToken's N values, gathered to [B, L, ...] (`dense`) or kept as a PerToken."""
+    values = vec.values if isinstance(vec, PerToken) else vec
+    with no_autocast(values.device):
+        if not isinstance(vec, PerToken):
+            return fn(vec.float())
+        out = vec.map(lambda v: fn(v.float()))
+        return out.dense() if dense else out
+
+
 class Modulation(nn.Module):
     """vec [B, D] -> `count` ModulationOut groups of [B, 1, D] (e.g. 2: one for attention, one for
     the MLP); a PerToken vec (per-frame times, packed samples) gives groups of [B, L, D]."""
@@ -78,12 +89,7 @@ class Modulation(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, vec: Vec) -> list[ModulationOut]:
-        if isinstance(vec, PerToken):
-            with no_autocast(vec.values.device):
-                out = vec.map(lambda v: self.lin(F.silu(v.float()))).dense()  # [B, L, 3 * count * D]
-        else:
-            with no_autocast(vec.device):
-                out = self.lin(F.silu(vec.float()))  # [B, 3 * count * D]
+        out = project(vec, lambda v: self.lin(F.silu(v)))  # [B, 3 * count * D] or [B, L, 3 * count * D]
         if out.dim() == 2:
             out = out[:, None, :]
         k = self.parts
@@ -116,11 +122,6 @@ class ModulationTable(nn.Module):
         self.table = nn.Parameter(torch.zeros(3 * count, dim))
 
     def forward(self, shared: Vec) -> list[ModulationOut]:
-        if isinstance(shared, PerToken):
-            with no_autocast(shared.values.device):
-                out = shared.map(lambda v: v.float().unflatten(-1, (3 * self.count, -1)) + self.table).dense()  # [B, L, 3c, D]
-        else:
-            with no_autocast(shared.device):
-                out = shared.float().unflatten(-1, (3 * self.count, -1)) + self.table  # [B, 3c, D]
+        out = project(shared, lambda v: v.unflatten(-1, (3 * self.count, -1)) + self.table)  # [B, (L,) 3c, D]
         chunks = [c[:, None] if c.dim() == 2 else c for c in out.unbind(-2)]
         return [ModulationOut(*chunks[3 * i: 3 * i + 3]) for i in range(self.count)]
