@@ -61,7 +61,26 @@ def _stop_on_signals():
             signal.signal(sig, handler)
 
 
+def _run_dir_of(args: argparse.Namespace) -> Path | None:
+    """The run directory `kinema train` will use, read without torch: --run-dir, else the recipe's
+    `run_dir` (None when the recipe cannot be read here; its loader reports why later)."""
+    if args.run_dir:
+        return Path(args.run_dir)
+    import yaml
+
+    try:
+        run_dir = yaml.safe_load(Path(args.config).read_text()).get("run_dir")
+    except Exception:
+        return None
+    return Path(run_dir) if isinstance(run_dir, str) else None
+
+
 def _train(args: argparse.Namespace) -> None:
+    from kinema.train.run_dir import check_free
+
+    run_dir = _run_dir_of(args)
+    if run_dir is not None and os.environ.get("RANK", "0") == "0":
+        check_free(run_dir)  # before importing torch: a second training on one directory fails within a second
     from kinema.train import dist
     from kinema.train.recipe import load_recipe, run
 

@@ -35,12 +35,7 @@ def locked(run_dir: Path, log=print):
     run_dir.mkdir(parents=True, exist_ok=True)
     f = (run_dir / "run.lock").open("a+")
     try:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise KinemaError(f"{run_dir} is in use by another training ({f.read().strip() or 'holder unknown'}); "
-                              f"wait for it to end, or train in another --run-dir") from None
+        _take(f, run_dir)
         f.seek(0)
         before = f.read().strip()
         if before:
@@ -58,6 +53,27 @@ def locked(run_dir: Path, log=print):
             fcntl.flock(f, fcntl.LOCK_UN)
     finally:
         f.close()
+
+
+def check_free(run_dir: Path) -> None:
+    """KinemaError at once when another process holds run_dir/run.lock; nothing happens otherwise.
+    `kinema train` calls this before it imports torch (2 to 3 s), so a second training fails within
+    a second; `locked` still takes the lock for the whole run."""
+    path = run_dir / "run.lock"
+    if fcntl is None or not path.is_file():
+        return
+    with path.open("a+") as f:
+        _take(f, run_dir)
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _take(f, run_dir: Path) -> None:
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        raise KinemaError(f"{run_dir} is in use by another training ({f.read().strip() or 'holder unknown'}); "
+                          f"wait for it to end, or train in another --run-dir") from None
 
 
 def check_identity(run_dir: Path, identity: dict, resume: bool) -> None:
