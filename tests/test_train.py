@@ -576,3 +576,19 @@ def test_a_second_training_does_not_disturb_the_first(tmp_path):
     for name in ("vae.safetensors", "dit.safetensors"):
         a, b = load_weights(tmp_path / "lone" / "model" / name), load_weights(tmp_path / "shared" / "model" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_exported_latent_statistics_are_those_of_what_the_denoiser_trained_on(tiny_model_dir):
+    """The tiny recipe trains on posterior samples (dit.sample_posterior, the default): the exported
+    normalisation is the samples' statistics, wider than the means' by the posterior variance."""
+    from safetensors.torch import load_file
+
+    from kinema.vae.autoencoder import latent_statistics
+
+    cache = load_file(str(tiny_model_dir.parent / "dit" / "cache.safetensors"))
+    flat = [cache[k].transpose(0, 1).flatten(1) for k in ("latent_mean", "latent_logvar")]
+    vae = json.loads((tiny_model_dir / "config.json").read_text())["vae"]
+    mean, std = latent_statistics(*flat, sampled=True)
+    torch.testing.assert_close(torch.tensor(vae["latent_std"]), std)
+    torch.testing.assert_close(torch.tensor(vae["latent_mean"]), mean)
+    assert (std > 1.02 * latent_statistics(*flat, sampled=False)[1]).all()  # the posterior adds 4-5% here

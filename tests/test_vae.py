@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -99,6 +101,26 @@ def test_latent_normalisation_round_trip():
     z = torch.randn(2, 4, 3, 4, 4)
     torch.testing.assert_close(vae.denormalize(vae.normalize(z)), z)
     assert not torch.allclose(vae.normalize(z), z)
+
+
+def test_latent_statistics_of_means_and_of_posterior_samples():
+    """Known values: means (1, 3) and (0, 0) have mean (2, 0) and std (sqrt 2, 0); sampling with
+    posterior variance e^lv adds its average to the variance. And samples normalised with the
+    sampled statistics have unit std, where the means' std would leave them wider."""
+    from kinema.vae.autoencoder import latent_statistics
+
+    means = torch.tensor([[1.0, 3.0], [0.0, 0.0]])
+    logvars = torch.tensor([[0.0, 0.0], [math.log(4.0), math.log(4.0)]])
+    mean, std = latent_statistics(means, logvars, sampled=False)
+    torch.testing.assert_close(mean, torch.tensor([2.0, 0.0]))
+    torch.testing.assert_close(std, torch.tensor([math.sqrt(2.0), 0.0]))
+    torch.testing.assert_close(latent_statistics(means, logvars, sampled=True)[1], torch.tensor([math.sqrt(3.0), 2.0]))
+
+    g = torch.Generator().manual_seed(0)
+    means, logvars = torch.randn(3, 20000, generator=g), torch.full((3, 20000), math.log(0.5))
+    samples = means + (0.5 * logvars).exp() * torch.randn(means.shape, generator=g)
+    mean, std = latent_statistics(means, logvars, sampled=True)
+    torch.testing.assert_close(((samples - mean[:, None]) / std[:, None]).std(1), torch.ones(3), atol=0.02, rtol=0)
 
 
 def test_kl_is_zero_for_standard_normal_posterior():

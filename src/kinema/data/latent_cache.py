@@ -35,6 +35,7 @@ from kinema.data.shapes import to_tensor
 from kinema.errors import KinemaError
 from kinema.io.weights import load_weights, save_weights
 from kinema.text.encoders import TextStates
+from kinema.vae.autoencoder import latent_statistics
 
 
 def vae_fingerprint(vae) -> str:
@@ -193,10 +194,12 @@ class LatentCache:
     def __len__(self) -> int:
         return int(self.sizes.sum())
 
-    def channel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and std of the posterior means over every latent element of every bucket."""
-        flat = torch.cat([b["mean"].float().transpose(0, 1).flatten(1) for b in self.buckets.values()], dim=1)
-        return flat.mean(1), flat.std(1)
+    def channel_stats(self, sampled: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std over every latent element of every bucket, of the posterior means
+        or (sampled) of posterior samples: kinema.vae.autoencoder.latent_statistics."""
+        def flat(name):
+            return torch.cat([b[name].float().transpose(0, 1).flatten(1) for b in self.buckets.values()], dim=1)
+        return latent_statistics(flat("mean"), flat("logvar"), sampled)
 
     def allowed(self, max_frames: int | None = None, max_side: int | None = None) -> list[tuple[int, ...]]:
         """The bucket shapes a curriculum stage trains on: at most `max_frames` latent frames (1:

@@ -34,7 +34,7 @@ from kinema.runtime import Runtime, to_device
 from kinema.text.encoders import TextStates, check_widths, load_text_encoder
 from kinema.train import dist
 from kinema.train.trainer import Log, OptimConfig, fit, seeded
-from kinema.vae.autoencoder import CausalVAE
+from kinema.vae.autoencoder import CausalVAE, latent_statistics
 
 
 @dataclass
@@ -127,7 +127,6 @@ def build_cache(path: Path, mc: ModelConfig, stage: DiTStage, vae: CausalVAE, te
     caption_combo = [key for key, phrasings in enumerate(captions) for _ in phrasings]
     states = [text_encoder(texts[i:i + 256]).to("cpu") for i in tqdm(range(0, len(texts), 256), desc="cache text")]
     empty = text_encoder([""]).to("cpu")
-    m32 = mean.float()
     cache = {
         "latent_mean": mean, "latent_logvar": torch.cat(logvars), "combo": combo_idx,
         "text_tokens": torch.cat([s.tokens for s in states]).half(),
@@ -135,7 +134,6 @@ def build_cache(path: Path, mc: ModelConfig, stage: DiTStage, vae: CausalVAE, te
         "text_pooled": torch.cat([s.pooled for s in states]),
         "caption_combo": torch.tensor(caption_combo),
         "empty_tokens": empty.tokens.half(), "empty_mask": empty.mask, "empty_pooled": empty.pooled,
-        "channel_mean": m32.mean(dim=(0, 2, 3, 4)), "channel_std": m32.std(dim=(0, 2, 3, 4)),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     save_weights(path.with_suffix(".tmp"), cache)  # (permissions follow the umask, as for models)
@@ -264,8 +262,9 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
                                   compile=compile, shard=shard, sequence=sequence, checkpointing=checkpointing)
     text_encoder, cache = prepare_cache(mc, stage, vae, run_dir=run_dir, seed=seed, runtime=runtime, log=log, world=world)
     mc = copy.deepcopy(mc)
-    mc.vae.latent_mean = tuple(cache["channel_mean"].tolist())
-    mc.vae.latent_std = tuple(cache["channel_std"].tolist())
+    mean, std = latent_statistics(*(cache[k].transpose(0, 1).flatten(1) for k in ("latent_mean", "latent_logvar")),
+                                  stage.sample_posterior)
+    mc.vae.latent_mean, mc.vae.latent_std = tuple(mean.tolist()), tuple(std.tolist())
     vae = with_statistics(vae, mc)
     captions = CaptionSampler(cache, stage.canonical_prob, stage.caption_dropout, device)
     post_mean, post_logvar = (to_device(cache[k], device) for k in ("latent_mean", "latent_logvar"))
@@ -315,7 +314,7 @@ def train_dit_on_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_
             raise KinemaError(f"the cache's longest clip has {longest} video tokens, over dit.pack_tokens "
                               f"{stage.pack_tokens}: raise it to at least {longest}")
     mc = copy.deepcopy(mc)
-    mean, std = cache.channel_stats()
+    mean, std = cache.channel_stats(False)
     mc.vae.latent_mean, mc.vae.latent_std = tuple(mean.tolist()), tuple(std.tolist())
     vae = with_statistics(vae, mc)
     model = build_denoiser(mc, seed, device, compile, checkpointing)

@@ -254,6 +254,7 @@ class CausalVAE(nn.Module):
         return self.decode(z), mean, logvar
 
     # latents seen by the denoiser are normalised per channel with statistics of the training data
+    # (latent_statistics below)
     def _stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         if cfg.latent_mean is None or cfg.latent_std is None:
@@ -269,3 +270,17 @@ class CausalVAE(nn.Module):
     def denormalize(self, z: torch.Tensor) -> torch.Tensor:
         mean, std = self._stats(z)
         return z * std + mean
+
+
+def latent_statistics(means: torch.Tensor, logvars: torch.Tensor, sampled: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean, std) of the latents a denoiser trains on, from posterior means and log
+    variances laid out [C, N] (every element of every clip, channel first).
+
+    Without sampling the denoiser sees the means. With `sample_posterior` it sees mean + sigma * eps,
+    whose variance is the means' variance plus the average posterior variance (the law of total
+    variance); normalising those samples with the means' std alone leaves them wider than unit."""
+    means = means.float()
+    var = means.var(1)
+    if sampled:
+        var = var + logvars.float().exp().mean(1)
+    return means.mean(1), var.sqrt()
