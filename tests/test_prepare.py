@@ -14,6 +14,7 @@ from kinema.data.photos import sample_photo_clip
 from kinema.data.shapes import sample_clip
 from kinema.errors import KinemaError
 from kinema.io.video import write_gif, write_mp4
+from kinema.io.weights import load_weights
 from kinema.pipelines.pipeline import load_pipeline
 from kinema.runtime import cpu_runtime
 
@@ -57,6 +58,9 @@ def test_prepare_buckets_skips_and_reports(videos, tmp_path, tiny_model_dir):
     part = [json.loads(x) for x in (tmp_path / "cache" / "part_00000.jsonl").read_text().splitlines()]
     assert {p["file"]: p.get("caption") for p in part}["shape3.mp4"] == "clip 3"
     assert {p["file"]: p.get("skipped", "") for p in part}["broken.mp4"] != ""
+    line = next(p for p in part if p["file"] == "shape3.mp4")  # exactly the states inference computes (fp32)
+    shard = load_weights(tmp_path / "cache" / line["shard"])
+    assert torch.equal(shard[f"tokens.{line['key']}"], pipe.text_encoder(["clip 3"]).tokens[0])
     mean, logvar, text = cache.batch(5, torch.Generator().manual_seed(0))
     assert mean.shape[0] == 5 and text.tokens.shape[0] == 5
 

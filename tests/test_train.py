@@ -592,3 +592,15 @@ def test_exported_latent_statistics_are_those_of_what_the_denoiser_trained_on(ti
     torch.testing.assert_close(torch.tensor(vae["latent_std"]), std)
     torch.testing.assert_close(torch.tensor(vae["latent_mean"]), mean)
     assert (std > 1.02 * latent_statistics(*flat, sampled=False)[1]).all()  # the posterior adds 4-5% here
+
+
+def test_the_text_cache_holds_the_states_inference_computes(tiny_model_dir):
+    """Text states are cached in fp32, as `kinema generate` encodes them (fp16 rounding was a
+    train/inference mismatch)."""
+    from safetensors.torch import load_file
+
+    from kinema.pipelines.pipeline import load_pipeline
+
+    cache = load_file(str(tiny_model_dir.parent / "dit" / "cache.safetensors"))
+    empty = load_pipeline(tiny_model_dir, device="cpu", precision="fp32").text_encoder([""])
+    assert torch.equal(cache["empty_tokens"], empty.tokens) and cache["text_tokens"].dtype == torch.float32

@@ -7,7 +7,7 @@ Layout of cache/:
     settings.json                 the VAE's and the text encoder's fingerprints, the clip settings
     empty.safetensors             the empty caption's states (classifier-free guidance)
     shard_RRRRR_SSSSS.safetensors samples of rank R's shard S: "mean.K", "logvar.K" [C, t, h, w] fp16,
-                                  "tokens.K" [L, D] fp16, "mask.K" [L], "pooled.K" [D]
+                                  "tokens.K" [L, D] fp32 (as inference encodes them), "mask.K" [L], "pooled.K" [D]
     part_RRRRR.jsonl              rank R's samples, one line each ({"file", "caption", "shard", "key",
                                   "shape"}), appended only after their shard is on disk; skipped
                                   files too ({"file", "skipped": reason})
@@ -108,7 +108,7 @@ def prepare(data: str | Path, out: str | Path, vae, text_encoder, text_cfg, sett
         settings_path.write_text(json.dumps(meta, indent=2))
     if rank == 0 and not (out / "empty.safetensors").is_file():
         empty = text_encoder([""]).to("cpu")
-        save_weights(out / "empty.safetensors", {"tokens": empty.tokens.half(), "mask": empty.mask, "pooled": empty.pooled})
+        save_weights(out / "empty.safetensors", {"tokens": empty.tokens.float(), "mask": empty.mask, "pooled": empty.pooled})
     done = {item["file"] for item in read_parts(out)}
     mine = [i for i in range(len(folder)) if i % world == rank]
     todo = [i for i in mine if str(folder.files[i].relative_to(folder.root)) not in done]
@@ -129,7 +129,7 @@ def prepare(data: str | Path, out: str | Path, vae, text_encoder, text_cfg, sett
             text = text_encoder([caption]).to("cpu")
             key = str(len(lines))
             tensors.update({f"mean.{key}": mean[0].float().half().cpu(), f"logvar.{key}": logvar[0].float().half().cpu(),
-                            f"tokens.{key}": text.tokens[0].half(), f"mask.{key}": text.mask[0], f"pooled.{key}": text.pooled[0]})
+                            f"tokens.{key}": text.tokens[0].float(), f"mask.{key}": text.mask[0], f"pooled.{key}": text.pooled[0]})
             lines.append({"file": rel, "caption": caption, "key": key, "shape": list(mean.shape[1:])})
             encoded += 1
         shard = f"shard_{rank:05d}_{shard_no:05d}.safetensors"
@@ -238,7 +238,7 @@ class LatentCache:
             means.append(bucket["mean"][j])
             logvars.append(bucket["logvar"][j])
             rows.append((bucket, j))
-        # (float before stacking: under a CPU autocast, stack refuses the cache's fp16 tokens)
+        # (float before stacking: caches before v0.x hold fp16 tokens, which stack refuses under a CPU autocast)
         text = TextStates(*(torch.stack([bk[k][j].float() if bk[k].is_floating_point() else bk[k][j] for bk, j in rows])
                             for k in ("tokens", "mask", "pooled")))
         return means, logvars, text

@@ -129,11 +129,11 @@ def build_cache(path: Path, mc: ModelConfig, stage: DiTStage, vae: CausalVAE, te
     empty = text_encoder([""]).to("cpu")
     cache = {
         "latent_mean": mean, "latent_logvar": torch.cat(logvars), "combo": combo_idx,
-        "text_tokens": torch.cat([s.tokens for s in states]).half(),
+        "text_tokens": torch.cat([s.tokens for s in states]).float(),  # fp32, as inference encodes them
         "text_mask": torch.cat([s.mask for s in states]),
         "text_pooled": torch.cat([s.pooled for s in states]),
         "caption_combo": torch.tensor(caption_combo),
-        "empty_tokens": empty.tokens.half(), "empty_mask": empty.mask, "empty_pooled": empty.pooled,
+        "empty_tokens": empty.tokens.float(), "empty_mask": empty.mask, "empty_pooled": empty.pooled,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     save_weights(path.with_suffix(".tmp"), cache)  # (permissions follow the umask, as for models)
