@@ -323,3 +323,25 @@ def test_shape_condition_tells_the_model_the_clips_shape():
     torch.testing.assert_close(plain.conditioning_vectors(t, text, (2, 4, 8))[0], plain.conditioning_vectors(t, text, (2, 8, 4))[0])
     x = torch.randn(2, 4, 2, 8, 16)
     assert model(x, t, Conditioning(text)).shape == x.shape
+
+
+@pytest.mark.parametrize("name", [n for n in DIT_PRESETS if n.endswith("-tiny")])
+@torch.no_grad()
+def test_residual_streams_are_fp32_under_autocast(name):
+    """Every block takes and returns fp32 streams under bf16 autocast (the matmuls inside run in
+    bf16): the first block's input included, which the fp32 AdaLN gate alone left in bf16."""
+    model = make_model(DIT_PRESETS[name])
+    seen = []
+
+    def record(module, args, output):
+        streams = [a for a in args if isinstance(a, torch.Tensor) and a.dim() == 3][:1]  # the video (or joint) stream
+        outs = output if isinstance(output, tuple) else (output,)
+        seen.append((type(module).__name__, streams[0].dtype, [o.dtype for o in outs]))
+
+    blocks = [*model.dual, *model.single, *model.cross]
+    for block in blocks:
+        block.register_forward_hook(record)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randn(2, 4, 3, 4, 4), torch.rand(2), random_text(2))
+    assert len(seen) == len(blocks)
+    assert all(dtype == torch.float32 and outs == [torch.float32] * len(outs) for _, dtype, outs in seen), seen

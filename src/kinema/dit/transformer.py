@@ -214,10 +214,9 @@ class MMDiT(nn.Module):
         """Every block over the video tokens img [B, Lv, D] and text tokens txt [B, Lt, Dt]; vec
         [B, D] or a PerToken over the video tokens, txt_vec [B, D] or over the text tokens; angles: the video
         tokens' RoPE angles [..., Lv, Dh/2] or None -> video tokens [B, Lv, D]."""
-        # Under autocast the streams come in bf16 and turn fp32 at their first gated residual (the
-        # AdaLN gate is fp32), so every later block adds to an fp32 stream. Casting them at entry
-        # would also keep the first block's norm in fp32; it changes the shipped model's bf16
-        # samples (by up to 0.3 in the latent after 3 steps), so it waits for a retraining.
+        # The residual streams are fp32 from the first block on, under any autocast: each block adds
+        # its branch (bf16 matmuls and attention there) to an fp32 sum, as the AdaLN gates are fp32.
+        img, txt = img.float(), txt.float()
         lt = txt.shape[1]
         rope = None  # for MM-DiT: [..., L, Dh/2], the text unrotated (angle 0)
         if angles is not None:
