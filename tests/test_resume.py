@@ -133,3 +133,79 @@ def test_a_process_killed_mid_write_leaves_no_step_directory(tmp_path, monkeypat
     with pytest.raises(Killed):
         save_checkpoint(tmp_path, 4, weights, {}, {"step": 4})
     assert not (tmp_path / "step_0000004").exists() and find_checkpoint(tmp_path).path.name == "step_0000002"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs: a real full disk (ENOSPC from the kernel, not a patched function). Mounting
+    needs root with CAP_SYS_ADMIN; elsewhere the test is skipped and says so."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True)
+    except FileNotFoundError:
+        made = None
+    if made is None or made.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root with CAP_SYS_ADMIN); the patched-write test above "
+                    "covers the message")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def fill(path):
+    """Write zeros to `path` until the disk says it is full."""
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as e:
+        assert e.errno == 28
+    finally:
+        os.close(fd)
+
+
+def test_a_full_disk_stops_with_one_line_and_resumes_exactly(small_disk, tmp_path, straight):
+    """The disk fills up during step 5; step 6's checkpoint cannot be written. Training stops with
+    the checkpoint error (no stale temporary directory; step 4 intact and found); once there is
+    room again, --resume finishes the run equal to one that never stopped."""
+    root = small_disk / "run"
+
+    def run(resume, fill_at=None):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 2)
+
+        def loss_fn(m, step):
+            if step == fill_at:
+                fill(small_disk / "filler")
+            return m(torch.randn(8, 4, generator=seeded(0, step))).pow(2).mean(), {}
+
+        fit(model, loss_fn, steps=8, optim=OptimConfig(lr=1e-2, warmup=1), run_dir=root / "ckpt", config={},
+            log=Log(tmp_path / "log.txt"), resume=resume, log_every=1, ckpt_every=2, desc="toy")
+        return model.state_dict()
+
+    with pytest.raises(KinemaError, match="checkpoint of step 6 .*No space left on device.*previous checkpoint is intact"):
+        run(False, fill_at=5)
+    assert not list((root / "ckpt").glob(".tmp_step_*"))
+    assert find_checkpoint(root / "ckpt").path.name == "step_0000004"
+    (small_disk / "filler").unlink()
+    assert same(run(True), straight)
+    assert "at step 4" in (tmp_path / "log.txt").read_text()
+
+
+def test_a_full_disk_anywhere_is_one_line_from_the_cli(monkeypatch, capsys):
+    """ENOSPC from any write (a log line, a cache, a sample) ends `kinema` with exit 2 and one line."""
+    import errno
+
+    from kinema import cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/train_log.txt")
+
+    monkeypatch.setattr(cli, "_train", full)
+    assert cli.main(["train", "configs/shapes.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device writing runs/x/train_log.txt" in err and "--resume" in err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -347,6 +348,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `kinema info --presets | head`: the reader left, which is no error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a full disk wherever it shows (a log line, a cache, a sample, an output): checkpoints and
+        # outputs are written to a temporary name and renamed, so what was there before is intact
+        print(f"kinema: error: {e.strerror} writing {e.filename or 'a file'}: make room and run the command again "
+              f"(a training continues from its last checkpoint with --resume)", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -18,7 +19,11 @@ def save_weights(path: Path, state: dict[str, torch.Tensor], dtype: torch.dtype 
     """Write tensors as safetensors; `dtype` casts floating tensors (e.g. fp16 for shipped models)."""
     tensors = {k: v.detach().to(dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous().cpu()
                for k, v in state.items()}
-    save_file(tensors, str(path))
+    try:
+        save_file(tensors, str(path))
+    except SafetensorError as e:  # how safetensors reports a failed write (a full disk, a quota): an OSError
+        full = "os error 28" in str(e)
+        raise OSError(errno.ENOSPC if full else errno.EIO, os.strerror(errno.ENOSPC) if full else str(e), str(path)) from None
     # safetensors creates files as 0600; give them the permissions any other file would get, so a
     # model or checkpoint on a shared filesystem is readable by the group the umask allows
     umask = os.umask(0)
