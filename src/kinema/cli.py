@@ -18,7 +18,7 @@ from kinema.errors import KinemaError
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from kinema.io.video import check_output, read_video, write_gif, write_mp4
+    from kinema.io.video import check_output, fit_image, read_image, read_video, write_gif, write_mp4
     from kinema.pipelines.pipeline import check_settings, load_pipeline
 
     if args.strength is not None and not args.video:
@@ -32,11 +32,16 @@ def _generate(args: argparse.Namespace) -> None:
     if args.gif:
         check_output(args.gif, ".gif", "--gif")
     video = read_video(args.video) if args.video else None  # (an unreadable file is one line)
+    images = {k: read_image(getattr(args, k)) for k in ("image", "end_image") if getattr(args, k)}
     pipe = load_pipeline(args.model, device=args.device, precision=args.precision, compile=args.compile,
                          verify=not args.no_verify)
     pipe.check_request(args.prompt, args.frames)
+    for key, image in images.items():
+        images[key], note = fit_image(image, pipe.cfg.width, pipe.cfg.height)
+        if note:
+            print(f"note: --{key.replace('_', '-')}: {note}", file=sys.stderr)
     frames = pipe(args.prompt, num_frames=args.frames, steps=args.steps, guidance=args.guidance,
-                  sampler=args.sampler, seed=args.seed, shift=args.shift, video=video, strength=strength)
+                  sampler=args.sampler, seed=args.seed, shift=args.shift, video=video, strength=strength, **images)
     out = write_mp4(frames, args.output, fps=args.fps)
     print(f"wrote {out} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]})")
     if args.gif:
@@ -269,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video-to-video: start from this clip (the model's size; its first --frames frames)")
     g.add_argument("--strength", type=float, default=None,
                    help="with --video: how far it is noised, 0 (kept) to 1 (ignored) (default 0.6)")
+    g.add_argument("--image", default=None, metavar="PATH",
+                   help="image-to-video: this picture is the first frame (cropped and resized to the model's size, with a note)")
+    g.add_argument("--end-image", default=None, metavar="PATH", help="this picture is the last frame")
     g.add_argument("--fps", type=int, default=8)
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or directory (default {DEFAULT_MODEL})")
     _runtime_args(g)

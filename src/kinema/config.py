@@ -151,6 +151,11 @@ class DiTConfig:
     # where the pooled text vector comes from: "encoder" (the text encoder's pooled output, through
     # an MLP) or "attention" (Mochi: attention pooling over the text states, 8 heads)
     pooling: str = "encoder"
+    # how given latent frames (an image to animate, start and end frames; kinema.flow.frames) enter:
+    # "clamp" (the noisy latent holds their clean value, with time 0 there: LTX, HunyuanVideo-I2V;
+    # no weights) or "concat" (clamped, and also read as C + 1 more input channels, the given
+    # latents and a mask: 2C + 1 in all, SPEC §6, CogVideoX-I2V and Wan-I2V)
+    frame_cond: str = "clamp"
 
     def __post_init__(self):
         from kinema.nn.attention import PATTERNS
@@ -178,7 +183,8 @@ class DiTConfig:
                                      ("pooling", self.pooling, ("encoder", "attention")),
                                      ("qk_norm_type", self.qk_norm_type, ("rms", "layer")),
                                      ("single_layout", self.single_layout, ("parallel", "sequential")),
-                                     ("final_norm", self.final_norm, ("adaln", "cogvideox"))):
+                                     ("final_norm", self.final_norm, ("adaln", "cogvideox")),
+                                     ("frame_cond", self.frame_cond, ("clamp", "concat"))):
             if value not in allowed:
                 raise KinemaError(f"dit.{name} {value!r}: use {' or '.join(repr(a) for a in allowed)}")
         stream_parts = self.mlp != "gelu" or not self.qkv_bias or self.residual != "gate"

@@ -26,6 +26,8 @@ from kinema.dit.packing import forward_packed
 from kinema.dit.patchify import grid_positions, patch_grid, patchify, unpatchify
 from kinema.dit.refiner import TokenRefiner
 from kinema.dit.route import Route
+from kinema.errors import KinemaError
+from kinema.flow.frames import KnownFrames
 from kinema.nn import sequence_parallel as sp
 from kinema.nn.attention import key_padding_mask, pattern_mask, video_mask
 from kinema.nn.embeddings import AttentionPool, LearnedPositions, MLPEmbedder, sincos_1d, sincos_positions, timestep_embedding
@@ -38,21 +40,27 @@ from kinema.text.encoders import TextStates
 
 @dataclass
 class Conditioning:
-    """Everything the denoiser is conditioned on besides the noisy latent and the time."""
+    """Everything the denoiser is conditioned on besides the noisy latent and the time: the text,
+    and given latent frames (kinema.flow.frames: an image to animate, start and end frames)."""
 
     text: TextStates
+    frames: KnownFrames | None = None
 
     def index(self, idx) -> "Conditioning":
-        return Conditioning(self.text.index(idx))
+        return Conditioning(self.text.index(idx), None if self.frames is None else self.frames.index(idx))
 
     def to(self, device) -> "Conditioning":
-        return Conditioning(self.text.to(device))
+        return Conditioning(self.text.to(device), None if self.frames is None else self.frames.to(device))
 
     @staticmethod
     def cat(items: list["Conditioning"]) -> "Conditioning":
         t = [c.text for c in items]
+        given = [c.frames is not None for c in items]
+        if any(given) and not all(given):
+            raise ValueError("Conditioning.cat: either every item has given frames or none has")
         return Conditioning(TextStates(torch.cat([x.tokens for x in t]), torch.cat([x.mask for x in t]),
-                                       torch.cat([x.pooled for x in t])))
+                                       torch.cat([x.pooled for x in t])),
+                            KnownFrames.cat([c.frames for c in items]) if all(given) else None)
 
 
 class FinalLayer(nn.Module):
@@ -129,6 +137,14 @@ class MMDiT(nn.Module):
             freqs = rope_angles(torch.eye(3), self.rope_axes, cfg.rope_theta)  # [3, Dh/2]
             self.rope_freqs = nn.Parameter(freqs[:, None].repeat(1, cfg.heads, 1))  # [3, H, Dh/2]
         self.patch_in = nn.Linear(patch_dim, cfg.dim)
+        # frame_cond "concat": the input layer over 2C + 1 channels (noisy latent; given latents; mask),
+        # as two Linears over disjoint columns, the given-frame part zero-initialised, so a model
+        # built from a text-to-video one starts as that model
+        self.frame_in = None
+        if cfg.frame_cond == "concat":
+            self.frame_in = nn.Linear((cfg.in_channels + 1) * pt * ph * pw, cfg.dim)
+            nn.init.zeros_(self.frame_in.weight)
+            nn.init.zeros_(self.frame_in.bias)
         self.pos_embed = LearnedPositions(cfg.dim, cfg.max_grid) if cfg.positions == "learned" else None
         self.text_in = text_adapter(cfg)
         width = cfg.text_width or cfg.dim
@@ -168,9 +184,15 @@ class MMDiT(nn.Module):
         if isinstance(x, (list, tuple)):
             if budget is None:
                 raise ValueError("a list of latents is packed: give the token budget of a row (budget=)")
+            if cond.frames is not None or self.frame_in is not None:
+                raise KinemaError("given frames (frame conditioning) are not packed yet; leave dit.pack_tokens unset")
             return forward_packed(self, list(x), t, cond, budget)
         grid = patch_grid(tuple(x.shape[2:]), self.cfg.patch)
         img = self.video_tokens(x, grid)  # [B, Lv, D]
+        if self.frame_in is not None:  # [given latents (0 elsewhere); mask], [B, C + 1, t, h, w]; none given: zeros
+            given = (cond.frames.channels() if cond.frames is not None
+                     else x.new_zeros(x.shape[0], x.shape[1] + 1, *x.shape[2:]))
+            img = img + self.frame_in(patchify(given.to(x), self.cfg.patch))
         txt = self.text_tokens(cond.text, t)  # [B, Lt, Dt]
         vec, txt_vec = self.conditioning_vectors(t, cond.text, grid)
         angles = self.rope_angles(grid).to(x.device) if self.cfg.positions == "rope" else None  # [(H,) Lv, Dh/2]

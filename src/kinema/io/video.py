@@ -79,6 +79,35 @@ def read_video(path: str | Path) -> np.ndarray:
     return np.stack(frames)
 
 
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file (PNG, JPEG, ...; any mode: grey, palette, alpha) -> uint8 RGB [H, W, 3]."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not Path(path).is_file():
+        raise KinemaError(f"no image file at {path}")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise KinemaError(f"cannot read the image {path} ({e.__class__.__name__}); give a PNG or JPEG file") from None
+
+
+def fit_image(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, str | None]:
+    """uint8 [H, W, 3] -> (the image at width x height, a note saying what was done, or None):
+    cropped at the centre to the target's aspect, then resized (Lanczos)."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    if (w, h) == (width, height):
+        return image, None
+    scale = min(w / width, h / height)
+    cw, ch = round(width * scale), round(height * scale)
+    left, top = (w - cw) // 2, (h - ch) // 2
+    im = Image.fromarray(image).crop((left, top, left + cw, top + ch)).resize((width, height), Image.LANCZOS)
+    cropped = f"cropped to {cw}x{ch} at the centre, then " if (cw, ch) != (w, h) else ""
+    return np.asarray(im), f"the image is {w}x{h}; {cropped}resized to the model's {width}x{height}"
+
+
 def write_gif(frames: np.ndarray, path: str | Path, fps: int = 8, scale: int = 1) -> Path:
     from PIL import Image
 

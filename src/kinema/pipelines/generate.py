@@ -1,7 +1,8 @@
 """The one generation loop: noise -> guided ODE solve in latent space -> latents.
 
-Text-to-video uses it directly; image-to-video, video-to-video and long video (later issues)
-differ only in the conditioning and in which latent frames are clamped, not in the loop.
+Text-to-video uses it directly; image-to-video, start and end frames, video-to-video and long
+video differ only in the conditioning (Conditioning.frames: the given latent frames, clamped) and
+in where the schedule starts, not in the loop.
 """
 
 from __future__ import annotations
@@ -25,13 +26,18 @@ def initial_noise(shape: tuple[int, ...], seeds: list[int]) -> torch.Tensor:
 def guided_velocity(model: nn.Module, cond: Conditioning, uncond: Conditioning, guidance: float):
     """velocity_fn(x, t) for the samplers: one batched call for conditional + unconditional."""
 
+    frames = cond.frames  # given latent frames (kinema.flow.frames): clean, at time 0, velocity 0
+
     def velocity_fn(x: torch.Tensor, t: float) -> torch.Tensor:
         tt = torch.full((x.shape[0],), t, device=x.device)
+        if frames is not None:
+            x, tt = frames.clamp(x), frames.times(tt)  # tt [B, t]
         if guidance == 1.0:
-            return model(x, tt, cond)
-        v = model(torch.cat([x, x]), torch.cat([tt, tt]), Conditioning.cat([cond, uncond]))
-        v_cond, v_uncond = v.chunk(2)
-        return cfg_combine(v_cond, v_uncond, guidance)
+            v = model(x, tt, cond)
+        else:
+            v_cond, v_uncond = model(torch.cat([x, x]), torch.cat([tt, tt]), Conditioning.cat([cond, uncond])).chunk(2)
+            v = cfg_combine(v_cond, v_uncond, guidance)
+        return v if frames is None else torch.where(frames.mask(v), torch.zeros((), dtype=v.dtype, device=v.device), v)
 
     return velocity_fn
 
@@ -50,12 +56,15 @@ def sample_latents(model: nn.Module, cond: Conditioning, uncond: Conditioning, n
                    runtime: Runtime, start: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
     """noise: [B, C, t, h, w] at t = 1 -> normalised latents at t = 0 (same shape), on noise's device.
     `start` (video-to-video): clean latents noised to t = `strength` on the flow's path,
-    (1 - s) start + s noise, and denoised from there."""
+    (1 - s) start + s noise, and denoised from there. `cond.frames` (and uncond's, the same):
+    given latent frames, held at their clean values from the first step to the last."""
     ts = sampling_schedule(steps, shift)
     x = noise
     if start is not None:
         ts = partial_schedule(steps, shift, strength)
         x = interpolate(start.to(noise), noise, torch.full((noise.shape[0],), float(strength), device=noise.device))
+    if cond.frames is not None:
+        x = cond.frames.clamp(x)
     with runtime.autocast():
         out = SAMPLERS[sampler](guided_velocity(model, cond, uncond, guidance), x, ts)
     return out.float()

@@ -19,6 +19,7 @@ import torch
 from kinema.config import ModelConfig, from_dict, to_dict
 from kinema.dit.transformer import Conditioning, MMDiT
 from kinema.errors import KinemaError
+from kinema.flow.frames import KnownFrames
 from kinema.flow.samplers import SAMPLERS
 from kinema.io.weights import MANIFEST, load_json, load_weights, save_weights, verify_manifest, write_manifest
 from kinema.pipelines.generate import initial_noise, sample_latents
@@ -92,28 +93,36 @@ class Pipeline:
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], num_frames: int = 17, steps: int = 25, guidance: float = 5.0,
                  seed: int | list[int] = 0, sampler: str = "euler", shift: float | None = None,
-                 video: np.ndarray | None = None, strength: float = 0.6) -> np.ndarray:
+                 video: np.ndarray | None = None, strength: float = 0.6, image: np.ndarray | None = None,
+                 end_image: np.ndarray | None = None) -> np.ndarray:
         """A prompt -> uint8 [T, H, W, 3]; a list of prompts -> uint8 [B, T, H, W, 3].
 
         `shift` > 1 spends more of the sampling steps near noise, where layout and motion are
         decided (t' = s t / (1 + (s - 1) t)); None uses the model's `timestep_shift`.
-        `video` with `strength`: video-to-video (`latents`)."""
-        z = self.latents(prompt, num_frames, steps, guidance, seed, sampler, shift, video, strength)
+        `video` with `strength`: video-to-video; `image`, `end_image`: the first and last frames
+        (`latents`)."""
+        z = self.latents(prompt, num_frames, steps, guidance, seed, sampler, shift, video, strength, image, end_image)
         frames = self.frames(z)
         return frames[0] if isinstance(prompt, str) else frames
 
     def latents(self, prompt: str | list[str], num_frames: int = 17, steps: int = 25, guidance: float = 5.0,
                 seed: int | list[int] = 0, sampler: str = "euler", shift: float | None = None,
-                video: np.ndarray | None = None, strength: float = 0.6) -> torch.Tensor:
+                video: np.ndarray | None = None, strength: float = 0.6, image: np.ndarray | None = None,
+                end_image: np.ndarray | None = None) -> torch.Tensor:
         """What `__call__` samples before decoding: normalised latents [B, C, t, h, w], fp32.
         `video` (uint8 [T, H, W, 3], T = num_frames, the model's size): video-to-video, its latents
-        noised to t = `strength` (0 keeps the video, 1 ignores it) and denoised towards the prompt."""
+        noised to t = `strength` (0 keeps the video, 1 ignores it) and denoised towards the prompt.
+        `image` / `end_image` (uint8 [H, W, 3], the model's size; kinema.io.video.fit_image makes
+        one): the first / last latent frame is given, held clean at every step (`given_frames`)."""
         prompts = self.check_request(prompt, num_frames)
         check_settings(steps, guidance, shift, seed, sampler, len(prompts), strength if video is not None else None)
         shift = self.cfg.timestep_shift if shift is None else shift
         seeds = [seed + i for i in range(len(prompts))] if isinstance(seed, int) else list(seed)
         cond = self.encode_prompts(prompts)
         uncond = self.encode_prompts([""] * len(prompts))
+        frames = self.given_frames(num_frames, image, end_image)
+        if frames is not None:  # the same frames in the unconditional branch: guidance is on the text alone
+            cond.frames = uncond.frames = frames.index([0] * len(prompts))
         noise = initial_noise(self.latent_shape(num_frames), seeds).to(self.runtime.device)  # drawn on the CPU: same on every device
         start = None if video is None else self.video_latents(video, num_frames).expand(len(prompts), -1, -1, -1, -1)
         z = sample_latents(self.dit, cond, uncond, noise, steps=steps, guidance=guidance, sampler=sampler, shift=shift,
@@ -122,6 +131,37 @@ class Pipeline:
             raise KinemaError(f"sampling produced non-finite latents (guidance {guidance}, shift {shift}); "
                               f"use a smaller guidance or shift")
         return z
+
+    @torch.no_grad()
+    def given_frames(self, num_frames: int, image: np.ndarray | None = None,
+                     end_image: np.ndarray | None = None) -> KnownFrames | None:
+        """The first latent frame from `image`, the last from `end_image` (each uint8 [H, W, 3]), as
+        KnownFrames [1, C, t, h, w]; None when neither is given. The first latent frame of a causal
+        VAE codes one pixel frame, the image itself; the last codes `time_compression` frames, so
+        the end image is coded as a still clip of 1 + time_compression frames and its last latent taken."""
+        if image is None and end_image is None:
+            return None
+        shape, r = self.latent_shape(num_frames), self.cfg.vae.time_compression
+        latents = torch.zeros(1, *shape, device=self.runtime.device)
+        index = []
+        if image is not None:
+            latents[:, :, 0] = self.video_latents(self._still(image, 1, "--image"), 1)[:, :, 0]
+            index.append(0)
+        if end_image is not None:
+            if shape[1] < 2:
+                raise KinemaError(f"--end-image needs at least two latent frames: --frames {r + 1} or more")
+            latents[:, :, -1] = self.video_latents(self._still(end_image, r + 1, "--end-image"), r + 1)[:, :, -1]
+            index.append(shape[1] - 1)
+        return KnownFrames.at(latents, index)
+
+    def _still(self, image: np.ndarray, frames: int, option: str) -> np.ndarray:
+        """A still clip uint8 [frames, H, W, 3] of an image of the model's size."""
+        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+            raise KinemaError(f"{option}: give an RGB image uint8 [H, W, 3], got {image.dtype} {tuple(image.shape)}")
+        if image.shape[:2] != (self.cfg.height, self.cfg.width):
+            raise KinemaError(f"{option} is {image.shape[1]}x{image.shape[0]}; this model makes {self.cfg.width}x"
+                              f"{self.cfg.height}: kinema.io.video.fit_image(image, {self.cfg.width}, {self.cfg.height}) fits it")
+        return np.repeat(image[None], frames, axis=0)
 
     @torch.no_grad()
     def video_latents(self, video: np.ndarray, num_frames: int) -> torch.Tensor:

@@ -1,0 +1,72 @@
+"""Given latent frames (SPEC §6, §7): an image to animate, start and end frames, the context of
+the next chunk of a long video. One object carries them through training and sampling:
+
+    latents [B, C, t, h, w]   clean (normalised) latents; only the known frames are read
+    known   [B, t] bool       which latent frames are given
+
+A given frame is clamped: the noisy latent holds its clean value there, its time is 0 (the
+denoiser takes one time per latent frame), its velocity is 0, and the loss leaves it out. So the
+sampler carries it through unchanged, bit for bit. A denoiser with `frame_cond: concat` also reads
+the given latents and the mask as extra input channels (kinema.dit.transformer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class KnownFrames:
+    latents: torch.Tensor  # [B, C, t, h, w]
+    known: torch.Tensor  # [B, t] bool
+
+    def __post_init__(self):
+        b, _, t = self.latents.shape[:3]
+        if self.known.shape != (b, t) or self.known.dtype != torch.bool:
+            raise ValueError(f"known must be bool [B, t] = [{b}, {t}], got {self.known.dtype} {tuple(self.known.shape)}")
+
+    @staticmethod
+    def at(latents: torch.Tensor, frames: list[int]) -> "KnownFrames":
+        """The latent frames `frames` (negative counts from the end) of latents [B, C, t, h, w] given."""
+        known = torch.zeros(latents.shape[0], latents.shape[2], dtype=torch.bool, device=latents.device)
+        known[:, frames] = True
+        return KnownFrames(latents, known)
+
+    def mask(self, like: torch.Tensor) -> torch.Tensor:
+        """known as [B, 1, t, 1, 1], broadcasting over a latent like `like`."""
+        return self.known[:, None, :, None, None].to(like.device)
+
+    def clamp(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, C, t, h, w] with the known frames replaced by their clean latents."""
+        return torch.where(self.mask(x), self.latents.to(x), x)
+
+    def times(self, t: torch.Tensor) -> torch.Tensor:
+        """t [B] -> [B, t_latent]: t on generated frames, 0 on known ones."""
+        return torch.where(self.known.to(t.device), torch.zeros((), device=t.device, dtype=t.dtype), t[:, None])
+
+    def channels(self) -> torch.Tensor:
+        """What `concat` conditioning adds to the input: [given latents (0 elsewhere); mask], [B, C + 1, t, h, w]."""
+        m = self.mask(self.latents).to(self.latents.dtype)
+        return torch.cat([self.latents * m, m.expand(-1, 1, -1, *self.latents.shape[3:])], dim=1)
+
+    def index(self, idx) -> "KnownFrames":
+        return KnownFrames(self.latents[idx], self.known[idx])
+
+    def to(self, device) -> "KnownFrames":
+        return KnownFrames(self.latents.to(device), self.known.to(device))
+
+    @staticmethod
+    def cat(items: list["KnownFrames"]) -> "KnownFrames":
+        return KnownFrames(torch.cat([k.latents for k in items]), torch.cat([k.known for k in items]))
+
+
+def generated_mse(v: torch.Tensor, target: torch.Tensor, frames: KnownFrames | None) -> torch.Tensor:
+    """The flow loss over generated frames only: the mean squared error over every element of the
+    frames that are not given (all of them when frames is None)."""
+    err = (v.float() - target.float()).pow(2)
+    if frames is None:
+        return err.mean()
+    weight = (~frames.mask(err)).to(err.dtype).expand_as(err)
+    return (err * weight).sum() / weight.sum().clamp(min=1)
