@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 from conftest import tiny_recipe_dict
 from test_cli import assert_one_line_error, run_cli
 
@@ -40,6 +41,9 @@ RECIPE_CASES = [
     ("vae.length_schedule", [[0, 9, 0]], ["length_schedule[0] [0, 9, 0]"]),
     ("seed", "one", ["seed", "expected an integer"]),
     ("dit.curriculum", [[0]], ["dit: curriculum entry [0]"]),
+    ("dit.first_frame", 1.5, ["first_frame 1.5: must be in [0, 1]"]),
+    ("model.dit.frame_cond", "tokens", ["frame_cond 'tokens': use 'clamp' or 'concat'"]),
+    ("dit.init_from", "/no/such/model", ["dit.init_from /no/such/model: no dit.safetensors there"]),
 ]
 
 
@@ -83,6 +87,9 @@ GENERATE_CASES = [
     (["-o", "OUT/v.mp4", "--gif", "OUT/v.mp4"], ["--gif", "use a path ending in .gif"]),
     (["-o", "READONLY/v.mp4"], ["cannot write", "permission denied"]),
     (["-o", "OUT"], ["is a directory"]),
+    (["--image", "IMGS/none.png"], ["no image file at"]),
+    (["--image", "IMGS/bad.png"], ["cannot read the image", "give a PNG or JPEG file"]),
+    (["--end-image", "IMGS/grey.png", "--frames", "1"], ["--end-image needs at least two latent frames: --frames 5 or more"]),
 ]
 
 
@@ -94,7 +101,11 @@ def test_a_bad_generate_request_is_one_line_and_writes_nothing(extra, words, tmp
     (tmp_path / "READONLY").mkdir(mode=0o500)
     if os.access(tmp_path / "READONLY", os.W_OK) and "READONLY/v.mp4" in extra:
         pytest.skip("running as a user who can write anywhere (root): no read-only directory to test")
-    extra = [a.replace("OUT", str(tmp_path / "OUT")).replace("READONLY", str(tmp_path / "READONLY")) for a in extra]
+    (tmp_path / "IMGS").mkdir()
+    (tmp_path / "IMGS" / "bad.png").write_bytes(b"not a picture")
+    Image.new("L", (40, 30), 128).save(tmp_path / "IMGS" / "grey.png")  # (grey, another size: fitted, not refused)
+    extra = [a.replace("OUT", str(tmp_path / "OUT")).replace("READONLY", str(tmp_path / "READONLY"))
+             .replace("IMGS", str(tmp_path / "IMGS")) for a in extra]
     args = ["generate", "a red circle", "--model", str(tiny_model_dir), "--frames", "9", "--steps", "1", *extra]
     if "-o" not in extra:
         args += ["-o", str(tmp_path / "OUT" / "v.mp4")]

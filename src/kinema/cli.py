@@ -35,7 +35,7 @@ def _generate(args: argparse.Namespace) -> None:
     images = {k: read_image(getattr(args, k)) for k in ("image", "end_image") if getattr(args, k)}
     pipe = load_pipeline(args.model, device=args.device, precision=args.precision, compile=args.compile,
                          verify=not args.no_verify)
-    pipe.check_request(args.prompt, args.frames)
+    pipe.check_request(args.prompt, args.frames, end_image=bool(args.end_image))
     for key, image in images.items():
         images[key], note = fit_image(image, pipe.cfg.width, pipe.cfg.height)
         if note:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass
@@ -65,8 +66,8 @@ class KnownFrames:
 def generated_mse(v: torch.Tensor, target: torch.Tensor, frames: KnownFrames | None) -> torch.Tensor:
     """The flow loss over generated frames only: the mean squared error over every element of the
     frames that are not given (all of them when frames is None)."""
-    err = (v.float() - target.float()).pow(2)
     if frames is None:
-        return err.mean()
+        return F.mse_loss(v.float(), target.float())
+    err = (v.float() - target.float()).pow(2)
     weight = (~frames.mask(err)).to(err.dtype).expand_as(err)
     return (err * weight).sum() / weight.sum().clamp(min=1)

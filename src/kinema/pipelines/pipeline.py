@@ -68,7 +68,7 @@ class Pipeline:
     def precision(self) -> str:
         return self.runtime.precision
 
-    def check_request(self, prompt: str | list[str], num_frames: int) -> list[str]:
+    def check_request(self, prompt: str | list[str], num_frames: int, end_image: bool = False) -> list[str]:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts or any(not p or not p.strip() for p in prompts):
             raise KinemaError('the prompt is empty; describe the video, e.g. "a red circle moving right"')
@@ -80,6 +80,8 @@ class Pipeline:
         r = self.cfg.vae.time_compression
         if num_frames < 1 or (num_frames - 1) % r:
             raise KinemaError(f"--frames {num_frames} is not 1 + {r}k; use e.g. {r + 1}, {2 * r + 1} or {4 * r + 1}")
+        if end_image and num_frames < r + 1:
+            raise KinemaError(f"--end-image needs at least two latent frames: --frames {r + 1} or more")
         return prompts
 
     def latent_shape(self, num_frames: int) -> tuple[int, int, int, int]:
@@ -114,7 +116,7 @@ class Pipeline:
         noised to t = `strength` (0 keeps the video, 1 ignores it) and denoised towards the prompt.
         `image` / `end_image` (uint8 [H, W, 3], the model's size; kinema.io.video.fit_image makes
         one): the first / last latent frame is given, held clean at every step (`given_frames`)."""
-        prompts = self.check_request(prompt, num_frames)
+        prompts = self.check_request(prompt, num_frames, end_image is not None)
         check_settings(steps, guidance, shift, seed, sampler, len(prompts), strength if video is not None else None)
         shift = self.cfg.timestep_shift if shift is None else shift
         seeds = [seed + i for i in range(len(prompts))] if isinstance(seed, int) else list(seed)
@@ -147,9 +149,7 @@ class Pipeline:
         if image is not None:
             latents[:, :, 0] = self.video_latents(self._still(image, 1, "--image"), 1)[:, :, 0]
             index.append(0)
-        if end_image is not None:
-            if shape[1] < 2:
-                raise KinemaError(f"--end-image needs at least two latent frames: --frames {r + 1} or more")
+        if end_image is not None:  # (check_request: at least two latent frames)
             latents[:, :, -1] = self.video_latents(self._still(end_image, r + 1, "--end-image"), r + 1)[:, :, -1]
             index.append(shape[1] - 1)
         return KnownFrames.at(latents, index)

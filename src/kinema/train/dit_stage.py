@@ -9,6 +9,7 @@ caption used for classifier-free guidance.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import random
 from dataclasses import dataclass, field
@@ -20,12 +21,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from kinema.config import ModelConfig, to_dict
+from kinema.config import ModelConfig, from_dict, to_dict
 from kinema.data import scenes, shapes
 from kinema.data.captions import caption_variants
 from kinema.dit.patchify import patch_grid
 from kinema.dit.transformer import Conditioning, MMDiT
 from kinema.errors import KinemaError, at_least, fractions, require
+from kinema.flow.frames import KnownFrames, generated_mse
 from kinema.flow.paths import interpolate, velocity
 from kinema.flow.timesteps import TimestepConfig, sample_timesteps
 from kinema.io.video import write_gif
@@ -66,11 +68,20 @@ class DiTStage:
     # packing (kinema.dit.packing; `data` only): 0 draws each batch from one bucket of shape; N
     # draws batch_size clips of any shapes and packs them into rows of at most N video tokens
     pack_tokens: int = 0
+    # given frames (image-to-video, start and end frames; kinema.flow.frames): the share of training
+    # clips whose first / last latent frame is given, clean at time 0 and left out of the loss
+    first_frame: float = 0.0
+    last_frame: float = 0.0
+    # an exported model directory whose denoiser weights this stage starts from (e.g. a text-to-video
+    # model for an image-to-video one); its dit config must equal the recipe's but for frame_cond
+    init_from: str | None = None
 
     def __post_init__(self):
         at_least(self, 1, "steps", "batch_size", "num_clips", "captions_per_combo", "log_every", "ckpt_every")
         at_least(self, 0, "sample_every", "pack_tokens")
-        fractions(self, "canonical_prob", "caption_dropout")
+        fractions(self, "canonical_prob", "caption_dropout", "first_frame", "last_frame")
+        require(not (self.pack_tokens and (self.first_frame or self.last_frame)), "pack_tokens", self.pack_tokens,
+                "given frames (first_frame, last_frame) are not packed yet; set pack_tokens to 0")
         fractions(self, "ema_decay", below_one=True)
         for entry in self.curriculum:
             require(len(entry) in (2, 3), "curriculum entry", list(entry),
@@ -183,9 +194,24 @@ def flow_loss(model: MMDiT, z0: torch.Tensor, cond: Conditioning, tcfg: Timestep
     t = sample_timesteps(tcfg, z0.shape[0], generator=g).to(z0.device)  # drawn on the CPU: the same on every device
     x1 = torch.randn(z0.shape, generator=g).to(z0.device)
     s = dist.share(z0.shape[0])
-    z0, x1, t = z0[s], x1[s], t[s]
-    v = model(interpolate(z0, x1, t), t, cond.index(s))
-    return F.mse_loss(v.float(), velocity(z0, x1))
+    z0, x1, t, cond = z0[s], x1[s], t[s], cond.index(s)
+    x_t, frames = interpolate(z0, x1, t), cond.frames
+    if frames is not None:  # given frames: clean, at time 0, out of the loss
+        x_t, t = frames.clamp(x_t), frames.times(t)
+    return generated_mse(model(x_t, t, cond), velocity(z0, x1), frames)
+
+
+def given_frames(z0: torch.Tensor, stage: DiTStage, g: torch.Generator) -> KnownFrames | None:
+    """Which clips of the batch z0 [B, C, t, h, w] have their first / last latent frame given
+    (stage.first_frame, stage.last_frame), drawn from g; None (and nothing drawn) when neither is set."""
+    if not (stage.first_frame or stage.last_frame):
+        return None
+    b, frames = z0.shape[0], z0.shape[2]
+    first = torch.rand(b, generator=g) < stage.first_frame
+    last = (torch.rand(b, generator=g) < stage.last_frame) & (frames > 1)
+    known = torch.zeros(b, frames, dtype=torch.bool)
+    known[:, 0], known[:, -1] = first, known[:, -1] | last
+    return KnownFrames(z0, known.to(z0.device))
 
 
 def packed_flow_loss(model: MMDiT, z0: list[torch.Tensor], cond: Conditioning, tcfg: TimestepConfig,
@@ -237,16 +263,36 @@ def curriculum_limit(curriculum: tuple[tuple[int, ...], ...], step: int, spatial
     return limit
 
 
-def build_denoiser(mc: ModelConfig, seed: int, device, compile: bool = False, checkpointing: bool = False) -> MMDiT:
-    """The denoiser to train, initialised from the seed; activation checkpointing and torch.compile
-    are applied from outside (in place: the state_dict keys do not change)."""
+def build_denoiser(mc: ModelConfig, seed: int, device, compile: bool = False, checkpointing: bool = False,
+                   init_from: str | None = None) -> MMDiT:
+    """The denoiser to train, initialised from the seed (or from the model directory `init_from`);
+    activation checkpointing and torch.compile are applied from outside (in place: the state_dict
+    keys do not change)."""
     torch.manual_seed(seed)
-    model = MMDiT(mc.dit).to(device)
+    model = MMDiT(mc.dit)
+    if init_from:
+        start_from(model, init_from)
+    model = model.to(device)
     if checkpointing:
         dist.checkpoint_blocks(model)
     if compile:
         model.compile()
     return model
+
+
+def start_from(model: MMDiT, root: str) -> None:
+    """Load the denoiser of the exported model at `root` into `model`, whose config may differ only
+    in frame_cond: weights `model` has and the source lacks (frame_in) keep their zero initialisation."""
+    from kinema.io.weights import load_json, load_weights
+
+    path = Path(root)  # (that it holds dit.safetensors: recipe.check_sizes)
+    source = from_dict(ModelConfig, load_json(path / "config.json")).dit
+    if dataclasses.replace(source, frame_cond=model.cfg.frame_cond) != model.cfg:
+        raise KinemaError(f"dit.init_from {root}: its denoiser config differs from the recipe's model.dit beyond "
+                          f"frame_cond; copy the model directory's config.json dit section into the recipe")
+    missing, unexpected = model.load_state_dict(load_weights(path / "dit.safetensors"), strict=False)
+    if unexpected or any(not k.startswith("frame_in.") for k in missing):
+        raise KinemaError(f"dit.init_from {root}: its weights do not fit ({(unexpected or missing)[0]}); re-export it")
 
 
 def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path, seed: int, runtime: Runtime,
@@ -270,7 +316,7 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
     post_mean, post_logvar = (to_device(cache[k], device) for k in ("latent_mean", "latent_logvar"))
     combo = cache["combo"]
 
-    model = build_denoiser(mc, seed, device, compile, checkpointing)
+    model = build_denoiser(mc, seed, device, compile, checkpointing, stage.init_from)
 
     def loss_fn(m: MMDiT, step: int):
         g = seeded(seed, step)
@@ -279,7 +325,8 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
         if stage.sample_posterior:
             z0 = z0 + (0.5 * post_logvar[idx.to(device)].float()).exp() * torch.randn(z0.shape, generator=g).to(device)
         z0 = vae.normalize(z0)
-        loss = flow_loss(m, z0, Conditioning(captions(combo[idx], g)), stage.timesteps, g)
+        text = captions(combo[idx], g)
+        loss = flow_loss(m, z0, Conditioning(text, given_frames(z0, stage, g)), stage.timesteps, g)
         return loss, {}
 
     def sample_fn(m: MMDiT, ema, step: int):
@@ -317,7 +364,7 @@ def train_dit_on_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_
     mean, std = cache.channel_stats(False)
     mc.vae.latent_mean, mc.vae.latent_std = tuple(mean.tolist()), tuple(std.tolist())
     vae = with_statistics(vae, mc)
-    model = build_denoiser(mc, seed, device, compile, checkpointing)
+    model = build_denoiser(mc, seed, device, compile, checkpointing, stage.init_from)
 
     def loss_fn(m: MMDiT, step: int):
         g = seeded(seed, step)
@@ -335,6 +382,7 @@ def train_dit_on_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_
         cond = Conditioning(drop_captions(text.to(device), cache.empty, stage.caption_dropout, g))
         if stage.pack_tokens:
             return packed_flow_loss(m, z0, cond, stage.timesteps, g, stage.pack_tokens), {}
+        cond.frames = given_frames(z0[0], stage, g)
         return flow_loss(m, z0[0], cond, stage.timesteps, g), {}
 
     ema = fit(model, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(mc),

@@ -100,6 +100,9 @@ def check_sizes(recipe: Recipe) -> None:
     if recipe.model.frames > 1 + r * 1024:
         raise KinemaError(f"model.frames {recipe.model.frames}: at most {1 + r * 1024} frames (1024 latent frames) "
                           f"train in one clip; generate longer clips with long-video routes")
+    start = recipe.dit.init_from
+    if start and not (Path(start) / "dit.safetensors").is_file():
+        raise KinemaError(f"dit.init_from {start}: no dit.safetensors there; give a model directory written by kinema train")
 
 
 def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | None:
