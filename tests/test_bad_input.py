@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
 from conftest import tiny_recipe_dict
+from PIL import Image
 from test_cli import assert_one_line_error, run_cli
 
 from kinema.train.recipe import check_sizes, load_recipe
