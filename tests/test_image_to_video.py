@@ -164,3 +164,26 @@ def test_an_image_to_video_recipe_trains_from_a_text_to_video_model(tmp_path, ti
     weights = load_weights(out / "dit.safetensors")
     assert weights["frame_in.weight"].abs().sum() > 0
     assert json.loads((out / "config.json").read_text())["dit"]["frame_cond"] == "concat"
+
+
+def test_psnr_known_values():
+    from kinema.eval.report import PSNR_CAP, psnr
+
+    black, white = np.zeros((2, 4, 4, 3), np.uint8), np.full((2, 4, 4, 3), 255, np.uint8)
+    assert psnr(black, white) == 0.0 and psnr(black, black) == PSNR_CAP
+    grey = black + 1  # mse 1: 20 log10(255)
+    assert psnr(grey, black) == pytest.approx(48.1308, abs=1e-4)
+
+
+def test_the_image_to_video_eval_gives_rendered_frames_and_scores_them(monkeypatch, tiny_model_dir):
+    """--given ends: every clip's first and last frames are a rendered clip's; the first frame of
+    the generation is the VAE's reconstruction of the given image, exactly (the clamp holds and the
+    causal decoder's first frame reads the first latent frame alone)."""
+    from kinema.eval.report import evaluate_shapes, format_table
+
+    monkeypatch.setattr("kinema.eval.report.shapes.combos", lambda: [("red", "circle", "right"), ("yellow", "triangle", "up")])
+    result = evaluate_shapes(str(tiny_model_dir), seeds=1, steps=2, device="cpu", precision="fp32", given="ends")
+    rows = result["rows"]
+    assert [r["first_psnr_recon"] for r in rows] == [100.0, 100.0]
+    assert all(0 < r[k] < 100 for r in rows for k in ("first_psnr", "last_psnr", "clip_psnr"))
+    assert result["settings"]["given"] == "ends" and "last frame to the end image" in format_table(result)

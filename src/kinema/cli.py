@@ -168,7 +168,7 @@ def _eval(args: argparse.Namespace) -> None:
 
     result = evaluate_shapes(args.model, seeds=args.seeds, steps=args.steps, guidance=args.guidance,
                              sampler=args.sampler, shift=args.shift, batch_size=args.batch_size,
-                             device=args.device, precision=args.precision, compile=args.compile)
+                             device=args.device, precision=args.precision, compile=args.compile, given=args.given)
     print(format_table(result))
     _write_json(args.json, result)
 
@@ -322,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--seeds", type=int, default=4, help="samples per prompt (default 4)")
     _oracle_eval_args(es, DEFAULT_MODEL)
     es.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
+    es.add_argument("--given", default=None, metavar="first|ends",
+                    help="image-to-video: give each clip the first (or first and last) frame of a rendered clip of its prompt")
     es.set_defaults(func=_eval)
     sc = esub.add_parser("scenes", help="Shapes level 2 oracle: per-object attributes, binding, object count")
     sc.add_argument("--clips", type=int, default=96, help="seen scenes (half one object, half two); plus clips/4 held-out")

@@ -26,8 +26,10 @@ def _world_generator(frames: int, size: int) -> Callable[[list[tuple[str, str, s
 
 
 def score(generate: Callable[[list[tuple[str, str, str]], list[int]], np.ndarray], seeds: int,
-          batch_size: int = 32, progress: bool = True) -> dict:
-    """`generate(combos, seeds) -> uint8 [B, T, H, W, 3]`; returns per-split means and per-combo rows."""
+          batch_size: int = 32, progress: bool = True,
+          extra: Callable[[tuple[str, str, str], int, np.ndarray], dict[str, float]] | None = None) -> dict:
+    """`generate(combos, seeds) -> uint8 [B, T, H, W, 3]`; returns per-split means and per-combo rows.
+    `extra(combo, seed, video)`: more figures of each clip, averaged per split beside the oracle's."""
     jobs = [(combo, s) for combo in shapes.combos() for s in range(seeds)]
     rows = []
     for start in tqdm(range(0, len(jobs), batch_size), desc="eval shapes", disable=not progress, mininterval=2.0):
@@ -39,25 +41,54 @@ def score(generate: Callable[[list[tuple[str, str, str]], list[int]], np.ndarray
             rows.append({"prompt": canonical_caption(*combo), "seed": s, "held_out": (combo[0], combo[1]) in shapes.HELD_OUT,
                          **{k: float(x) for k, x in ok.items()}, "all_three": float(all(ok.values())),
                          "one_object_frames": v.one_object_frac,
-                         "judged": {"colour": v.colour, "shape": v.shape, "direction": v.direction}})
+                         "judged": {"colour": v.colour, "shape": v.shape, "direction": v.direction},
+                         **(extra(combo, s, video) if extra else {})})
     result = {}
+    metrics = [m for m in rows[0] if m in METRICS or m in GIVEN_METRICS]
     for split, held in (("seen", False), ("held_out", True)):
         part = [r for r in rows if r["held_out"] == held]
-        result[split] = {m: float(np.mean([r[m] for r in part])) for m in METRICS}
+        result[split] = {m: float(np.mean([r[m] for r in part])) for m in metrics}
         result[split]["clips"] = len(part)
     result["direction_confusion"] = {"seen": direction_confusion(rows), "held_out": direction_confusion(rows, held_out=True)}
     result["rows"] = rows
     return result
 
 
+# image-to-video (--given first | ends): PSNR in dB, capped at PSNR_CAP (identical frames)
+GIVEN_METRICS = ("first_psnr", "first_psnr_recon", "last_psnr", "clip_psnr")
+GIVEN = ("first", "ends")
+PSNR_CAP = 100.0
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10 * np.log10(255.0 ** 2 / mse))
+
+
+def true_clip(combo: tuple[str, str, str], seed: int, frames: int = 17, size: int = 64) -> np.ndarray:
+    """The clip whose first (and last) frame an image-to-video eval gives: seeds 20 000 + s, apart
+    from the world-ceiling's 10 000 + s and from training's draws."""
+    return shapes.sample_clip(20_000 + seed, combo, frames=frames, size=size)[0]
+
+
 def evaluate_shapes(model: str = "shapes", seeds: int = 4, steps: int = 25, guidance: float = 5.0,
                     sampler: str = "euler", shift: float | None = None, batch_size: int = 32,
-                    device: str = "auto", precision: str = "auto", compile: bool = False) -> dict:
+                    device: str = "auto", precision: str = "auto", compile: bool = False,
+                    given: str | None = None) -> dict:
+    """`given` "first": each clip gets the first frame of a rendered clip of its prompt (`true_clip`),
+    "ends" its first and last frames; the report adds the first (and last) frame's PSNR to the
+    given image, the first frame's to the VAE's reconstruction of it, and the whole clip's to the
+    rendered one."""
+    from kinema.errors import KinemaError
     from kinema.runtime import resolve_runtime
 
+    if given not in (None, *GIVEN):
+        raise KinemaError(f"--given {given!r}: use {' or '.join(GIVEN)}")
     t0 = time.time()
-    runtime = None
+    runtime, extra = None, None
     if model == "world":
+        if given:
+            raise KinemaError("--given needs a model: the world's own clips have nothing to be given")
         resolve_runtime(device, precision)  # unused by rendered clips, but a bad name is still an error
         generate = _world_generator(17, 64)
     else:
@@ -67,11 +98,27 @@ def evaluate_shapes(model: str = "shapes", seeds: int = 4, steps: int = 25, guid
         cfg, runtime = pipe.cfg, pipe.runtime
 
         def generate(batch, batch_seeds):
-            return pipe([canonical_caption(*c) for c in batch], num_frames=cfg.frames, steps=steps,
-                        guidance=guidance, sampler=sampler, seed=batch_seeds, shift=shift)
-    result = score(generate, seeds, batch_size)
+            prompts = [canonical_caption(*c) for c in batch]
+            kw = dict(num_frames=cfg.frames, steps=steps, guidance=guidance, sampler=sampler, shift=shift)
+            if not given:
+                return pipe(prompts, seed=batch_seeds, **kw)
+            out = []  # one clip at a time: each has its own given frames
+            for prompt, combo, s in zip(prompts, batch, batch_seeds):
+                clip = true_clip(combo, s, cfg.frames, cfg.height)
+                out.append(pipe(prompt, seed=s, image=clip[0], end_image=clip[-1] if given == "ends" else None, **kw))
+            return np.stack(out)
+
+        def extra(combo, s, video):
+            clip = true_clip(combo, s, cfg.frames, cfg.height)
+            recon = pipe.frames(pipe.video_latents(clip[:1], 1))[0, 0]
+            row = {"first_psnr": psnr(video[0], clip[0]), "first_psnr_recon": psnr(video[0], recon),
+                   "clip_psnr": psnr(video, clip)}
+            if given == "ends":
+                row["last_psnr"] = psnr(video[-1], clip[-1])
+            return row
+    result = score(generate, seeds, batch_size, extra=extra if given else None)
     result["settings"] = {"model": model, "seeds": seeds, "steps": steps, "guidance": guidance, "sampler": sampler,
-                          "shift": shift, "seconds": round(time.time() - t0, 1)}
+                          "shift": shift, "given": given, "seconds": round(time.time() - t0, 1)}
     if runtime is not None:
         result["settings"].update(device=str(runtime.device), precision=runtime.precision)
     return result
@@ -99,6 +146,8 @@ def format_table(result: dict) -> str:
     head = f"Shapes oracle: model {s['model']}, {s['seeds']} seeds, {s['steps']} {s['sampler']} steps, guidance {s['guidance']}"
     if s.get("shift") is not None:
         head += f", shift {s['shift']}"
+    if s.get("given"):
+        head += f", given {s['given']} frame{'s' if s['given'] == 'ends' else ''}"
     if s.get("device"):
         head += f", {s['device']} {s['precision']}"
     lines = [head, "", "| split | clips | colour | shape | direction | all three | one-object frames |",
@@ -106,6 +155,14 @@ def format_table(result: dict) -> str:
     for split in ("seen", "held_out"):
         r = result[split]
         lines.append(f"| {split.replace('_', '-')} | {r['clips']} | " + " | ".join(f"{100 * r[m]:.1f}%" for m in METRICS) + " |")
+    if s.get("given"):
+        names = {"first_psnr": "first frame to the image", "first_psnr_recon": "first frame to the VAE's reconstruction",
+                 "last_psnr": "last frame to the end image", "clip_psnr": "whole clip to the rendered clip"}
+        shown = [m for m in GIVEN_METRICS if m in result["seen"]]
+        lines += ["", f"Given frames ({s['given']}), PSNR in dB (capped at {PSNR_CAP:g}: identical):", "",
+                  "| split | " + " | ".join(names[m] for m in shown) + " |", "|---|" + "---:|" * len(shown)]
+        for split in ("seen", "held_out"):
+            lines.append(f"| {split.replace('_', '-')} | " + " | ".join(f"{result[split][m]:.1f}" for m in shown) + " |")
     lines += ["", "Direction on seen combinations (rows: asked, columns: judged):", "",
               format_confusion(result["direction_confusion"]["seen"])]
     return "\n".join(lines)
