@@ -90,6 +90,9 @@ GENERATE_CASES = [
     (["--image", "IMGS/none.png"], ["no image file at"]),
     (["--image", "IMGS/bad.png"], ["cannot read the image", "give a PNG or JPEG file"]),
     (["--end-image", "IMGS/grey.png", "--frames", "1"], ["--end-image needs at least two latent frames: --frames 5 or more"]),
+    (["--long", "keyframes"], ["--long 'keyframes': built routes are ar"]),
+    (["--long", "ar", "--frames", "21"], ["makes 9 + 8n frames; --frames 21 is not one"]),
+    (["--long", "ar", "--frames", "25", "--context", "0"], ["--context 0: give at least 1 latent frame"]),
 ]
 
 

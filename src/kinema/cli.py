@@ -26,6 +26,11 @@ def _generate(args: argparse.Namespace) -> None:
     strength = 0.6 if args.strength is None else args.strength
     check_settings(args.steps, args.guidance, args.shift, args.seed, args.sampler,  # before any work
                    strength=strength if args.video else None)
+    if args.long is not None:
+        from kinema.pipelines.long import ROUTES
+
+        if args.long not in ROUTES:
+            raise KinemaError(f"--long {args.long!r}: built routes are {', '.join(ROUTES)}")
     if not 1 <= args.fps <= 240:
         raise KinemaError(f"--fps {args.fps}: use 1 to 240")
     check_output(args.output, ".mp4")
@@ -40,8 +45,18 @@ def _generate(args: argparse.Namespace) -> None:
         images[key], note = fit_image(image, pipe.cfg.width, pipe.cfg.height)
         if note:
             print(f"note: --{key.replace('_', '-')}: {note}", file=sys.stderr)
-    frames = pipe(args.prompt, num_frames=args.frames, steps=args.steps, guidance=args.guidance,
-                  sampler=args.sampler, seed=args.seed, shift=args.shift, video=video, strength=strength, **images)
+    sampling = dict(steps=args.steps, guidance=args.guidance, sampler=args.sampler, shift=args.shift)
+    if args.long:
+        from kinema.pipelines.long import chunk_plan, generate_long
+
+        if video is not None or "end_image" in images:
+            raise KinemaError("--long continues a clip chunk by chunk: it takes --image, not --video or --end-image")
+        chunk_plan(args.frames, pipe.cfg.frames, pipe.cfg.vae.time_compression, args.context)  # before any work
+        frames = generate_long(pipe, args.prompt, args.frames, args.long, context=args.context, seed=args.seed,
+                               image=images.get("image"), **sampling)
+    else:
+        frames = pipe(args.prompt, num_frames=args.frames, seed=args.seed, video=video, strength=strength, **images,
+                      **sampling)
     out = write_mp4(frames, args.output, fps=args.fps)
     print(f"wrote {out} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]})")
     if args.gif:
@@ -277,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--image", default=None, metavar="PATH",
                    help="image-to-video: this picture is the first frame (cropped and resized to the model's size, with a note)")
     g.add_argument("--end-image", default=None, metavar="PATH", help="this picture is the last frame")
+    g.add_argument("--long", default=None, metavar="ROUTE",
+                   help="a clip longer than the model's: ar (autoregressive chunks, each continuing the last)")
+    g.add_argument("--context", type=int, default=1,
+                   help="with --long ar: latent frames each chunk continues from (default 1: the last frame)")
     g.add_argument("--fps", type=int, default=8)
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or directory (default {DEFAULT_MODEL})")
     _runtime_args(g)

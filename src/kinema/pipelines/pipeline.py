@@ -96,33 +96,35 @@ class Pipeline:
     def __call__(self, prompt: str | list[str], num_frames: int = 17, steps: int = 25, guidance: float = 5.0,
                  seed: int | list[int] = 0, sampler: str = "euler", shift: float | None = None,
                  video: np.ndarray | None = None, strength: float = 0.6, image: np.ndarray | None = None,
-                 end_image: np.ndarray | None = None) -> np.ndarray:
+                 end_image: np.ndarray | None = None, context: np.ndarray | None = None) -> np.ndarray:
         """A prompt -> uint8 [T, H, W, 3]; a list of prompts -> uint8 [B, T, H, W, 3].
 
         `shift` > 1 spends more of the sampling steps near noise, where layout and motion are
         decided (t' = s t / (1 + (s - 1) t)); None uses the model's `timestep_shift`.
         `video` with `strength`: video-to-video; `image`, `end_image`: the first and last frames
         (`latents`)."""
-        z = self.latents(prompt, num_frames, steps, guidance, seed, sampler, shift, video, strength, image, end_image)
+        z = self.latents(prompt, num_frames, steps, guidance, seed, sampler, shift, video, strength, image, end_image,
+                         context)
         frames = self.frames(z)
         return frames[0] if isinstance(prompt, str) else frames
 
     def latents(self, prompt: str | list[str], num_frames: int = 17, steps: int = 25, guidance: float = 5.0,
                 seed: int | list[int] = 0, sampler: str = "euler", shift: float | None = None,
                 video: np.ndarray | None = None, strength: float = 0.6, image: np.ndarray | None = None,
-                end_image: np.ndarray | None = None) -> torch.Tensor:
+                end_image: np.ndarray | None = None, context: np.ndarray | None = None) -> torch.Tensor:
         """What `__call__` samples before decoding: normalised latents [B, C, t, h, w], fp32.
         `video` (uint8 [T, H, W, 3], T = num_frames, the model's size): video-to-video, its latents
         noised to t = `strength` (0 keeps the video, 1 ignores it) and denoised towards the prompt.
         `image` / `end_image` (uint8 [H, W, 3], the model's size; kinema.io.video.fit_image makes
-        one): the first / last latent frame is given, held clean at every step (`given_frames`)."""
+        one): the first / last latent frame is given, held clean at every step; `context` the first
+        latent frames, from a clip (`given_frames`)."""
         prompts = self.check_request(prompt, num_frames, end_image is not None)
         check_settings(steps, guidance, shift, seed, sampler, len(prompts), strength if video is not None else None)
         shift = self.cfg.timestep_shift if shift is None else shift
         seeds = [seed + i for i in range(len(prompts))] if isinstance(seed, int) else list(seed)
         cond = self.encode_prompts(prompts)
         uncond = self.encode_prompts([""] * len(prompts))
-        frames = self.given_frames(num_frames, image, end_image)
+        frames = self.given_frames(num_frames, image, end_image, context)
         if frames is not None:  # the same frames in the unconditional branch: guidance is on the text alone
             cond.frames = uncond.frames = frames.index([0] * len(prompts))
         noise = initial_noise(self.latent_shape(num_frames), seeds).to(self.runtime.device)  # drawn on the CPU: same on every device
@@ -135,20 +137,31 @@ class Pipeline:
         return z
 
     @torch.no_grad()
-    def given_frames(self, num_frames: int, image: np.ndarray | None = None,
-                     end_image: np.ndarray | None = None) -> KnownFrames | None:
-        """The first latent frame from `image`, the last from `end_image` (each uint8 [H, W, 3]), as
-        KnownFrames [1, C, t, h, w]; None when neither is given. The first latent frame of a causal
-        VAE codes one pixel frame, the image itself; the last codes `time_compression` frames, so
-        the end image is coded as a still clip of 1 + time_compression frames and its last latent taken."""
-        if image is None and end_image is None:
+    def given_frames(self, num_frames: int, image: np.ndarray | None = None, end_image: np.ndarray | None = None,
+                     context: np.ndarray | None = None) -> KnownFrames | None:
+        """The first latent frame from `image`, the last from `end_image` (each uint8 [H, W, 3]), or
+        the first k from `context` (uint8 [1 + r (k - 1), H, W, 3], r the time compression: the
+        frames a long video continues from), as KnownFrames [1, C, t, h, w]; None when none is
+        given. The first latent frame of a causal VAE codes one pixel frame, the image itself; the
+        last codes r frames, so the end image is coded as a still clip of 1 + r frames and its last
+        latent taken."""
+        if image is None and end_image is None and context is None:
             return None
         shape, r = self.latent_shape(num_frames), self.cfg.vae.time_compression
         latents = torch.zeros(1, *shape, device=self.runtime.device)
         index = []
+        if image is not None and context is not None:
+            raise KinemaError("give the first frames as an image or as a context clip, not both")
         if image is not None:
             latents[:, :, 0] = self.video_latents(self._still(image, 1, "--image"), 1)[:, :, 0]
             index.append(0)
+        if context is not None:
+            k = (len(context) - 1) // r + 1
+            if context.ndim != 4 or (len(context) - 1) % r or k >= shape[1]:
+                raise KinemaError(f"a context clip has 1 + {r}k frames and fewer latent frames than the clip "
+                                  f"({shape[1]}); got {tuple(context.shape)}")
+            latents[:, :, :k] = self.video_latents(context, len(context))
+            index += list(range(k))
         if end_image is not None:  # (check_request: at least two latent frames)
             latents[:, :, -1] = self.video_latents(self._still(end_image, r + 1, "--end-image"), r + 1)[:, :, -1]
             index.append(shape[1] - 1)
