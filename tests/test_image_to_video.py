@@ -74,6 +74,11 @@ def test_given_frame_draws():
     assert abs(f.known[:, 0].float().mean() - 0.75) < 0.03 and abs(f.known[:, -1].float().mean() - 0.25) < 0.03
     assert not f.known[:, 1].any()
     assert given_frames(z0, DiTStage(), seeded(0, 0)) is None  # off: nothing drawn, the stream unchanged
+    z0 = torch.zeros(4000, 1, 5, 1, 1)
+    f = given_frames(z0, DiTStage(first_frame=1.0, context_frames=3), seeded(0, 0))
+    lead = f.known.sum(1)  # a prefix of 1 to 3 given frames, each length about a third of the clips
+    assert torch.equal(f.known, torch.arange(5)[None] < lead[:, None])
+    assert all(abs((lead == n).float().mean() - 1 / 3) < 0.03 for n in (1, 2, 3))
 
 
 def concat_model(seed: int = 0, random_frame_in: bool = True) -> MMDiT:

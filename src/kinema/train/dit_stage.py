@@ -72,6 +72,9 @@ class DiTStage:
     # clips whose first / last latent frame is given, clean at time 0 and left out of the loss
     first_frame: float = 0.0
     last_frame: float = 0.0
+    # a clip with given first frames has the first 1 to `context_frames` latent frames given (drawn
+    # uniformly): the context of a long video's next chunk (`kinema generate --long ar --context k`)
+    context_frames: int = 1
     # an exported model directory whose denoiser weights this stage starts from (e.g. a text-to-video
     # model for an image-to-video one); its dit config must equal the recipe's but for frame_cond
     init_from: str | None = None
@@ -79,6 +82,7 @@ class DiTStage:
     def __post_init__(self):
         at_least(self, 1, "steps", "batch_size", "num_clips", "captions_per_combo", "log_every", "ckpt_every")
         at_least(self, 0, "sample_every", "pack_tokens")
+        at_least(self, 1, "context_frames")
         fractions(self, "canonical_prob", "caption_dropout", "first_frame", "last_frame")
         require(not (self.pack_tokens and (self.first_frame or self.last_frame)), "pack_tokens", self.pack_tokens,
                 "given frames (first_frame, last_frame) are not packed yet; set pack_tokens to 0")
@@ -203,14 +207,20 @@ def flow_loss(model: MMDiT, z0: torch.Tensor, cond: Conditioning, tcfg: Timestep
 
 def given_frames(z0: torch.Tensor, stage: DiTStage, g: torch.Generator) -> KnownFrames | None:
     """Which clips of the batch z0 [B, C, t, h, w] have their first / last latent frame given
-    (stage.first_frame, stage.last_frame), drawn from g; None (and nothing drawn) when neither is set."""
+    (stage.first_frame, stage.last_frame), drawn from g; with given first frames, the first 1 to
+    stage.context_frames of them (at most all but one). None (and nothing drawn) when neither is set."""
     if not (stage.first_frame or stage.last_frame):
         return None
     b, frames = z0.shape[0], z0.shape[2]
     first = torch.rand(b, generator=g) < stage.first_frame
     last = (torch.rand(b, generator=g) < stage.last_frame) & (frames > 1)
     known = torch.zeros(b, frames, dtype=torch.bool)
-    known[:, 0], known[:, -1] = first, known[:, -1] | last
+    if stage.context_frames > 1:
+        lead = torch.randint(1, min(stage.context_frames, max(frames - 1, 1)) + 1, (b,), generator=g)  # [B]
+        known[:] = (torch.arange(frames)[None] < lead[:, None]) & first[:, None]
+    else:  # (one draw fewer: recipes from before context_frames train as they did)
+        known[:, 0] = first
+    known[:, -1] |= last
     return KnownFrames(z0, known.to(z0.device))
 
 
