@@ -46,3 +46,20 @@ def test_long_video_from_the_cli(tmp_path, capsys, tiny_model_dir):
                            "--steps", "1", "-o", tmp_path / "bad.mp4")
     assert_one_line_error(code, err, "--long ar with --context 1 makes 9 + 8n frames; --frames 21 is not one: use 17 or 25")
     assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_the_drift_benchmark_judges_every_window(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """benchmarks/long_video.py on the tiny model: one row per chunk window, first against last."""
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "long_video.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--model", str(tiny_model_dir), "--frames", "25", "--prompts", "2",
+                                      "--steps", "1", "--precision", "fp32", "--json", str(tmp_path / "r.json")])
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "| 2 | 16-24 |" in out and "last window against the first" in out
+    table = json.loads((tmp_path / "r.json").read_text())["routes"]["ar"]
+    assert len(table) == 3 and all(0 <= row["colour"] <= 1 for row in table)
