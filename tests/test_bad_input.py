@@ -43,6 +43,7 @@ RECIPE_CASES = [
     ("dit.curriculum", [[0]], ["dit: curriculum entry [0]"]),
     ("dit.first_frame", 1.5, ["first_frame 1.5: must be in [0, 1]"]),
     ("dit.context_frames", 0, ["context_frames 0: must be at least 1"]),
+    ("dit.train_only", "all", ["train_only 'all': use motion, or leave it unset"]),
     ("model.dit.frame_cond", "tokens", ["frame_cond 'tokens': use 'clamp' or 'concat'"]),
     ("dit.init_from", "/no/such/model", ["dit.init_from /no/such/model: no dit.safetensors there"]),
 ]

@@ -108,3 +108,9 @@ def test_eval_report_direction_confusion():
     assert reversed_["direction_confusion"]["seen"]["up-left"]["down-right"] == 16
     result["settings"] = {"model": "world", "seeds": 1, "steps": 0, "sampler": "-", "guidance": 0}
     assert "| left | 16 | 0 |" in format_table(result)
+    assert "none" not in format_table(result)  # the column shows only when some clip had no object
+
+    blank = score(lambda combos, seeds: np.zeros((len(combos), 17, 64, 64, 3), np.uint8), seeds=1, progress=False)
+    assert blank["direction_confusion"]["seen"]["left"]["none"] == 16  # no object to track: counted, not a KeyError
+    blank["settings"] = result["settings"]
+    assert "| left | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 16 |" in format_table(blank)

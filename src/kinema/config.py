@@ -156,6 +156,10 @@ class DiTConfig:
     # no weights) or "concat" (clamped, and also read as C + 1 more input channels, the given
     # latents and a mask: 2C + 1 in all, SPEC §6, CogVideoX-I2V and Wan-I2V)
     frame_cond: str = "clamp"
+    # AnimateDiff: a motion module (dit/blocks.py: MotionModule, a zero-initialised temporal block
+    # with its own time positions) after every dual and single block; with the image preset (sd3)
+    # and dit.train_only "motion", a frozen text-to-image model learns motion
+    motion_modules: bool = False
 
     def __post_init__(self):
         from kinema.nn.attention import PATTERNS
@@ -207,6 +211,8 @@ class DiTConfig:
             raise KinemaError("dit.modulation 'shared' (Wan) is for cross blocks only; set dual_blocks and single_blocks to 0")
         if self.text_width not in (None, self.dim) and (self.single_blocks or self.cross_blocks):
             raise KinemaError("dit.text_width (AsymmDiT) needs dual blocks only: single and cross blocks see text at the full width")
+        if self.motion_modules and not (self.dual_blocks or self.single_blocks):
+            raise KinemaError("dit.motion_modules go after dual and single blocks; this model has none")
         if self.dual_blocks + self.single_blocks + self.cross_blocks == 0:
             raise KinemaError("the denoiser needs at least one block (dual_blocks, single_blocks or cross_blocks)")
 

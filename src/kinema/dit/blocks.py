@@ -280,3 +280,23 @@ class CrossBlock(nn.Module):
             q, k = self.cross_qk_norm(q, k)
             x = x + self.cross_proj(attention(q, k, v, text_mask))
         return x + mods[1].gate * self.mlp(modulate(self.norm3(x), mods[1]))
+
+
+class MotionModule(nn.Module):
+    """AnimateDiff's motion module: a temporal block inserted after a spatial (image) block, so a
+    frozen text-to-image model learns motion. Each token attends over its own column of frames,
+    with sin-cos time positions of its own (the image model has none), then an MLP; AdaLN-Zero
+    makes it the identity until it trains, so a model with fresh motion modules draws every frame
+    as its image model does. x [B, Lv, D] (time-major tokens of `grid`) -> [B, Lv, D]."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True, parts: Parts = Parts()):
+        super().__init__()
+        self.block = CrossBlock(dim, heads, mlp_ratio, qk_norm, parts=parts, cross=False)
+
+    def forward(self, x: torch.Tensor, vec, grid: tuple[int, int, int]) -> torch.Tensor:
+        from kinema.nn.embeddings import sincos_1d
+
+        t, h, w = grid
+        frame = torch.arange(t).repeat_interleave(h * w)  # [Lv], time-major
+        pe = sincos_1d(frame.float(), x.shape[-1]).to(x)  # [Lv, D]
+        return self.block(x + pe, None, vec, None, None, None, layout="temporal", grid=grid) - pe

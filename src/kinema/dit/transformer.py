@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kinema.config import DiTConfig
-from kinema.dit.blocks import CrossBlock, DualStreamBlock, Parts, SharedStreamBlock, SingleStreamBlock
+from kinema.dit.blocks import CrossBlock, DualStreamBlock, MotionModule, Parts, SharedStreamBlock, SingleStreamBlock
 from kinema.dit.packing import forward_packed
 from kinema.dit.patchify import grid_positions, patch_grid, patchify, unpatchify
 from kinema.dit.refiner import TokenRefiner
@@ -164,6 +164,9 @@ class MMDiT(nn.Module):
         single = SharedStreamBlock if cfg.single_layout == "sequential" else SingleStreamBlock
         self.single = nn.ModuleList(single(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.expert_adaln, parts)
                                     for _ in range(cfg.single_blocks))
+        # AnimateDiff: one motion module after each dual and single block (identity until trained)
+        self.motion = nn.ModuleList(MotionModule(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, parts)
+                                    for _ in range(cfg.dual_blocks + cfg.single_blocks if cfg.motion_modules else 0))
         shared = cfg.modulation == "shared"
         self.cross = nn.ModuleList(
             CrossBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.qk_norm, cfg.qk_norm_across_heads, cfg.cross_attn_norm, shared,
@@ -184,8 +187,9 @@ class MMDiT(nn.Module):
         if isinstance(x, (list, tuple)):
             if budget is None:
                 raise ValueError("a list of latents is packed: give the token budget of a row (budget=)")
-            if cond.frames is not None or self.frame_in is not None:
-                raise KinemaError("given frames (frame conditioning) are not packed yet; leave dit.pack_tokens unset")
+            if cond.frames is not None or self.frame_in is not None or self.motion:
+                raise KinemaError("given frames (frame conditioning) and motion modules are not packed yet; "
+                                  "leave dit.pack_tokens unset")
             return forward_packed(self, list(x), t, cond, budget)
         grid = patch_grid(tuple(x.shape[2:]), self.cfg.patch)
         img = self.video_tokens(x, grid)  # [B, Lv, D]
@@ -205,6 +209,8 @@ class MMDiT(nn.Module):
         Under sequence parallelism each process runs its share of the video tokens and the outputs
         are gathered (MM-DiT's text tokens stay whole: kinema.nn.sequence_parallel.joint_attention)."""
         split = sp.group() is not None
+        if split and self.motion:
+            raise KinemaError("motion modules under sequence parallelism are not built yet; use parallel: ddp or fsdp")
         if split:
             img = sp.local_tokens(img)
             if isinstance(vec, PerToken):  # per-frame times, packed samples: this process's tokens'
@@ -244,14 +250,19 @@ class MMDiT(nn.Module):
         if angles is not None:
             rope = torch.cat([angles.new_zeros(*angles.shape[:-2], lt, angles.shape[-1]), angles], dim=-2)
         patterns = iter(self.cfg.block_patterns())
+        motion = iter(self.motion)
         if self.dual or self.single:  # MM-DiT: joint attention over [text; video]
             for block in self.dual:
                 img, txt = block(img, txt, vec, rope, route.joint[next(patterns)], txt_vec)
+                if self.motion:
+                    img = next(motion)(img, vec, route.grid)
             if self.single:  # (an AsymmDiT has none: its text stream is narrower than the video's)
                 h = torch.cat([txt, img], dim=1)  # [B, L, D]
                 joint_vec = PerToken.cat(PerToken.of(txt_vec, lt), vec) if isinstance(vec, PerToken) else vec
                 for block in self.single:
                     h = block(h, vec if self.cfg.expert_adaln else joint_vec, rope, route.joint[next(patterns)], lt, txt_vec)
+                    if self.motion:
+                        h = torch.cat([h[:, :lt], next(motion)(h[:, lt:], vec, route.grid)], dim=1)
                 img = h[:, lt:]
         if self.cross:  # cross-attention DiT: video self-attention in its layout, text by cross-attention
             mod_in = vec  # Wan: one projection of the time vector for every block, [B, 6D] (or per token)

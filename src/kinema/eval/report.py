@@ -125,18 +125,19 @@ def evaluate_shapes(model: str = "shapes", seeds: int = 4, steps: int = 25, guid
 
 
 def direction_confusion(rows: list[dict], held_out: bool = False) -> dict[str, dict[str, int]]:
-    """Counts of {asked direction: {judged direction: clips}} over one split's rows."""
-    table = {d: dict.fromkeys(shapes.DIRECTIONS, 0) for d in shapes.DIRECTIONS}
+    """Counts of {asked direction: {judged direction: clips}} over one split's rows; "none" counts
+    clips in which the oracle found no object to track."""
+    table = {d: dict.fromkeys((*shapes.DIRECTIONS, "none"), 0) for d in shapes.DIRECTIONS}
     for r in rows:
         if r["held_out"] == held_out:
-            table[parse_canonical(r["prompt"])[2]][r["judged"]["direction"]] += 1
+            table[parse_canonical(r["prompt"])[2]][r["judged"]["direction"] or "none"] += 1
     return table
 
 
 def format_confusion(table: dict[str, dict[str, int]]) -> str:
-    cols = list(shapes.DIRECTIONS)
+    cols = list(shapes.DIRECTIONS) + (["none"] if any(row.get("none") for row in table.values()) else [])
     lines = ["| asked \\ judged | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    for asked in cols:
+    for asked in shapes.DIRECTIONS:
         lines.append(f"| {asked} | " + " | ".join(str(table[asked][c]) for c in cols) + " |")
     return "\n".join(lines)
 

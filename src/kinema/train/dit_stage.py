@@ -78,6 +78,9 @@ class DiTStage:
     # an exported model directory whose denoiser weights this stage starts from (e.g. a text-to-video
     # model for an image-to-video one); its dit config must equal the recipe's but for frame_cond
     init_from: str | None = None
+    # train some of the denoiser, freeze the rest: "motion" (AnimateDiff: the motion modules alone,
+    # model.dit.motion_modules, on a frozen text-to-image model from init_from)
+    train_only: str | None = None
 
     def __post_init__(self):
         at_least(self, 1, "steps", "batch_size", "num_clips", "captions_per_combo", "log_every", "ckpt_every")
@@ -86,6 +89,7 @@ class DiTStage:
         fractions(self, "canonical_prob", "caption_dropout", "first_frame", "last_frame")
         require(not (self.pack_tokens and (self.first_frame or self.last_frame)), "pack_tokens", self.pack_tokens,
                 "given frames (first_frame, last_frame) are not packed yet; set pack_tokens to 0")
+        require(self.train_only in (None, "motion"), "train_only", self.train_only, "use motion, or leave it unset")
         fractions(self, "ema_decay", below_one=True)
         for entry in self.curriculum:
             require(len(entry) in (2, 3), "curriculum entry", list(entry),
@@ -274,14 +278,19 @@ def curriculum_limit(curriculum: tuple[tuple[int, ...], ...], step: int, spatial
 
 
 def build_denoiser(mc: ModelConfig, seed: int, device, compile: bool = False, checkpointing: bool = False,
-                   init_from: str | None = None) -> MMDiT:
-    """The denoiser to train, initialised from the seed (or from the model directory `init_from`);
-    activation checkpointing and torch.compile are applied from outside (in place: the state_dict
-    keys do not change)."""
+                   init_from: str | None = None, train_only: str | None = None) -> MMDiT:
+    """The denoiser to train, initialised from the seed (or from the model directory `init_from`),
+    with only `train_only`'s parameters trainable when set; activation checkpointing and
+    torch.compile are applied from outside (in place: the state_dict keys do not change)."""
     torch.manual_seed(seed)
     model = MMDiT(mc.dit)
     if init_from:
         start_from(model, init_from)
+    if train_only == "motion":
+        if not model.motion:
+            raise KinemaError("dit.train_only motion trains the motion modules: set model.dit.motion_modules true")
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("motion."))
     model = model.to(device)
     if checkpointing:
         dist.checkpoint_blocks(model)
@@ -292,16 +301,17 @@ def build_denoiser(mc: ModelConfig, seed: int, device, compile: bool = False, ch
 
 def start_from(model: MMDiT, root: str) -> None:
     """Load the denoiser of the exported model at `root` into `model`, whose config may differ only
-    in frame_cond: weights `model` has and the source lacks (frame_in) keep their zero initialisation."""
+    in frame_cond and motion_modules: weights `model` has and the source lacks (frame_in, motion)
+    keep their initialisation (zero where it matters: both start as the identity)."""
     from kinema.io.weights import load_json, load_weights
 
     path = Path(root)  # (that it holds dit.safetensors: recipe.check_sizes)
     source = from_dict(ModelConfig, load_json(path / "config.json")).dit
-    if dataclasses.replace(source, frame_cond=model.cfg.frame_cond) != model.cfg:
+    if dataclasses.replace(source, frame_cond=model.cfg.frame_cond, motion_modules=model.cfg.motion_modules) != model.cfg:
         raise KinemaError(f"dit.init_from {root}: its denoiser config differs from the recipe's model.dit beyond "
-                          f"frame_cond; copy the model directory's config.json dit section into the recipe")
+                          f"frame_cond and motion_modules; copy the model directory's config.json dit section into the recipe")
     missing, unexpected = model.load_state_dict(load_weights(path / "dit.safetensors"), strict=False)
-    if unexpected or any(not k.startswith("frame_in.") for k in missing):
+    if unexpected or any(not k.startswith(("frame_in.", "motion.")) for k in missing):
         raise KinemaError(f"dit.init_from {root}: its weights do not fit ({(unexpected or missing)[0]}); re-export it")
 
 
@@ -326,7 +336,7 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
     post_mean, post_logvar = (to_device(cache[k], device) for k in ("latent_mean", "latent_logvar"))
     combo = cache["combo"]
 
-    model = build_denoiser(mc, seed, device, compile, checkpointing, stage.init_from)
+    model = build_denoiser(mc, seed, device, compile, checkpointing, stage.init_from, stage.train_only)
 
     def loss_fn(m: MMDiT, step: int):
         g = seeded(seed, step)
@@ -374,7 +384,7 @@ def train_dit_on_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_
     mean, std = cache.channel_stats(False)
     mc.vae.latent_mean, mc.vae.latent_std = tuple(mean.tolist()), tuple(std.tolist())
     vae = with_statistics(vae, mc)
-    model = build_denoiser(mc, seed, device, compile, checkpointing, stage.init_from)
+    model = build_denoiser(mc, seed, device, compile, checkpointing, stage.init_from, stage.train_only)
 
     def loss_fn(m: MMDiT, step: int):
         g = seeded(seed, step)
