@@ -113,31 +113,41 @@ def test_permuting_frames_is_not_just_permuting_the_output():
     assert (a - b).abs().max() > 1e-3
 
 
-def golden_generation() -> tuple[np.ndarray, np.ndarray]:
-    """The shipped model, fp32 on the CPU, one prompt, seed 0, 4 Euler steps: (latent, frames)."""
+GOLDEN_MODELS = {"shapes": GOLDEN, "shapes-i2v": GOLDEN.with_name("golden_shapes_i2v.npz")}
+
+
+def golden_generation(model: str = "shapes") -> tuple[np.ndarray, np.ndarray]:
+    """A shipped model, fp32 on the CPU, one prompt, seed 0, 4 Euler steps: (latent, frames). The
+    image-to-video model is given the first frame of a rendered clip of the prompt."""
+    from kinema.eval.report import true_clip
     from kinema.pipelines.pipeline import load_pipeline
 
-    pipe = load_pipeline("shapes", device="cpu", precision="fp32")
-    z = pipe.latents("a red circle moving right", num_frames=17, steps=4, guidance=5.0, seed=0)
+    pipe = load_pipeline(model, device="cpu", precision="fp32")
+    image = true_clip(("red", "circle", "right"), 0)[0] if model == "shapes-i2v" else None
+    z = pipe.latents("a red circle moving right", num_frames=17, steps=4, guidance=5.0, seed=0, image=image)
     return z[0].numpy(), pipe.frames(z)[0]
 
 
-def test_the_shipped_model_draws_its_golden_clip():
-    """Any change to a part the shipped model uses (VAE, blocks, sampler, text encoder) moves this
-    fixed-seed generation. Tolerances absorb fp32 differences between CPUs, not bugs."""
-    z, frames = golden_generation()
-    ref = np.load(GOLDEN)
+@pytest.mark.parametrize("model", GOLDEN_MODELS)
+def test_the_shipped_model_draws_its_golden_clip(model):
+    """Any change to a part a shipped model uses (VAE, blocks, sampler, text encoder, given
+    frames) moves this fixed-seed generation. Tolerances absorb fp32 differences between CPUs, not bugs."""
+    z, frames = golden_generation(model)
+    ref = np.load(GOLDEN_MODELS[model])
     assert np.abs(z - ref["latent"]).max() < 2e-2, np.abs(z - ref["latent"]).max()
     diff = np.abs(frames.astype(np.int16) - ref["frames"].astype(np.int16))
     assert diff.mean() < 1.0 and diff.max() <= 24, (diff.mean(), diff.max())
     assert math.isclose(float(frames.mean()), float(ref["frames"].mean()), abs_tol=1.0)
 
 
-if __name__ == "__main__":  # python tests/test_known_answers.py: write the golden reference again
-    z, frames = golden_generation()
-    GOLDEN.parent.mkdir(exist_ok=True)
-    np.savez_compressed(GOLDEN, latent=z, frames=frames)
-    print(f"wrote {GOLDEN}: latent {z.shape}, frames {frames.shape}")
+if __name__ == "__main__":  # python tests/test_known_answers.py [MODEL ...]: write golden references again
+    import sys
+
+    for name in sys.argv[1:] or GOLDEN_MODELS:
+        z, frames = golden_generation(name)
+        GOLDEN.parent.mkdir(exist_ok=True)
+        np.savez_compressed(GOLDEN_MODELS[name], latent=z, frames=frames)
+        print(f"wrote {GOLDEN_MODELS[name]}: latent {z.shape}, frames {frames.shape}")
 
 
 def test_the_planted_bugs_still_have_their_lines():
