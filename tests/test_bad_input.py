@@ -44,7 +44,7 @@ RECIPE_CASES = [
     ("dit.first_frame", 1.5, ["first_frame 1.5: must be in [0, 1]"]),
     ("dit.context_frames", 0, ["context_frames 0: must be at least 1"]),
     ("dit.train_only", "all", ["train_only 'all': use motion, or leave it unset"]),
-    ("model.dit.frame_cond", "tokens", ["frame_cond 'tokens': use 'clamp' or 'concat'"]),
+    ("model.dit.frame_cond", "ref", ["frame_cond 'ref': use 'clamp' or 'concat' or 'tokens'"]),
     ("dit.init_from", "/no/such/model", ["dit.init_from /no/such/model: no dit.safetensors there"]),
 ]
 

@@ -155,20 +155,23 @@ def test_image_to_video_through_the_pipeline_and_the_cli(tmp_path, capsys, tiny_
     assert "note: --image: the image is 48x40; cropped to 40x40 at the centre, then resized to the model's 32x32" in err
 
 
-def test_an_image_to_video_recipe_trains_from_a_text_to_video_model(tmp_path, tiny_model_dir):
-    """frame_cond concat, first frames given in 90% of clips, the denoiser started from the tiny
-    text-to-video model: it trains, exports, and its frame_in has learnt something."""
+@pytest.mark.parametrize("mode, layer", [("concat", "frame_in"), ("tokens", "ref_in")])
+def test_an_image_to_video_recipe_trains_from_a_text_to_video_model(mode, layer, tmp_path, tiny_model_dir):
+    """First frames given in 90% of clips, the denoiser started from the tiny text-to-video model:
+    it trains and exports with its new input layer (concat's from zero: it has learnt something)."""
     from kinema.io.weights import load_weights
     from kinema.train.recipe import Recipe, run
 
     r = tiny_recipe_dict(tmp_path / "run", vae_steps=0, dit_steps=4)
-    r["model"]["dit"]["frame_cond"] = "concat"
+    r["model"]["dit"]["frame_cond"] = mode
     r["vae"]["init_from"] = str(tiny_model_dir)
     r["dit"].update(first_frame=0.9, init_from=str(tiny_model_dir))
     out = run(from_dict(Recipe, r))
     weights = load_weights(out / "dit.safetensors")
-    assert weights["frame_in.weight"].abs().sum() > 0
-    assert json.loads((out / "config.json").read_text())["dit"]["frame_cond"] == "concat"
+    assert weights[f"{layer}.weight"].abs().sum() > 0
+    assert json.loads((out / "config.json").read_text())["dit"]["frame_cond"] == mode
+    assert load_pipeline(out, device="cpu", precision="fp32").given_frames(9, np.zeros((32, 32, 3), np.uint8)).clamped \
+        == (mode == "concat")
 
 
 def test_psnr_known_values():
@@ -192,3 +195,40 @@ def test_the_image_to_video_eval_gives_rendered_frames_and_scores_them(monkeypat
     assert [r["first_psnr_recon"] for r in rows] == [100.0, 100.0]
     assert all(0 < r[k] < 100 for r in rows for k in ("first_psnr", "last_psnr", "clip_psnr"))
     assert result["settings"]["given"] == "ends" and "last frame to the end image" in format_table(result)
+
+
+def tokens_model() -> MMDiT:
+    torch.manual_seed(0)
+    return randomize_(MMDiT(dataclasses.replace(CFG, frame_cond="tokens"))).eval()
+
+
+@torch.no_grad()
+def test_reference_tokens_condition_without_clamping():
+    """frame_cond tokens: the given frames join the text as keys and values. A sample with none
+    given is computed as without them (its reference tokens are masked); the given frame's place
+    in time matters; and the sampler does not clamp, so the denoiser draws frame 0 itself."""
+    model = tokens_model()
+    x, t, text = torch.randn(2, 4, 3, 4, 4), torch.full((2,), 0.5), random_text(2).text
+    latents = torch.randn(2, 4, 3, 4, 4)
+    given = KnownFrames(latents, torch.tensor([[False, False, False], [True, False, False]]), clamped=False)
+    out = model(x, t, Conditioning(text, given))
+    alone = model(x[:1], t[:1], Conditioning(text.index(slice(0, 1))))
+    torch.testing.assert_close(out[:1], alone, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(out[1:], model(x[1:], t[1:], Conditioning(text.index(slice(1, 2)))))
+    later = KnownFrames(latents[:, :, [2, 1, 0]], torch.tensor([[False] * 3, [False, False, True]]), clamped=False)
+    assert not torch.allclose(model(x, t, Conditioning(text, later))[1:], out[1:])  # same latent, frame 2: moved
+
+    given = KnownFrames.at(latents, [0])
+    given.clamped = False
+    z = sample_latents(model, Conditioning(text, given), Conditioning(random_text(2, seed=1).text, given),
+                       torch.randn(2, 4, 3, 4, 4), steps=3, guidance=3.0, runtime=cpu_runtime("fp32"))
+    assert not torch.allclose(z[:, :, 0], latents[:, :, 0])
+
+
+def test_unclamped_frames_stay_in_the_loss():
+    target, v = torch.zeros(1, 2, 3, 2, 2), torch.zeros(1, 2, 3, 2, 2)
+    v[:, :, 0] = 3.0
+    given = KnownFrames.at(target, [0])
+    assert generated_mse(v, target, given).item() == 0.0
+    given.clamped = False
+    assert generated_mse(v, target, given).item() == pytest.approx(3.0)  # 9 over a third of the elements

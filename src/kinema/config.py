@@ -154,7 +154,9 @@ class DiTConfig:
     # how given latent frames (an image to animate, start and end frames; kinema.flow.frames) enter:
     # "clamp" (the noisy latent holds their clean value, with time 0 there: LTX, HunyuanVideo-I2V;
     # no weights) or "concat" (clamped, and also read as C + 1 more input channels, the given
-    # latents and a mask: 2C + 1 in all, SPEC §6, CogVideoX-I2V and Wan-I2V)
+    # latents and a mask: 2C + 1 in all, SPEC §6, CogVideoX-I2V and Wan-I2V) or "tokens" (not
+    # clamped: their patches, with sin-cos positions, join the text as extra keys and values, the
+    # reference tokens of SPEC §6; the denoiser draws the given frames itself)
     frame_cond: str = "clamp"
     # AnimateDiff: a motion module (dit/blocks.py: MotionModule, a zero-initialised temporal block
     # with its own time positions) after every dual and single block; with the image preset (sd3)
@@ -188,7 +190,7 @@ class DiTConfig:
                                      ("qk_norm_type", self.qk_norm_type, ("rms", "layer")),
                                      ("single_layout", self.single_layout, ("parallel", "sequential")),
                                      ("final_norm", self.final_norm, ("adaln", "cogvideox")),
-                                     ("frame_cond", self.frame_cond, ("clamp", "concat"))):
+                                     ("frame_cond", self.frame_cond, ("clamp", "concat", "tokens"))):
             if value not in allowed:
                 raise KinemaError(f"dit.{name} {value!r}: use {' or '.join(repr(a) for a in allowed)}")
         stream_parts = self.mlp != "gelu" or not self.qkv_bias or self.residual != "gate"

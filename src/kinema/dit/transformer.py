@@ -145,6 +145,8 @@ class MMDiT(nn.Module):
             self.frame_in = nn.Linear((cfg.in_channels + 1) * pt * ph * pw, cfg.dim)
             nn.init.zeros_(self.frame_in.weight)
             nn.init.zeros_(self.frame_in.bias)
+        # frame_cond "tokens": the given frames' patches join the text as extra keys and values
+        self.ref_in = nn.Linear(patch_dim, cfg.text_width or cfg.dim) if cfg.frame_cond == "tokens" else None
         self.pos_embed = LearnedPositions(cfg.dim, cfg.max_grid) if cfg.positions == "learned" else None
         self.text_in = text_adapter(cfg)
         width = cfg.text_width or cfg.dim
@@ -198,9 +200,13 @@ class MMDiT(nn.Module):
                      else x.new_zeros(x.shape[0], x.shape[1] + 1, *x.shape[2:]))
             img = img + self.frame_in(patchify(given.to(x), self.cfg.patch))
         txt = self.text_tokens(cond.text, t)  # [B, Lt, Dt]
+        text_valid = cond.text.mask
+        if self.ref_in is not None and cond.frames is not None:  # [text; reference tokens]
+            ref, ref_valid = self.reference_tokens(cond.frames, grid)
+            txt, text_valid = torch.cat([txt, ref.to(txt.dtype)], dim=1), torch.cat([text_valid, ref_valid], dim=1)
         vec, txt_vec = self.conditioning_vectors(t, cond.text, grid)
         angles = self.rope_angles(grid).to(x.device) if self.cfg.positions == "rope" else None  # [(H,) Lv, Dh/2]
-        route = self.dense_route(grid, cond.text.mask)
+        route = self.dense_route(grid, text_valid)
         return unpatchify(self.run(img, txt, vec, txt_vec, angles, route), self.cfg.patch, grid).float()
 
     def run(self, img: torch.Tensor, txt: torch.Tensor, vec: Vec, txt_vec: Vec, angles: torch.Tensor | None,
@@ -229,6 +235,17 @@ class MMDiT(nn.Module):
         if self.cfg.positions != "rope":
             img = img + self.absolute_positions(grid).to(img)
         return img
+
+    def reference_tokens(self, frames: KnownFrames, grid: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """frame_cond "tokens": the given frames' clean latents -> reference tokens [B, Lr, Dt] (patch
+        embedding with 3D sin-cos positions, since the text stream has no RoPE) and their validity
+        [B, Lr]: the token frames given in any sample of the batch, masked where a sample lacks them."""
+        t, h, w = grid
+        tokens = self.ref_in(patchify(frames.latents.to(self.ref_in.weight.dtype), self.cfg.patch))  # [B, Lv, Dt]
+        tokens = tokens + sincos_positions(grid_positions(grid), tokens.shape[-1]).to(tokens)
+        given = frames.known.unflatten(1, (t, self.cfg.patch[0])).any(-1)  # [B, T] per token frame
+        keep = given.any(0).repeat_interleave(h * w)  # [Lv], time-major
+        return tokens[:, keep], given.repeat_interleave(h * w, dim=1)[:, keep]
 
     def text_tokens(self, text: TextStates, t: torch.Tensor) -> torch.Tensor:
         """Text states [B, Lt, Dtext] -> the blocks' text tokens [B, Lt, Dt] (adapter, then refiner)."""

@@ -22,6 +22,9 @@ import torch.nn.functional as F
 class KnownFrames:
     latents: torch.Tensor  # [B, C, t, h, w]
     known: torch.Tensor  # [B, t] bool
+    # False (a `frame_cond: tokens` denoiser): the frames only condition, as reference tokens; the
+    # sampler and the loss treat every frame as generated
+    clamped: bool = True
 
     def __post_init__(self):
         b, _, t = self.latents.shape[:3]
@@ -53,20 +56,20 @@ class KnownFrames:
         return torch.cat([self.latents * m, m.expand(-1, 1, -1, *self.latents.shape[3:])], dim=1)
 
     def index(self, idx) -> "KnownFrames":
-        return KnownFrames(self.latents[idx], self.known[idx])
+        return KnownFrames(self.latents[idx], self.known[idx], self.clamped)
 
     def to(self, device) -> "KnownFrames":
-        return KnownFrames(self.latents.to(device), self.known.to(device))
+        return KnownFrames(self.latents.to(device), self.known.to(device), self.clamped)
 
     @staticmethod
     def cat(items: list["KnownFrames"]) -> "KnownFrames":
-        return KnownFrames(torch.cat([k.latents for k in items]), torch.cat([k.known for k in items]))
+        return KnownFrames(torch.cat([k.latents for k in items]), torch.cat([k.known for k in items]), items[0].clamped)
 
 
 def generated_mse(v: torch.Tensor, target: torch.Tensor, frames: KnownFrames | None) -> torch.Tensor:
     """The flow loss over generated frames only: the mean squared error over every element of the
-    frames that are not given (all of them when frames is None)."""
-    if frames is None:
+    frames that are not given (all of them when frames is None or not clamped)."""
+    if frames is None or not frames.clamped:
         return F.mse_loss(v.float(), target.float())
     err = (v.float() - target.float()).pow(2)
     weight = (~frames.mask(err)).to(err.dtype).expand_as(err)

@@ -165,7 +165,9 @@ class Pipeline:
         if end_image is not None:  # (check_request: at least two latent frames)
             latents[:, :, -1] = self.video_latents(self._still(end_image, r + 1, "--end-image"), r + 1)[:, :, -1]
             index.append(shape[1] - 1)
-        return KnownFrames.at(latents, index)
+        given = KnownFrames.at(latents, index)
+        given.clamped = self.cfg.dit.frame_cond != "tokens"  # reference tokens condition without clamping
+        return given
 
     def _still(self, image: np.ndarray, frames: int, option: str) -> np.ndarray:
         """A still clip uint8 [frames, H, W, 3] of an image of the model's size."""

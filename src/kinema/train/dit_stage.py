@@ -204,12 +204,12 @@ def flow_loss(model: MMDiT, z0: torch.Tensor, cond: Conditioning, tcfg: Timestep
     s = dist.share(z0.shape[0])
     z0, x1, t, cond = z0[s], x1[s], t[s], cond.index(s)
     x_t, frames = interpolate(z0, x1, t), cond.frames
-    if frames is not None:  # given frames: clean, at time 0, out of the loss
+    if frames is not None and frames.clamped:  # given frames: clean, at time 0, out of the loss
         x_t, t = frames.clamp(x_t), frames.times(t)
     return generated_mse(model(x_t, t, cond), velocity(z0, x1), frames)
 
 
-def given_frames(z0: torch.Tensor, stage: DiTStage, g: torch.Generator) -> KnownFrames | None:
+def given_frames(z0: torch.Tensor, stage: DiTStage, g: torch.Generator, clamped: bool = True) -> KnownFrames | None:
     """Which clips of the batch z0 [B, C, t, h, w] have their first / last latent frame given
     (stage.first_frame, stage.last_frame), drawn from g; with given first frames, the first 1 to
     stage.context_frames of them (at most all but one). None (and nothing drawn) when neither is set."""
@@ -225,7 +225,7 @@ def given_frames(z0: torch.Tensor, stage: DiTStage, g: torch.Generator) -> Known
     else:  # (one draw fewer: recipes from before context_frames train as they did)
         known[:, 0] = first
     known[:, -1] |= last
-    return KnownFrames(z0, known.to(z0.device))
+    return KnownFrames(z0, known.to(z0.device), clamped=clamped)
 
 
 def packed_flow_loss(model: MMDiT, z0: list[torch.Tensor], cond: Conditioning, tcfg: TimestepConfig,
@@ -301,8 +301,8 @@ def build_denoiser(mc: ModelConfig, seed: int, device, compile: bool = False, ch
 
 def start_from(model: MMDiT, root: str) -> None:
     """Load the denoiser of the exported model at `root` into `model`, whose config may differ only
-    in frame_cond and motion_modules: weights `model` has and the source lacks (frame_in, motion)
-    keep their initialisation (zero where it matters: both start as the identity)."""
+    in frame_cond and motion_modules: weights `model` has and the source lacks (frame_in, ref_in,
+    motion) keep their initialisation (frame_in and motion start as the identity)."""
     from kinema.io.weights import load_json, load_weights
 
     path = Path(root)  # (that it holds dit.safetensors: recipe.check_sizes)
@@ -311,7 +311,7 @@ def start_from(model: MMDiT, root: str) -> None:
         raise KinemaError(f"dit.init_from {root}: its denoiser config differs from the recipe's model.dit beyond "
                           f"frame_cond and motion_modules; copy the model directory's config.json dit section into the recipe")
     missing, unexpected = model.load_state_dict(load_weights(path / "dit.safetensors"), strict=False)
-    if unexpected or any(not k.startswith(("frame_in.", "motion.")) for k in missing):
+    if unexpected or any(not k.startswith(("frame_in.", "ref_in.", "motion.")) for k in missing):
         raise KinemaError(f"dit.init_from {root}: its weights do not fit ({(unexpected or missing)[0]}); re-export it")
 
 
@@ -346,7 +346,8 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
             z0 = z0 + (0.5 * post_logvar[idx.to(device)].float()).exp() * torch.randn(z0.shape, generator=g).to(device)
         z0 = vae.normalize(z0)
         text = captions(combo[idx], g)
-        loss = flow_loss(m, z0, Conditioning(text, given_frames(z0, stage, g)), stage.timesteps, g)
+        frames = given_frames(z0, stage, g, mc.dit.frame_cond != "tokens")
+        loss = flow_loss(m, z0, Conditioning(text, frames), stage.timesteps, g)
         return loss, {}
 
     def sample_fn(m: MMDiT, ema, step: int):
@@ -402,7 +403,7 @@ def train_dit_on_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_
         cond = Conditioning(drop_captions(text.to(device), cache.empty, stage.caption_dropout, g))
         if stage.pack_tokens:
             return packed_flow_loss(m, z0, cond, stage.timesteps, g, stage.pack_tokens), {}
-        cond.frames = given_frames(z0[0], stage, g)
+        cond.frames = given_frames(z0[0], stage, g, mc.dit.frame_cond != "tokens")
         return flow_loss(m, z0[0], cond, stage.timesteps, g), {}
 
     ema = fit(model, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(mc),
