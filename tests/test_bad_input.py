@@ -95,6 +95,7 @@ GENERATE_CASES = [
     (["--long", "keyframes"], ["--long 'keyframes': built routes are ar"]),
     (["--long", "ar", "--frames", "21"], ["makes 9 + 8n frames; --frames 21 is not one"]),
     (["--long", "ar", "--frames", "25", "--context", "0"], ["--context 0: give at least 1 latent frame"]),
+    (["--long", "ar", "--end-image", "IMGS/grey.png"], ["--long continues a clip chunk by chunk: it takes --image"]),
 ]
 
 

@@ -31,6 +31,8 @@ def _generate(args: argparse.Namespace) -> None:
 
         if args.long not in ROUTES:
             raise KinemaError(f"--long {args.long!r}: built routes are {', '.join(ROUTES)}")
+        if args.video or args.end_image:
+            raise KinemaError("--long continues a clip chunk by chunk: it takes --image, not --video or --end-image")
     if not 1 <= args.fps <= 240:
         raise KinemaError(f"--fps {args.fps}: use 1 to 240")
     check_output(args.output, ".mp4")
@@ -49,8 +51,6 @@ def _generate(args: argparse.Namespace) -> None:
     if args.long:
         from kinema.pipelines.long import chunk_plan, generate_long
 
-        if video is not None or "end_image" in images:
-            raise KinemaError("--long continues a clip chunk by chunk: it takes --image, not --video or --end-image")
         chunk_plan(args.frames, pipe.cfg.frames, pipe.cfg.vae.time_compression, args.context)  # before any work
         frames = generate_long(pipe, args.prompt, args.frames, args.long, context=args.context, seed=args.seed,
                                image=images.get("image"), **sampling)
