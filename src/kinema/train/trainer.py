@@ -245,8 +245,10 @@ def fit(
     if dist.world() > 1:
         kind = "FSDP2 (sharded)" if sharded else "DDP"
         log(f"[{desc}] {kind}{' with sequence parallelism' if split else ''} over {dist.world()} processes")
-    trainable = [p for p in model.parameters() if p.requires_grad]  # (all of them, unless a stage froze some)
-    groups = [{"params": trainable}] + ([{"params": list(aux.parameters())}] if aux is not None else [])
+    # every parameter, frozen ones too (the decoder stage's encoder, AnimateDiff's image model):
+    # AdamW skips a parameter without a gradient, and the optimizer state keeps one layout, so
+    # checkpoints resume whichever parameters a stage freezes
+    groups = [{"params": list(model.parameters())}] + ([{"params": list(aux.parameters())}] if aux is not None else [])
     opt = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
     ema = EMA(model, ema_decay) if ema_decay else None
     start = 0
