@@ -604,3 +604,21 @@ def test_the_text_cache_holds_the_states_inference_computes(tiny_model_dir):
     cache = load_file(str(tiny_model_dir.parent / "dit" / "cache.safetensors"))
     empty = load_pipeline(tiny_model_dir, device="cpu", precision="fp32").text_encoder([""])
     assert torch.equal(cache["empty_tokens"], empty.tokens) and cache["text_tokens"].dtype == torch.float32
+
+
+def test_the_optimizer_state_holds_frozen_parameters_too(tmp_path):
+    """A stage that freezes part of its model (the decoder fine-tune's encoder, AnimateDiff's
+    image model) keeps every parameter in the optimizer, so its checkpoints have one layout and
+    resume across versions; the frozen part does not move."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
+    model[0].requires_grad_(False)
+    frozen = model[0].weight.clone()
+
+    def loss_fn(m, step):
+        return m(torch.randn(8, 4, generator=seeded(0, step))).pow(2).mean(), {}
+
+    fit(model, loss_fn, steps=2, optim=OptimConfig(lr=1e-2, warmup=1), run_dir=tmp_path / "ckpt", config={},
+        log=Log(tmp_path / "log.txt"), ckpt_every=2, desc="toy")
+    state = torch.load(tmp_path / "ckpt" / "step_0000002" / "trainer.pt", weights_only=True)
+    assert len(state["optimizer"]["param_groups"][0]["params"]) == 4  # both layers' weight and bias
+    assert torch.equal(model[0].weight, frozen)
