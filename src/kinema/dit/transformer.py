@@ -46,6 +46,12 @@ class Conditioning:
     text: TextStates
     frames: KnownFrames | None = None
 
+    @property
+    def held(self) -> KnownFrames | None:
+        """The given frames that sampling and the loss hold clean: None when none are given, or when
+        they only condition (a `frame_cond: tokens` denoiser's reference tokens)."""
+        return self.frames if self.frames is not None and self.frames.clamped else None
+
     def index(self, idx) -> "Conditioning":
         return Conditioning(self.text.index(idx), None if self.frames is None else self.frames.index(idx))
 

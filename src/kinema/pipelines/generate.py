@@ -24,9 +24,9 @@ def initial_noise(shape: tuple[int, ...], seeds: list[int]) -> torch.Tensor:
 
 
 def guided_velocity(model: nn.Module, cond: Conditioning, uncond: Conditioning, guidance: float):
-    """velocity_fn(x, t) for the samplers: one batched call for conditional + unconditional."""
-
-    frames = cond.frames if cond.frames is not None and cond.frames.clamped else None  # clean, time 0, velocity 0
+    """velocity_fn(x, t) for the samplers: one batched call for conditional + unconditional.
+    Given frames (cond.held) are clean, at time 0, with velocity 0."""
+    frames = cond.held
 
     def velocity_fn(x: torch.Tensor, t: float) -> torch.Tensor:
         tt = torch.full((x.shape[0],), t, device=x.device)
@@ -63,8 +63,8 @@ def sample_latents(model: nn.Module, cond: Conditioning, uncond: Conditioning, n
     if start is not None:
         ts = partial_schedule(steps, shift, strength)
         x = interpolate(start.to(noise), noise, torch.full((noise.shape[0],), float(strength), device=noise.device))
-    if cond.frames is not None and cond.frames.clamped:
-        x = cond.frames.clamp(x)
+    if cond.held is not None:
+        x = cond.held.clamp(x)
     with runtime.autocast():
         out = SAMPLERS[sampler](guided_velocity(model, cond, uncond, guidance), x, ts)
     return out.float()

@@ -203,8 +203,8 @@ def flow_loss(model: MMDiT, z0: torch.Tensor, cond: Conditioning, tcfg: Timestep
     x1 = torch.randn(z0.shape, generator=g).to(z0.device)
     s = dist.share(z0.shape[0])
     z0, x1, t, cond = z0[s], x1[s], t[s], cond.index(s)
-    x_t, frames = interpolate(z0, x1, t), cond.frames
-    if frames is not None and frames.clamped:  # given frames: clean, at time 0, out of the loss
+    x_t, frames = interpolate(z0, x1, t), cond.held
+    if frames is not None:  # given frames: clean, at time 0, out of the loss
         x_t, t = frames.clamp(x_t), frames.times(t)
     return generated_mse(model(x_t, t, cond), velocity(z0, x1), frames)
 
