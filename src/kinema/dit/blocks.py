@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kinema.nn.attention import attention
+from kinema.nn.attention import attention, grid_coords
+from kinema.nn.embeddings import sincos_positions
 from kinema.nn.modulation import Modulation, ModulationOut, ModulationTable, joint_modulation, modulate
 from kinema.nn.norms import RMSNorm
 from kinema.nn.rope import apply_rope
@@ -294,9 +295,5 @@ class MotionModule(nn.Module):
         self.block = CrossBlock(dim, heads, mlp_ratio, qk_norm, parts=parts, cross=False)
 
     def forward(self, x: torch.Tensor, vec, grid: tuple[int, int, int]) -> torch.Tensor:
-        from kinema.nn.embeddings import sincos_1d
-
-        t, h, w = grid
-        frame = torch.arange(t).repeat_interleave(h * w)  # [Lv], time-major
-        pe = sincos_1d(frame.float(), x.shape[-1]).to(x)  # [Lv, D]
+        pe = sincos_positions(grid_coords(grid).float(), x.shape[-1], space=False).to(x)  # [Lv, D], time only
         return self.block(x + pe, None, vec, None, None, None, layout="temporal", grid=grid) - pe

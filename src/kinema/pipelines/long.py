@@ -13,6 +13,7 @@ are not built yet.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Iterator
 
 import numpy as np
@@ -59,7 +60,5 @@ def generate_long(pipe, prompt: str, num_frames: int, route: str = "ar", **kw) -
     """uint8 [num_frames, H, W, 3] by `route` (ROUTES)."""
     if route not in ROUTES:
         raise KinemaError(f"--long {route!r}: built routes are {', '.join(ROUTES)}")
-    video = None
-    for _, video in ar_chunks(pipe, prompt, num_frames, **kw):
-        pass
+    (_, video), = deque(ar_chunks(pipe, prompt, num_frames, **kw), maxlen=1)  # the video after the last chunk
     return video
