@@ -124,6 +124,11 @@ def test_kinema_train_on_a_prepared_folder(videos, tmp_path, tiny_model_dir, cap
     assert "8 clips in 2 bucket(s)" in log and "step 3/3" in log
     frames = load_pipeline(tmp_path / "run" / "model", device="cpu")("clip 3", num_frames=9, steps=2)
     assert frames.shape == (9, 32, 32, 3) and np.isfinite(frames).all()
+    # the denoiser trained on posterior samples (the default): the exported normalisation is theirs
+    pipe = load_pipeline(tiny_model_dir, device="cpu", precision="fp32")
+    std = LatentCache(tmp_path / "cache", pipe.vae, pipe.cfg.text).channel_stats(sampled=True)[1]
+    exported = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["vae"]["latent_std"]
+    torch.testing.assert_close(torch.tensor(exported), std)
 
 
 def test_prepare_with_size_and_length_buckets(videos, tmp_path, tiny_model_dir):

@@ -382,7 +382,7 @@ def train_dit_on_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_
             raise KinemaError(f"the cache's longest clip has {longest} video tokens, over dit.pack_tokens "
                               f"{stage.pack_tokens}: raise it to at least {longest}")
     mc = copy.deepcopy(mc)
-    mean, std = cache.channel_stats(False)
+    mean, std = cache.channel_stats(stage.sample_posterior)
     mc.vae.latent_mean, mc.vae.latent_std = tuple(mean.tolist()), tuple(std.tolist())
     vae = with_statistics(vae, mc)
     model = build_denoiser(mc, seed, device, compile, checkpointing, stage.init_from, stage.train_only)
