@@ -284,6 +284,33 @@ def test_mochi_rope_starts_as_rope_3d_and_learns():
     assert model.rope_freqs.grad.abs().amax() > 0
 
 
+
+@torch.no_grad()
+def test_fixed_rope_angles_are_computed_once_per_grid_and_learned_ones_every_call(monkeypatch):
+    """Computing RoPE-3D's angles on the host every forward left an H100 idle for 55 of 130 ms
+    (benchmarks/dit_speed.py, hunyuan): a model computes them once per (grid, device). The learned
+    (mochi) frequencies change with training, so theirs are never kept."""
+    import kinema.dit.transformer as transformer
+    from kinema.nn.rope import rope_angles
+
+    calls = []
+    monkeypatch.setattr(transformer, "rope_angles", lambda *a: calls.append(a) or rope_angles(*a))
+    model = make_model()
+    x, t, cond = torch.randn(2, 4, 3, 4, 4), torch.rand(2), random_text(2)
+    first = model(x, t, cond)
+    assert len(calls) == 1
+    torch.testing.assert_close(model(x, t, cond), first, rtol=0, atol=0)
+    assert len(calls) == 1  # the same grid: kept
+    model(torch.randn(2, 4, 5, 4, 4), t, cond)
+    assert len(calls) == 2  # a new grid: computed
+    pos = torch.stack(torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in (5, 2, 2)), indexing="ij"), -1).reshape(-1, 3)
+    torch.testing.assert_close(model.rope_angles((5, 2, 2)), rope_angles(pos, model.rope_axes, model.cfg.rope_theta))
+
+    mochi = MMDiT(DiTConfig(**{**DIT_PRESETS["mochi-tiny"].__dict__}))
+    before = mochi.rope_angles((3, 2, 4)).clone()
+    mochi.rope_freqs.mul_(2.0)
+    torch.testing.assert_close(mochi.rope_angles((3, 2, 4)), 2.0 * before)
+
 def test_attention_pooling_ignores_padding():
     from kinema.nn.embeddings import AttentionPool
 

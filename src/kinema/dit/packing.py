@@ -120,7 +120,7 @@ def forward_packed(model, xs: list[torch.Tensor], t: torch.Tensor | list[torch.T
     vec, txt_vec = packed_vectors(model, t, cond.text, groups, packing, text_packing)
     angles = None
     if model.cfg.positions == "rope":
-        by_grid = {g: model.rope_angles(g).to(img.device) for g in groups}  # [Lv, Dh/2] or [H, Lv, Dh/2]
+        by_grid = {g: model.rope_angles(g, img.device) for g in groups}  # [Lv, Dh/2] or [H, Lv, Dh/2]
         per_sample = [by_grid[g] for g in grids]
         angles = packing.pack(per_sample, dim=per_sample[0].dim() - 2)
         angles = angles[:, None] if angles.dim() == 3 else angles  # [R, 1 or H, L, Dh/2]
