@@ -31,6 +31,8 @@ def _generate(args: argparse.Namespace) -> None:
 
         if args.long not in ROUTES:
             raise KinemaError(f"--long {args.long!r}: built routes are {', '.join(ROUTES)}")
+        if args.long == "forcing" and args.image:
+            raise KinemaError("--long forcing does not take --image yet; use --long ar")
         if args.video or args.end_image:
             raise KinemaError("--long continues a clip chunk by chunk: it takes --image, not --video or --end-image")
     if not 1 <= args.fps <= 240:
@@ -42,6 +44,10 @@ def _generate(args: argparse.Namespace) -> None:
     images = {k: read_image(getattr(args, k)) for k in ("image", "end_image") if getattr(args, k)}
     pipe = load_pipeline(args.model, device=args.device, precision=args.precision, compile=args.compile,
                          verify=not args.no_verify)
+    if args.long:
+        from kinema.pipelines.long import check_long, generate_long
+
+        check_long(args.long, args.frames, pipe.cfg.frames, pipe.cfg.vae.time_compression, args.context, args.chunk)  # before any work
     pipe.check_request(args.prompt, args.frames, end_image=bool(args.end_image))
     for key, image in images.items():
         images[key], note = fit_image(image, pipe.cfg.width, pipe.cfg.height)
@@ -49,11 +55,8 @@ def _generate(args: argparse.Namespace) -> None:
             print(f"note: --{key.replace('_', '-')}: {note}", file=sys.stderr)
     sampling = dict(steps=args.steps, guidance=args.guidance, sampler=args.sampler, shift=args.shift)
     if args.long:
-        from kinema.pipelines.long import chunk_plan, generate_long
-
-        chunk_plan(args.frames, pipe.cfg.frames, pipe.cfg.vae.time_compression, args.context)  # before any work
-        frames = generate_long(pipe, args.prompt, args.frames, args.long, context=args.context, seed=args.seed,
-                               image=images.get("image"), **sampling)
+        frames = generate_long(pipe, args.prompt, args.frames, args.long, context=args.context, chunk=args.chunk,
+                               seed=args.seed, image=images.get("image"), **sampling)
     else:
         frames = pipe(args.prompt, num_frames=args.frames, seed=args.seed, video=video, strength=strength, **images,
                       **sampling)
@@ -293,9 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image-to-video: this picture is the first frame (cropped and resized to the model's size, with a note)")
     g.add_argument("--end-image", default=None, metavar="PATH", help="this picture is the last frame")
     g.add_argument("--long", default=None, metavar="ROUTE",
-                   help="a clip longer than the model's: ar (autoregressive chunks, each continuing the last)")
+                   help="a clip longer than the model's: ar (autoregressive chunks, each continuing the last) or "
+                        "forcing (diffusion forcing: a frame-causal model rolls forward, needs one trained for it)")
     g.add_argument("--context", type=int, default=1,
                    help="with --long ar: latent frames each chunk continues from (default 1: the last frame)")
+    g.add_argument("--chunk", type=int, default=1,
+                   help="with --long forcing: new latent frames per chunk (default 1)")
     g.add_argument("--fps", type=int, default=8)
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or directory (default {DEFAULT_MODEL})")
     _runtime_args(g)

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,7 @@ from kinema.flow.frames import KnownFrames
 from kinema.nn import sequence_parallel as sp
 from kinema.nn.attention import key_padding_mask, pattern_mask, video_mask
 from kinema.nn.embeddings import AttentionPool, LearnedPositions, MLPEmbedder, sincos_1d, sincos_positions, timestep_embedding
+from kinema.nn.kv_cache import KVCache, open_cache
 from kinema.nn.modulation import Modulation, ModulationOut, PerToken, Vec, modulate, project
 from kinema.nn.norms import RMSNorm
 from kinema.nn.rope import centred_positions, default_axes, ltx_rope_angles, mixed_rope_angles, rope_angles
@@ -188,11 +190,13 @@ class MMDiT(nn.Module):
         self.final = FinalLayer(cfg.dim, patch_dim, shared, time_dim, cfg.final_norm, cfg.norm_eps)
 
     def forward(self, x: torch.Tensor | list[torch.Tensor], t: torch.Tensor, cond: Conditioning,
-                budget: int | None = None) -> torch.Tensor | list[torch.Tensor]:
+                budget: int | None = None, cache: KVCache | None = None) -> torch.Tensor | list[torch.Tensor]:
         """x: [B, C, t, h, w] noisy latent, t: [B] in [0, 1], or [B, t] one time per latent frame
         (image conditioning, long video) -> velocity [B, C, t, h, w].
         x a list of [C, t_i, h_i, w_i] latents: packed into rows of `budget` tokens (forward_packed),
-        through forward so that DDP and FSDP wrappers see the call."""
+        through forward so that DDP and FSDP wrappers see the call.
+        `cache` (a frame-causal model, kinema.nn.kv_cache): an empty one records this forward's
+        keys and values (the context frames); a filled one puts x's frames after the cached ones."""
         if isinstance(x, (list, tuple)):
             if budget is None:
                 raise ValueError("a list of latents is packed: give the token budget of a row (budget=)")
@@ -201,6 +205,7 @@ class MMDiT(nn.Module):
                                   "leave dit.pack_tokens unset")
             return forward_packed(self, list(x), t, cond, budget)
         grid = patch_grid(tuple(x.shape[2:]), self.cfg.patch)
+        past = 0 if cache is None else self.check_cache(cache, x.shape[0])  # token frames before x's
         img = self.video_tokens(x, grid)  # [B, Lv, D]
         if self.frame_in is not None:  # [given latents (0 elsewhere); mask], [B, C + 1, t, h, w]; none given: zeros
             given = (cond.frames.channels() if cond.frames is not None
@@ -212,9 +217,41 @@ class MMDiT(nn.Module):
             ref, ref_valid = self.reference_tokens(cond.frames, grid)
             txt, text_valid = torch.cat([txt, ref.to(txt.dtype)], dim=1), torch.cat([text_valid, ref_valid], dim=1)
         vec, txt_vec = self.conditioning_vectors(t, cond.text, grid)
-        angles = self.rope_angles(grid, x.device) if self.cfg.positions == "rope" else None  # [(H,) Lv, Dh/2]
-        route = self.dense_route(grid, text_valid)
-        return unpatchify(self.run(img, txt, vec, txt_vec, angles, route), self.cfg.patch, grid).float()
+        angles = None  # [(H,) Lv, Dh/2], after `past` frames'
+        if self.cfg.positions == "rope":
+            angles = self.rope_angles((past + grid[0], *grid[1:]), x.device)[..., past * grid[1] * grid[2]:, :]
+        route = self.dense_route(grid, text_valid, past)
+        with nullcontext() if cache is None else open_cache(cache, grid[0]):
+            out = self.run(img, txt, vec, txt_vec, angles, route)
+        return unpatchify(out, self.cfg.patch, grid).float()
+
+    def check_cache(self, cache: KVCache, batch: int) -> int:
+        """The cached token frames, after checking that this model can use a KV cache (cache_problem)."""
+        problem = self.cache_problem()
+        if problem:
+            raise KinemaError(problem)
+        if cache.entries and cache.entries[0][0].shape[0] != batch:
+            raise KinemaError(f"the KV cache was recorded for a batch of {cache.entries[0][0].shape[0]}, not {batch}; "
+                              "record it with the same batch (classifier-free guidance doubles it)")
+        return cache.frames
+
+    def cache_problem(self) -> str | None:
+        """Why this model cannot use a KV cache, or None. It needs every block frame-causal, fixed
+        RoPE positions, nothing that reads the whole clip, and text that does not change with the
+        time. MM-DiT's text stream is modulated by the time (of the noisiest frame), so the
+        context's keys would change with every step of the new frames: the cache is for
+        cross-attention denoisers, which CausVid and Self-Forcing build on (Wan)."""
+        cfg = self.cfg
+        if self.dual or self.single or self.refiner is not None:
+            return ("a KV cache needs a cross-attention denoiser without a token refiner (e.g. --arch wan with "
+                    "dit.attention: [causal]); MM-DiT's text stream changes with the time")
+        if set(cfg.block_patterns()) != {"causal"}:
+            return (f"a KV cache needs frame-causal attention in every block; this model's are "
+                    f"{sorted(set(cfg.block_patterns()))} (set dit.attention: [causal])")
+        if cfg.positions != "rope" or cfg.rope_layout == "mochi" or self.motion or cfg.shape_condition or sp.group():
+            return ("a KV cache needs fixed RoPE positions (rope_layout per_head or ltx) and no motion modules, "
+                    "clip-shape conditioning or sequence parallelism")
+        return None
 
     def run(self, img: torch.Tensor, txt: torch.Tensor, vec: Vec, txt_vec: Vec, angles: torch.Tensor | None,
             route: Route) -> torch.Tensor:
@@ -299,15 +336,16 @@ class MMDiT(nn.Module):
                 img = block(img, txt, mod_in, angles, mask, route.text_mask, layout=layout, grid=route.grid)
         return img
 
-    def dense_route(self, grid: tuple[int, int, int], text_valid: torch.Tensor) -> Route:
+    def dense_route(self, grid: tuple[int, int, int], text_valid: torch.Tensor, past: int = 0) -> Route:
         """How attention runs over a batch of one grid: MM-DiT's joint masks, each cross block's
-        layout (spatial and temporal are reshapes) or mask, the text padding mask."""
+        layout (spatial and temporal are reshapes) or mask, the text padding mask. `past`: the keys
+        also hold that many earlier token frames (a KV cache's)."""
         route = Route(grid=grid)
         if self.dual or self.single:
-            route.joint = self.attention_masks(grid, text_valid)
+            route.joint = self.attention_masks(grid, text_valid, past)
         device = text_valid.device
         for p in self.cfg.block_patterns()[self.cfg.dual_blocks + self.cfg.single_blocks:]:
-            route.video[p] = (p, None) if p in ("spatial", "temporal") else ("full", video_mask(p, grid, self.cfg.window, device))
+            route.video[p] = (p, None) if p in ("spatial", "temporal") else ("full", video_mask(p, grid, self.cfg.window, device, past))
         if self.cfg.cross_attn_mask:
             route.text_mask = key_padding_mask(text_valid)
         if self.latte_time_positions and grid[0] > 1:  # (as Latte: none for one frame)
@@ -377,14 +415,15 @@ class MMDiT(nn.Module):
         vec = PerToken(per_frame.flatten(0, 1), index)
         return vec, self.time_in(timestep_embedding(t.amax(1), self.cfg.time_freq_dim)) + p
 
-    def attention_masks(self, grid: tuple[int, int, int], text_valid: torch.Tensor) -> dict[str, torch.Tensor]:
+    def attention_masks(self, grid: tuple[int, int, int], text_valid: torch.Tensor, past: int = 0) -> dict[str, torch.Tensor]:
         """One joint [text; video] mask per pattern the blocks use: "full" is the key-padding mask
-        [B, 1, 1, L]; the others are [B, 1, L, L] (kinema.nn.attention.pattern_mask)."""
+        [B, 1, 1, L]; the others are [B, 1, L, L] (kinema.nn.attention.pattern_mask), or
+        [B, 1, L, L + past * h w] after `past` cached token frames."""
         masks = {}
         for p in set(self.cfg.block_patterns()[:self.cfg.dual_blocks + self.cfg.single_blocks]):
-            if p == "full":
+            if p == "full" and not past:
                 valid = torch.cat([text_valid, text_valid.new_ones(text_valid.shape[0], grid[0] * grid[1] * grid[2])], dim=1)
                 masks[p] = key_padding_mask(valid)
             else:
-                masks[p] = pattern_mask(p, grid, text_valid, self.cfg.window)
+                masks[p] = pattern_mask(p, grid, text_valid, self.cfg.window, past)
         return masks

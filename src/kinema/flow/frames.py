@@ -47,8 +47,9 @@ class KnownFrames:
         return torch.where(self.mask(x), self.latents.to(x), x)
 
     def times(self, t: torch.Tensor) -> torch.Tensor:
-        """t [B] -> [B, t_latent]: t on generated frames, 0 on known ones."""
-        return torch.where(self.known.to(t.device), torch.zeros((), device=t.device, dtype=t.dtype), t[:, None])
+        """t [B] (or already one per frame, [B, t_latent]) -> [B, t_latent]: t on generated frames, 0 on known ones."""
+        per_frame = t if t.dim() == 2 else t[:, None]
+        return torch.where(self.known.to(t.device), torch.zeros((), device=t.device, dtype=t.dtype), per_frame)
 
     def channels(self) -> torch.Tensor:
         """What `concat` conditioning adds to the input: [given latents (0 elsewhere); mask], [B, C + 1, t, h, w]."""

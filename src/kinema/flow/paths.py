@@ -9,8 +9,9 @@ import torch
 
 
 def interpolate(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """x0, x1: [B, ...]; t: [B] in [0, 1] -> x_t [B, ...]"""
-    t = t.view(-1, *([1] * (x0.dim() - 1))).to(x0.dtype)
+    """x0, x1: [B, ...]; t: [B] in [0, 1], or [B, t] one time per latent frame of [B, C, t, h, w]
+    latents (diffusion forcing) -> x_t [B, ...]"""
+    t = (t[:, None, :, None, None] if t.dim() == 2 else t.view(-1, *([1] * (x0.dim() - 1)))).to(x0.dtype)
     return (1 - t) * x0 + t * x1
 
 

@@ -70,15 +70,18 @@ def grid_coords(grid: Grid, device=None) -> torch.Tensor:
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
 
 
-def video_mask(pattern: str, grid: Grid, window: Grid | None = None, device=None) -> torch.Tensor | None:
-    """[N, N] bool (query, key) for one pattern over video tokens; None for "full" (no mask).
+def video_mask(pattern: str, grid: Grid, window: Grid | None = None, device=None, past: int = 0) -> torch.Tensor | None:
+    """[N, past * S + N] bool (query, key) for one pattern over video tokens; None for "full" with
+    no `past` (no mask). `past`: the keys start with that many earlier frames of S = h w tokens
+    (a KV cache's context, kinema.nn.kv_cache), and the queries' frames come after them.
 
     "window" keeps keys with |dt| <= wt // 2, |dh| <= wh // 2 and |dw| <= ww // 2 of the query
     (a box of odd size centred on it; an even size rounds down to the odd size below it)."""
-    if pattern == "full":
+    if pattern == "full" and not past:
         return None
-    c = grid_coords(grid, device)
-    return offset_mask(pattern, c[:, None, :] - c[None, :, :], window)
+    keys = grid_coords((past + grid[0], *grid[1:]), device)
+    queries = keys[past * grid[1] * grid[2]:]
+    return offset_mask(pattern, queries[:, None, :] - keys[None, :, :], window)
 
 
 def offset_mask(pattern: str, d: torch.Tensor, window: Grid | None = None) -> torch.Tensor:
@@ -127,19 +130,22 @@ def segment_mask(segment_ids: torch.Tensor) -> torch.Tensor:
     return ((same & ~pad[:, None, :] & ~pad[:, :, None]) | (pad[:, :, None] & eye))[:, None]
 
 
-def pattern_mask(pattern: str, grid: Grid, text_valid: torch.Tensor, window: Grid | None = None) -> torch.Tensor:
+def pattern_mask(pattern: str, grid: Grid, text_valid: torch.Tensor, window: Grid | None = None,
+                 past: int = 0) -> torch.Tensor:
     """The joint [text; video] mask of an MM-DiT block whose video tokens follow `pattern`:
     text_valid [B, Lt] -> [B, 1, L, L] (L = Lt + N). Every token sees the valid text tokens; a
     video token sees the video tokens its pattern allows; text tokens see every video token,
     except under "causal", where they see none (text read from frame 2 would carry it to frame 0
-    in the next block). For "full" use `key_padding_mask` (the same result without an L x L mask)."""
+    in the next block). For "full" use `key_padding_mask` (the same result without an L x L mask).
+    `past` (a KV cache's context frames): the keys are [text; past frames; the grid], [B, 1, L, L + past * S]."""
     b, lt = text_valid.shape
     device = text_valid.device
     n = grid[0] * grid[1] * grid[2]
-    vv = video_mask(pattern, grid, window, device)
+    vv = video_mask(pattern, grid, window, device, past)
     if vv is None:
         vv = torch.ones(n, n, dtype=torch.bool, device=device)
-    video_rows = torch.cat([text_valid[:, None, :].expand(b, n, lt), vv.expand(b, n, n)], dim=2)  # [B, N, L]
-    sees_video = text_valid.new_full((b, n), pattern != "causal")
-    text_rows = torch.cat([text_valid, sees_video], dim=1)[:, None, :].expand(b, lt, lt + n)
-    return torch.cat([text_rows, video_rows], dim=1)[:, None]  # [B, 1, L, L]
+    nk = vv.shape[1]
+    video_rows = torch.cat([text_valid[:, None, :].expand(b, n, lt), vv.expand(b, n, nk)], dim=2)  # [B, N, Lt + Nk]
+    sees_video = text_valid.new_full((b, nk), pattern != "causal")
+    text_rows = torch.cat([text_valid, sees_video], dim=1)[:, None, :].expand(b, lt, lt + nk)
+    return torch.cat([text_rows, video_rows], dim=1)[:, None]  # [B, 1, L, Lt + Nk]

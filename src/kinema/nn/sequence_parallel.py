@@ -27,6 +27,7 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
+from kinema.nn import kv_cache
 from kinema.nn.attention import attention
 
 _GROUP = None  # the process group of the active `scope`, None outside one
@@ -176,7 +177,8 @@ def self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
                    layout: str = "full", grid=None) -> torch.Tensor:
     """A model's self-attention over its token sequence: kinema.nn.attention.attention, or, inside a
     `scope`, over the tokens split across processes (this process's share; the mask is over the
-    whole sequence)."""
+    whole sequence). Inside an open kinema.nn.kv_cache, the keys and values go through it."""
+    k, v = kv_cache.extend(k, v)
     if _GROUP is None:
         return attention(q, k, v, mask, layout=layout, grid=grid)
     return sequence_attention(q, k, v, mask, _GROUP, layout, grid)
@@ -185,7 +187,9 @@ def self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
 def joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, text_len: int) -> torch.Tensor:
     """MM-DiT's attention over [text; video]: q, k, v [B, H, Lt + Lv', Dh], the first `text_len`
     tokens text, mask over the whole joint sequence -> [B, Lt + Lv', H * Dh]. Outside a `scope`
-    Lv' = Lv and this is `attention`; inside, Lv' = Lv / P, this process's video tokens."""
+    Lv' = Lv and this is `attention`; inside, Lv' = Lv / P, this process's video tokens. Inside an
+    open kinema.nn.kv_cache, the keys and values go through it."""
+    k, v = kv_cache.extend(k, v, text_len)
     if _GROUP is None:
         return attention(q, k, v, mask)
     p, r = dist.get_world_size(_GROUP), dist.get_rank(_GROUP)

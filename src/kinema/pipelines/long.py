@@ -7,8 +7,14 @@
          given to the chunk (clamped at every step), and the chunk's F - c new frames appended:
          F + n (F - c) frames in all.
 
-The other routes of the issue (keyframes then interpolation, coarse-to-fine, diffusion forcing)
-are not built yet.
+    forcing  diffusion forcing (a denoiser trained with one noise level per latent frame and
+         frame-causal attention, `frame_noise` and `attention: [causal]`): the first window is
+         sampled as usual, then the video rolls forward `chunk` latent frames at a time, each
+         denoised after the last W - chunk latent frames (W the model's window) held clean at
+         time 0. The context's keys and values are computed once per chunk (kinema.nn.kv_cache)
+         rather than at every step: the same velocities, fewer FLOPs.
+
+The other routes of the issue (keyframes then interpolation, coarse-to-fine) are not built yet.
 """
 
 from __future__ import annotations
@@ -19,9 +25,15 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from kinema.dit.transformer import Conditioning
 from kinema.errors import KinemaError
+from kinema.flow.guidance import cfg_combine
+from kinema.flow.samplers import SAMPLERS
+from kinema.flow.timesteps import sampling_schedule
+from kinema.nn.kv_cache import KVCache
+from kinema.pipelines.generate import initial_noise
 
-ROUTES = ("ar",)
+ROUTES = ("ar", "forcing")
 
 
 def chunk_plan(num_frames: int, model_frames: int, r: int, context: int) -> tuple[int, int]:
@@ -56,9 +68,94 @@ def ar_chunks(pipe, prompt: str, num_frames: int, *, context: int = 1, seed: int
         yield z, video
 
 
-def generate_long(pipe, prompt: str, num_frames: int, route: str = "ar", **kw) -> np.ndarray:
-    """uint8 [num_frames, H, W, 3] by `route` (ROUTES)."""
+def forcing_plan(num_frames: int, model_frames: int, r: int, chunk: int) -> tuple[int, int]:
+    """(the model's latent window W, the video's latent frames) for `--long forcing`; a clear error
+    when the route cannot make `num_frames` frames."""
+    window = 1 + (model_frames - 1) // r
+    if not 1 <= chunk < window:
+        raise KinemaError(f"--chunk {chunk}: give 1 to {window - 1} latent frames (the model's window is {window})")
+    if num_frames < model_frames or (num_frames - 1) % r:
+        raise KinemaError(f"--long forcing makes 1 + {r}k frames, at least {model_frames}; --frames {num_frames} is "
+                          f"not one: use {max(model_frames, 1 + r * -(-(num_frames - 1) // r))}")
+    return window, 1 + (num_frames - 1) // r
+
+
+def forcing_velocity(model, cond: Conditioning, uncond: Conditioning, guidance: float, context: torch.Tensor,
+                     cache: KVCache | None):
+    """velocity_fn(x, t) for new latent frames x [B, C, k, h, w] after clean `context` [B, C, c, h, w]
+    (time 0), guided on the text as `guided_velocity`. With `cache` the context runs once, here;
+    without, every call runs [context; x] and keeps x's velocities (the reference the cache must equal)."""
+    guided = guidance != 1.0
+    both = Conditioning.cat([cond, uncond]) if guided else cond
+    ctx = torch.cat([context, context]) if guided else context
+    if cache is not None:
+        cache.clear()
+        model(ctx, torch.zeros(ctx.shape[0], device=ctx.device), both, cache=cache)
+
+    def velocity_fn(x: torch.Tensor, t: float) -> torch.Tensor:
+        x = torch.cat([x, x]) if guided else x
+        tt = torch.full(x.shape[:1] + x.shape[2:3], t, device=x.device)  # [B', k]
+        if cache is not None:
+            v = model(x, tt, both, cache=cache)
+        else:
+            zeros = tt.new_zeros(tt.shape[0], ctx.shape[2])
+            v = model(torch.cat([ctx, x], dim=2), torch.cat([zeros, tt], dim=1), both)[:, :, ctx.shape[2]:]
+        return cfg_combine(*v.chunk(2), guidance) if guided else v
+
+    return velocity_fn
+
+
+@torch.no_grad()
+def rollout_latents(model, cond: Conditioning, uncond: Conditioning, first: torch.Tensor, seeds: list[int], *,
+                    frames: int, chunk: int, steps: int, guidance: float, sampler: str, shift: float, runtime,
+                    cache: bool = True) -> torch.Tensor:
+    """first [B, C, W, h, w] (a window from the usual loop) -> [B, C, frames, h, w]: `chunk` latent
+    frames at a time, each after the last W - chunk frames; chunk i's noise from seed + i."""
+    z, window = first.float(), first.shape[2]
+    ts = sampling_schedule(steps, shift)
+    for i in range(1, 1 + -(-(frames - window) // chunk)):
+        k = min(chunk, frames - z.shape[2])
+        noise = initial_noise((z.shape[1], k, *z.shape[3:]), [s + i for s in seeds]).to(z.device)
+        with runtime.autocast():
+            v = forcing_velocity(model, cond, uncond, guidance, z[:, :, -(window - k):], KVCache() if cache else None)
+            z = torch.cat([z, SAMPLERS[sampler](v, noise, ts).float()], dim=2)
+    return z
+
+
+def forcing_video(pipe, prompt: str, num_frames: int, *, chunk: int = 1, seed: int = 0, steps: int = 25,
+                  guidance: float = 5.0, sampler: str = "euler", shift: float | None = None, cache: bool | None = None) -> np.ndarray:
+    """uint8 [num_frames, H, W, 3] by diffusion forcing (see the module docstring). `cache`: None
+    uses a KV cache where the model can (MMDiT.cache_problem); any model can roll forward without."""
+    if cache is None:
+        cache = pipe.dit.cache_problem() is None
+    _, frames = forcing_plan(num_frames, pipe.cfg.frames, pipe.cfg.vae.time_compression, chunk)
+    shift = pipe.cfg.timestep_shift if shift is None else shift
+    first = pipe.latents(prompt, num_frames=pipe.cfg.frames, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
+                         shift=shift)
+    z = rollout_latents(pipe.dit, pipe.encode_prompts([prompt]), pipe.encode_prompts([""]), first, [seed], frames=frames,
+                        chunk=chunk, steps=steps, guidance=guidance, sampler=sampler, shift=shift, runtime=pipe.runtime,
+                        cache=cache)
+    return pipe.frames(z)[0]
+
+
+def check_long(route: str, num_frames: int, model_frames: int, r: int, context: int = 1, chunk: int = 1) -> None:
+    """A clear error, before any work, when `route` is unknown or cannot make `num_frames` frames."""
     if route not in ROUTES:
         raise KinemaError(f"--long {route!r}: built routes are {', '.join(ROUTES)}")
-    (_, video), = deque(ar_chunks(pipe, prompt, num_frames, **kw), maxlen=1)  # the video after the last chunk
+    if route == "ar":
+        chunk_plan(num_frames, model_frames, r, context)
+    else:
+        forcing_plan(num_frames, model_frames, r, chunk)
+
+
+def generate_long(pipe, prompt: str, num_frames: int, route: str = "ar", *, context: int = 1, chunk: int = 1,
+                  **kw) -> np.ndarray:
+    """uint8 [num_frames, H, W, 3] by `route` (ROUTES). `context`: ar's latent frames of context;
+    `chunk`: forcing's new latent frames per chunk."""
+    check_long(route, num_frames, pipe.cfg.frames, pipe.cfg.vae.time_compression, context, chunk)
+    if route == "forcing":
+        if kw.pop("image", None) is not None:
+            raise KinemaError("--long forcing does not take --image yet; use --long ar")
+        return forcing_video(pipe, prompt, num_frames, chunk=chunk, **kw)
+    (_, video), = deque(ar_chunks(pipe, prompt, num_frames, context=context, **kw), maxlen=1)  # the video after the last chunk
     return video

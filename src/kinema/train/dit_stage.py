@@ -72,6 +72,10 @@ class DiTStage:
     # clips whose first / last latent frame is given, clean at time 0 and left out of the loss
     first_frame: float = 0.0
     last_frame: float = 0.0
+    # diffusion forcing (kinema.pipelines.long, `--long forcing`): the share of training clips whose
+    # latent frames each draw their own time (the rest share one); with dit.attention [causal] the
+    # model learns to denoise frames after cleaner ones, and rolls a video forward at sampling
+    frame_noise: float = 0.0
     # a clip with given first frames has the first 1 to `context_frames` latent frames given (drawn
     # uniformly): the context of a long video's next chunk (`kinema generate --long ar --context k`)
     context_frames: int = 1
@@ -86,7 +90,9 @@ class DiTStage:
         at_least(self, 1, "steps", "batch_size", "num_clips", "captions_per_combo", "log_every", "ckpt_every")
         at_least(self, 0, "sample_every", "pack_tokens")
         at_least(self, 1, "context_frames")
-        fractions(self, "canonical_prob", "caption_dropout", "first_frame", "last_frame")
+        fractions(self, "canonical_prob", "caption_dropout", "first_frame", "last_frame", "frame_noise")
+        require(not (self.pack_tokens and self.frame_noise), "pack_tokens", self.pack_tokens,
+                "per-frame noise (frame_noise) is not packed yet; set pack_tokens to 0")
         require(not (self.pack_tokens and (self.first_frame or self.last_frame)), "pack_tokens", self.pack_tokens,
                 "given frames (first_frame, last_frame) are not packed yet; set pack_tokens to 0")
         require(self.train_only in (None, "motion"), "train_only", self.train_only, "use motion, or leave it unset")
@@ -195,11 +201,19 @@ def drop_captions(s: TextStates, empty: TextStates, p: float, g: torch.Generator
     return TextStates(tokens, mask, pooled)
 
 
-def flow_loss(model: MMDiT, z0: torch.Tensor, cond: Conditioning, tcfg: TimestepConfig, g: torch.Generator):
+def flow_loss(model: MMDiT, z0: torch.Tensor, cond: Conditioning, tcfg: TimestepConfig, g: torch.Generator,
+              frame_noise: float = 0.0):
     """Rectified-flow regression: ||v(x_t, t) - (x1 - x0)||^2 with t ~ tcfg. z0 and cond are the
     global batch; t and the noise are drawn for all of it, then each process (torchrun) takes its
-    share, so any number of processes sees the same samples (kinema.train.dist)."""
-    t = sample_timesteps(tcfg, z0.shape[0], generator=g).to(z0.device)  # drawn on the CPU: the same on every device
+    share, so any number of processes sees the same samples (kinema.train.dist). `frame_noise`:
+    the share of clips whose latent frames each draw their own t ~ tcfg (diffusion forcing); at 0
+    nothing more is drawn, so recipes without it train as before."""
+    t = sample_timesteps(tcfg, z0.shape[0], generator=g)  # drawn on the CPU: the same on every device
+    if frame_noise:
+        b, f = z0.shape[0], z0.shape[2]
+        own = torch.rand(b, generator=g) < frame_noise
+        t = torch.where(own[:, None], sample_timesteps(tcfg, b * f, generator=g).view(b, f), t[:, None])  # [B, t]
+    t = t.to(z0.device)
     x1 = torch.randn(z0.shape, generator=g).to(z0.device)
     s = dist.share(z0.shape[0])
     z0, x1, t, cond = z0[s], x1[s], t[s], cond.index(s)
@@ -347,7 +361,7 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
         z0 = vae.normalize(z0)
         text = captions(combo[idx], g)
         frames = given_frames(z0, stage, g, mc.dit.frame_cond != "tokens")
-        loss = flow_loss(m, z0, Conditioning(text, frames), stage.timesteps, g)
+        loss = flow_loss(m, z0, Conditioning(text, frames), stage.timesteps, g, stage.frame_noise)
         return loss, {}
 
     def sample_fn(m: MMDiT, ema, step: int):
@@ -404,7 +418,7 @@ def train_dit_on_cache(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_
         if stage.pack_tokens:
             return packed_flow_loss(m, z0, cond, stage.timesteps, g, stage.pack_tokens), {}
         cond.frames = given_frames(z0[0], stage, g, mc.dit.frame_cond != "tokens")
-        return flow_loss(m, z0[0], cond, stage.timesteps, g), {}
+        return flow_loss(m, z0[0], cond, stage.timesteps, g, stage.frame_noise), {}
 
     ema = fit(model, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(mc),
               log=log, ema_decay=stage.ema_decay, resume=resume, runtime=runtime, log_every=stage.log_every,
