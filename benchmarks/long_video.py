@@ -2,11 +2,12 @@
 every chunk-length window with the oracle, and compare the last window with the first.
 
     python benchmarks/long_video.py [--model shapes-i2v] [--frames 257] [--prompts 27] [--context 1]
-                                    [--json docs/long_video_shapes-i2v.json]
+                                    [--routes ar,forcing] [--chunk 1] [--json docs/long_video_shapes-i2v.json]
 
 For each of `--prompts` canonical prompts (spread over colours, shapes and directions, seed 0) it
-generates `--frames` frames with `--long ar` and judges the windows [0, F), [F - c, 2F - c), ...
-(F the model's length, c the context frames: each chunk's frames as the chunk made them). It
+generates `--frames` frames by each route (`--long ar` with `--context`, `--long forcing` with
+`--chunk`) and judges the windows [0, F), [F - c, 2F - c), ... (F the model's length, c ar's
+context frames: each ar chunk's frames as the chunk made them; the same windows for every route). It
 prints per window the share of clips whose colour, shape and direction the oracle reads as asked
 and whose frames hold exactly one object, then first against last. Time per frame is measured
 against the model's own single-clip generation in the same run (the ratio is the cost of
@@ -25,7 +26,7 @@ import numpy as np
 from kinema.data import shapes
 from kinema.data.captions import canonical_caption
 from kinema.eval.oracle import judge
-from kinema.pipelines.long import ROUTES, chunk_plan, generate_long
+from kinema.pipelines.long import ROUTES, check_long, chunk_plan, generate_long
 from kinema.pipelines.pipeline import load_pipeline
 
 
@@ -45,6 +46,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=257)
     ap.add_argument("--prompts", type=int, default=27)
     ap.add_argument("--context", type=int, default=1)
+    ap.add_argument("--routes", default=",".join(ROUTES), help="comma-separated routes to run")
+    ap.add_argument("--chunk", type=int, default=1, help="forcing's new latent frames per chunk")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto")
@@ -64,12 +67,13 @@ def main() -> None:
     single = (time.perf_counter() - t0) / (len(combos) * f)
 
     result = {"settings": vars(args), "seconds_per_frame": {}, "routes": {}}
-    for route in ROUTES:
+    for route in args.routes.split(","):
+        check_long(route, args.frames, f, r, args.context, args.chunk)
         t0 = time.perf_counter()
         scores = []  # [prompt][window] -> dict
         for combo in combos:
             video = generate_long(pipe, canonical_caption(*combo), args.frames, route, context=args.context,
-                                  seed=0, steps=args.steps)
+                                  chunk=args.chunk, seed=0, steps=args.steps)
             row = []
             for w in windows(video, f, c):
                 v = judge(w)

@@ -145,3 +145,37 @@ def test_forcing_from_the_cli(tmp_path, capsys, tiny_model_dir):
                                "--steps", "1", "-o", tmp_path / "bad.mp4")
         assert_one_line_error(code, err, message)
     assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_a_frame_causal_model_starts_from_a_full_attention_one(tiny_model_dir):
+    """dit.init_from may change the attention patterns (masks, no weights): diffusion forcing
+    fine-tunes a text-to-video model into a frame-causal one."""
+    import json
+
+    from kinema.config import DiTConfig, from_dict
+    from kinema.pipelines.pipeline import load_pipeline
+    from kinema.train.dit_stage import start_from
+
+    cfg = json.loads((tiny_model_dir / "config.json").read_text())["dit"]
+    model = MMDiT(from_dict(DiTConfig, {**cfg, "attention": ["causal"]}))
+    start_from(model, str(tiny_model_dir))
+    source = load_pipeline(tiny_model_dir, device="cpu", precision="fp32").dit.state_dict()
+    assert model.state_dict().keys() == source.keys()
+    assert all(torch.equal(v, source[k]) for k, v in model.state_dict().items())
+
+
+def test_the_recipe_trains_with_per_frame_noise(tmp_path, monkeypatch):
+    """dit.frame_noise reaches the loss of the training loop (and a causal model trains with it)."""
+    from conftest import tiny_recipe_dict
+
+    import kinema.train.dit_stage as dit_stage
+    from kinema.config import from_dict
+    from kinema.train.recipe import Recipe, run
+
+    shares, loss = [], dit_stage.flow_loss
+    monkeypatch.setattr(dit_stage, "flow_loss", lambda *a, **k: shares.append(a[5] if len(a) > 5 else k.get("frame_noise")) or loss(*a, **k))
+    r = tiny_recipe_dict(tmp_path / "run", vae_steps=2, dit_steps=2)
+    r["model"]["dit"]["attention"] = ["causal"]
+    r["dit"]["frame_noise"] = 0.5
+    assert (run(from_dict(Recipe, r)) / "dit.safetensors").is_file()
+    assert shares == [0.5, 0.5]

@@ -61,5 +61,7 @@ def test_the_drift_benchmark_judges_every_window(tiny_model_dir, tmp_path, monke
     runpy.run_path(str(script), run_name="__main__")
     out = capsys.readouterr().out
     assert "| 2 | 16-24 |" in out and "last window against the first" in out
-    table = json.loads((tmp_path / "r.json").read_text())["routes"]["ar"]
-    assert len(table) == 3 and all(0 <= row["colour"] <= 1 for row in table)
+    routes = json.loads((tmp_path / "r.json").read_text())["routes"]
+    assert set(routes) == {"ar", "forcing"} and "--long forcing:" in out
+    for table in routes.values():  # the same three windows for each route
+        assert len(table) == 3 and all(0 <= row["colour"] <= 1 for row in table)

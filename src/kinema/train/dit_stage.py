@@ -315,15 +315,17 @@ def build_denoiser(mc: ModelConfig, seed: int, device, compile: bool = False, ch
 
 def start_from(model: MMDiT, root: str) -> None:
     """Load the denoiser of the exported model at `root` into `model`, whose config may differ only
-    in frame_cond and motion_modules: weights `model` has and the source lacks (frame_in, ref_in,
-    motion) keep their initialisation (frame_in and motion start as the identity)."""
+    in frame_cond, motion_modules and the attention patterns (masks, no weights: e.g. a frame-causal
+    model for diffusion forcing from a full-attention one): weights `model` has and the source lacks
+    (frame_in, ref_in, motion) keep their initialisation (frame_in and motion start as the identity)."""
     from kinema.io.weights import load_json, load_weights
 
     path = Path(root)  # (that it holds dit.safetensors: recipe.check_sizes)
     source = from_dict(ModelConfig, load_json(path / "config.json")).dit
-    if dataclasses.replace(source, frame_cond=model.cfg.frame_cond, motion_modules=model.cfg.motion_modules) != model.cfg:
+    free = ("frame_cond", "motion_modules", "attention", "window")
+    if dataclasses.replace(source, **{k: getattr(model.cfg, k) for k in free}) != model.cfg:
         raise KinemaError(f"dit.init_from {root}: its denoiser config differs from the recipe's model.dit beyond "
-                          f"frame_cond and motion_modules; copy the model directory's config.json dit section into the recipe")
+                          f"{', '.join(free)}; copy the model directory's config.json dit section into the recipe")
     missing, unexpected = model.load_state_dict(load_weights(path / "dit.safetensors"), strict=False)
     if unexpected or any(not k.startswith(("frame_in.", "ref_in.", "motion.")) for k in missing):
         raise KinemaError(f"dit.init_from {root}: its weights do not fit ({(unexpected or missing)[0]}); re-export it")
