@@ -11,7 +11,8 @@ context frames: each ar chunk's frames as the chunk made them; the same windows 
 prints per window the share of clips whose colour, shape and direction the oracle reads as asked
 and whose frames hold exactly one object, then first against last. Time per frame is measured
 against the model's own single-clip generation in the same run (the ratio is the cost of
-chunking). Directions are expected to fail late in long clips: the Shapes world's objects move in
+chunking). Over each whole clip, kinema.eval.bounces counts the object's turns and the share of them
+made at a wall (the world's objects only ever turn at a wall). Directions are expected to fail late in long clips: the Shapes world's objects move in
 straight lines, and a clip continued past the training window runs into the wall.
 """
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from kinema.data import shapes
 from kinema.data.captions import canonical_caption
+from kinema.eval.bounces import bounce_report
 from kinema.eval.oracle import judge
 from kinema.pipelines.long import ROUTES, check_long, chunk_plan, generate_long
 from kinema.pipelines.pipeline import load_pipeline
@@ -70,7 +72,7 @@ def main() -> None:
     for route in args.routes.split(","):
         check_long(route, args.frames, f, r, args.context, args.chunk)
         t0 = time.perf_counter()
-        scores = []  # [prompt][window] -> dict
+        scores, turns = [], []  # [prompt][window] -> dict; [prompt] -> bounce_report
         for combo in combos:
             video = generate_long(pipe, canonical_caption(*combo), args.frames, route, context=args.context,
                                   chunk=args.chunk, seed=0, steps=args.steps)
@@ -80,10 +82,13 @@ def main() -> None:
                 row.append({"colour": v.colour == combo[0], "shape": v.shape == combo[1],
                             "direction": v.direction == combo[2], "one_object": v.one_object_frac == 1.0})
             scores.append(row)
+            turns.append(bounce_report(video))
         per_frame = (time.perf_counter() - t0) / (len(combos) * args.frames)
         keys = ("colour", "shape", "direction", "one_object")
         table = [{k: float(np.mean([s[i][k] for s in scores])) for k in keys} for i in range(len(scores[0]))]
         result["routes"][route] = table
+        n_turns, at_wall = sum(b["turns"] for b in turns), sum(b["at_wall"] for b in turns)
+        result.setdefault("turns", {})[route] = {"turns": n_turns, "at_wall": at_wall, "per_clip": turns}
         result["seconds_per_frame"][route] = per_frame
         print(f"\n--long {route}: {per_frame:.3f} s per frame against {single:.3f} s in one clip "
               f"(ratio {per_frame / single:.2f})\n")
@@ -92,6 +97,7 @@ def main() -> None:
         for i, t in enumerate(table):
             start = i * (f - c)
             print(f"| {i} | {start}-{start + f - 1} | " + " | ".join(f"{100 * t[k]:.1f}%" for k in keys) + " |")
+        print(f"\nturns of the object: {n_turns / len(combos):.1f} per clip, {at_wall} of {n_turns} at a wall")
         first, last = table[0], table[-1]
         print("\nlast window against the first (points): " +
               ", ".join(f"{k} {100 * (last[k] - first[k]):+.1f}" for k in keys))

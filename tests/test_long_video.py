@@ -61,7 +61,10 @@ def test_the_drift_benchmark_judges_every_window(tiny_model_dir, tmp_path, monke
     runpy.run_path(str(script), run_name="__main__")
     out = capsys.readouterr().out
     assert "| 2 | 16-24 |" in out and "last window against the first" in out
-    routes = json.loads((tmp_path / "r.json").read_text())["routes"]
+    report = json.loads((tmp_path / "r.json").read_text())
+    routes = report["routes"]
+    assert set(report["turns"]) == {"ar", "forcing"} and len(report["turns"]["ar"]["per_clip"]) == 2
+    assert "turns of the object:" in out
     assert set(routes) == {"ar", "forcing"} and "--long forcing:" in out
     for table in routes.values():  # the same three windows for each route
         assert len(table) == 3 and all(0 <= row["colour"] <= 1 for row in table)

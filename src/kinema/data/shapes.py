@@ -1,7 +1,9 @@
 """The Shapes world: procedurally rendered clips, deterministic from a seed.
 
 A clip is a list of `ObjectSpec`s moving in straight lines over a black background: one object
-at level 1 (`sample_clip`), one or two at level 2 (`kinema.data.scenes`). Shapes are drawn from signed distance functions with
+at level 1 (`sample_clip`), one or two at level 2 (`kinema.data.scenes`). For long video, an
+object may bounce off the walls instead (`sample_bouncing_clip`): it reflects, like light, each
+time its box touches the frame's edge, so a clip longer than the training window keeps moving. Shapes are drawn from signed distance functions with
 analytic anti-aliasing (coverage = clamp(0.5 - sdf, 0, 1)), so motion is sub-pixel smooth.
 
 Frames are uint8 `[T, H, W, 3]`; `to_tensor` gives float `[3, T, H, W]` in [-1, 1].
@@ -10,6 +12,7 @@ Frames are uint8 `[T, H, W, 3]`; `to_tensor` gives float `[3, T, H, W]` in [-1, 
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -66,11 +69,41 @@ class ObjectSpec:
     size: float  # pixels
     speed: float  # pixels per frame along the direction
     start: tuple[float, float]  # centre (x, y) at frame 0, pixels
+    # bouncing: (lo, hi), the range of the centre's x and y between which it reflects off the
+    # walls; None: a straight line
+    bounds: tuple[float, float] | None = None
 
     def centre(self, t: float) -> tuple[float, float]:
         dx, dy = DIRECTIONS[self.direction]
         norm = math.hypot(dx, dy) or 1.0
-        return (self.start[0] + t * self.speed * dx / norm, self.start[1] + t * self.speed * dy / norm)
+        x, y = self.start[0] + t * self.speed * dx / norm, self.start[1] + t * self.speed * dy / norm
+        return (x, y) if self.bounds is None else (reflect(x, *self.bounds), reflect(y, *self.bounds))
+
+    def bounces(self, frames: int) -> list[tuple[float, str]]:
+        """Each reflection in frames [0, frames - 1]: (time, wall), the wall "left", "right", "top"
+        or "bottom" (exact times, between frames)."""
+        if self.bounds is None or self.speed == 0:
+            return []
+        lo, hi = self.bounds
+        dx, dy = DIRECTIONS[self.direction]
+        norm = math.hypot(dx, dy)
+        out = []
+        for p0, d, walls in ((self.start[0], dx, ("left", "right")), (self.start[1], dy, ("top", "bottom"))):
+            v = self.speed * d / norm  # unfolded coordinate p0 + v t hits lo + k (hi - lo) for integer k
+            if v == 0:
+                continue
+            k = math.floor((p0 - lo) / (hi - lo)) + (1 if v > 0 else 0)
+            while 0 < (t := (lo + k * (hi - lo) - p0) / v) <= frames - 1:
+                out.append((t, walls[k % 2]))  # even k: lo (left / top), odd k: hi
+                k += 1 if v > 0 else -1
+        return sorted(out)
+
+
+def reflect(p: float, lo: float, hi: float) -> float:
+    """p folded into [lo, hi] by reflection off both ends (a triangle wave of period 2 (hi - lo))."""
+    period = 2 * (hi - lo)
+    q = (p - lo) % period
+    return lo + (q if q <= hi - lo else period - q)
 
 
 def sample_object(rng: np.random.Generator, colour: str, shape: str, direction: str,
@@ -130,6 +163,21 @@ def sample_clip(seed: int, combo: tuple[str, str, str] | None = None, *, frames:
         pool = combos(held_out=held_out)
         combo = pool[int(rng.integers(len(pool)))]
     obj = sample_object(rng, *combo, frames=frames, size=size)
+    return render([obj], frames, size), [obj]
+
+
+def sample_bouncing_clip(seed: int, combo: tuple[str, str, str] | None = None, *, frames: int = 257,
+                         size: int = 64, held_out: bool = False) -> tuple[np.ndarray, list[ObjectSpec]]:
+    """A clip of `frames` frames whose object bounces off the walls: the size and speed of
+    `sample_clip`'s objects, a start anywhere its box fits, and the caption's direction as its
+    first motion (it turns at each wall)."""
+    rng = np.random.default_rng(seed)
+    if combo is None:
+        pool = combos(held_out=held_out)
+        combo = pool[int(rng.integers(len(pool)))]
+    obj = sample_object(rng, *combo, frames=1, size=size)  # (1 frame: its start may be anywhere)
+    half = obj.size / 2 + 1.0
+    obj = dataclasses.replace(obj, bounds=(half, size - half))
     return render([obj], frames, size), [obj]
 
 
