@@ -208,6 +208,21 @@ def test_recipe_base_merges_mappings_and_replaces_lists(tmp_path):
         load_recipe(tmp_path / "child.yaml")
 
 
+def test_a_derived_recipe_does_not_inherit_its_bases_export_dir(tmp_path):
+    """A recipe renamed from its base but exporting where the base does would write its model over
+    the base's (this once replaced the shipped Shapes model): refused when the recipe is read."""
+    from kinema.train.recipe import load_recipe
+
+    (tmp_path / "base.yaml").write_text("name: shapes\nexport_dir: shipped/shapes\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nname: forcing\n")
+    with pytest.raises(KinemaError, match="recipe 'forcing' would export to its base's export_dir 'shipped/shapes'"):
+        load_recipe(tmp_path / "child.yaml")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nname: forcing\nexport_dir: null\n")
+    assert load_recipe(tmp_path / "child.yaml").export_dir is None
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nvae: {steps: 5}\n")  # the same recipe, retuned
+    assert load_recipe(tmp_path / "child.yaml").export_dir == "shipped/shapes"
+
+
 def test_shipped_experiment_recipes_load():
     from pathlib import Path
 

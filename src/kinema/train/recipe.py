@@ -59,7 +59,13 @@ def load_recipe_dict(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
     if "base" not in data:
         return data
     base = data.pop("base")
-    return merge(load_recipe_dict(path.parent / str(base), (*_chain, path)), data)
+    parent = load_recipe_dict(path.parent / str(base), (*_chain, path))
+    if parent.get("export_dir") and "export_dir" not in data and data.get("name", parent.get("name")) != parent.get("name"):
+        # (a derived recipe once wrote its model over the shipped one it fine-tuned)
+        raise KinemaError(f"config {path.name}: recipe {data['name']!r} would export to its base's export_dir "
+                          f"{parent['export_dir']!r} (recipe {parent.get('name')!r}'s model); set export_dir in "
+                          f"{path.name} (null: run_dir/model)")
+    return merge(parent, data)
 
 
 def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
