@@ -3,6 +3,7 @@ machine: forward and forward+backward time and peak memory of the `wan` and `hun
 next to diffusers' WanTransformer3DModel and HunyuanVideoTransformer3DModel.
 
     python benchmarks/dit_speed.py [--dim 512] [--batch 4] [--runs 5] [--precision auto] [--latent 5 16 16]
+                                   [--families wan hunyuan] [--no-fp32] [--one-process]
 
 Each (family, implementation, precision) runs in a fresh process that builds the diffusers model,
 converts its weights with kinema.adapters (so both compute the same function, checked to 1e-4),
@@ -46,8 +47,9 @@ def reference(family: str, dim: int, heads: int):
                                                                         3 * head_dim // 8), rope_theta=256.0)
 
 
-def child(family: str, impl: str, precision: str, mode: str, dim: int, heads: int, batch: int, runs: int,
-          latent: tuple[int, int, int]) -> None:
+def pair(family: str, precision: str, dim: int, heads: int, batch: int, latent: tuple[int, int, int]):
+    """(runtime, kinema model, diffusers model, run_kinema, run_diffusers): the same weights through
+    the adapter, the same inputs; in fp32 the two outputs are checked to agree first."""
     import torch
 
     from kinema.adapters import hunyuan_video, wan
@@ -81,7 +83,6 @@ def child(family: str, impl: str, precision: str, mode: str, dim: int, heads: in
             return ref(x, t * 1000.0, tokens, return_dict=False)[0]
         return ref(x, t * 1000.0, tokens, valid.long(), pooled, return_dict=False)[0]
 
-    fn = run_mine if impl == "kinema" else run_ref
     if precision == "fp32":
         with torch.no_grad():
             a, b = run_mine(), run_ref()
@@ -90,28 +91,57 @@ def child(family: str, impl: str, precision: str, mode: str, dim: int, heads: in
         del a, b
         if rt.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
+    return rt, mine, ref, run_mine, run_ref
 
-    def step():
-        with rt.autocast():
-            out = fn()
-        if mode == "train":
-            out.float().pow(2).mean().backward()
+
+def timed(rt, fn, mode: str, runs: int, models) -> float:
+    """The median of `runs` steps after one warm-up: forward, or forward + backward ("train")."""
+    import torch
 
     times = []
     for i in range(runs + 1):
         with torch.set_grad_enabled(mode == "train"):
-            if rt.device.type == "cuda":
-                torch.cuda.synchronize()
+            rt.synchronize()
             t0 = time.perf_counter()
-            step()
-            if rt.device.type == "cuda":
-                torch.cuda.synchronize()
+            with rt.autocast():
+                out = fn()
+            if mode == "train":
+                out.float().pow(2).mean().backward()
+            rt.synchronize()
         if i:
             times.append(time.perf_counter() - t0)
-        for p in (*mine.parameters(), *ref.parameters()):
-            p.grad = None
+        for m in models:
+            for p in m.parameters():
+                p.grad = None
+    return statistics.median(times)
+
+
+def child(family: str, impl: str, precision: str, mode: str, dim: int, heads: int, batch: int, runs: int,
+          latent: tuple[int, int, int]) -> None:
+    import torch
+
+    rt, mine, ref, run_mine, run_ref = pair(family, precision, dim, heads, batch, latent)
+    seconds = timed(rt, run_mine if impl == "kinema" else run_ref, mode, runs, (mine, ref))
     gpu = torch.cuda.max_memory_allocated() / 2**20 if rt.device.type == "cuda" else None
-    print(json.dumps({"seconds": statistics.median(times), "gpu_mib": gpu, "precision": rt.precision}))
+    print(json.dumps({"seconds": seconds, "gpu_mib": gpu, "precision": rt.precision}))
+
+
+def one_process(args, precisions: list[str]) -> None:
+    """--one-process: both models of a family in this process, kinema and diffusers alternated for
+    --rounds rounds (each the median of --runs steps): times and ratios, no memory column (a
+    short GPU lease cannot afford a fresh process per row)."""
+    print("| family | precision | pass | kinema | diffusers | speed ratio (diffusers / kinema) |")
+    print("|---|---|---|---:|---:|---:|")
+    for family in args.families:
+        for prec in precisions:
+            rt, mine, ref, run_mine, run_ref = pair(family, prec, args.dim, args.heads, args.batch, tuple(args.latent))
+            for mode in ("forward", "train"):
+                rounds = [(timed(rt, run_mine, mode, args.runs, (mine, ref)), timed(rt, run_ref, mode, args.runs, (mine, ref)))
+                          for _ in range(args.rounds)]
+                k, d = (statistics.median(r[i] for r in rounds) for i in (0, 1))
+                ratios = [b / a for a, b in rounds]
+                print(f"| {family} | {prec} | {'forward+backward' if mode == 'train' else 'forward'} | {1000 * k:.1f} ms | "
+                      f"{1000 * d:.1f} ms | {d / k:.2f} ({min(ratios):.2f}-{max(ratios):.2f}) |")
 
 
 def measure(args, family: str, impl: str, precision: str, mode: str) -> dict:
@@ -173,6 +203,7 @@ def main() -> None:
                    help="latent frames, height, width (patch 1x2x2); default 5 16 16: 320 video tokens")
     p.add_argument("--families", nargs="+", default=FAMILIES, choices=FAMILIES)
     p.add_argument("--no-fp32", action="store_true", help="only the policy's precision (a GPU's time is short)")
+    p.add_argument("--one-process", action="store_true", help="time both implementations in this process (no memory)")
     p.add_argument("--json", default=None)
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -191,6 +222,8 @@ def main() -> None:
     print(f"models: width {args.dim}, {args.heads} heads, batch {args.batch}, {4 * (lt - 1) + 1} x {8 * lh} x {8 * lw} frames "
           f"-> {grid[0] * grid[1] * grid[2]} video tokens + 24 text")
     precisions = ([] if args.no_fp32 and rt.precision != "fp32" else ["fp32"]) + ([rt.precision] if rt.precision != "fp32" else [])
+    if args.one_process:
+        return one_process(args, precisions)
     peaks = {prec: matmul_peak(prec) for prec in precisions}  # measured again at the end; the best counts
     report = {"machine": cpu_model(), "device": rt.describe(), "torch": torch.__version__, "args": vars(args),
               "matmul_peak_gflops": peaks, "rows": []}
