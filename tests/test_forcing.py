@@ -179,3 +179,19 @@ def test_the_recipe_trains_with_per_frame_noise(tmp_path, monkeypatch):
     r["dit"]["frame_noise"] = 0.5
     assert (run(from_dict(Recipe, r)) / "dit.safetensors").is_file()
     assert shares == [0.5, 0.5]
+
+
+def test_the_kv_cache_benchmark_runs_both_rollouts(monkeypatch, capsys):
+    """benchmarks/kv_cache.py at its smallest: both rows, and in fp32 the same latents."""
+    import re
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "kv_cache.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--frames", "21", "--steps", "2", "--rounds", "1",
+                                      "--device", "cpu", "--precision", "fp32"])
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "| with the KV cache |" in out and "| without (context recomputed each step) |" in out
+    assert float(re.search(r"largest latent difference (\S+)", out).group(1)) < 1e-4
