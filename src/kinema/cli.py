@@ -209,6 +209,14 @@ def _eval_vae(args: argparse.Namespace) -> None:
     _write_json(args.json, results)
 
 
+def _eval_temporal(args: argparse.Namespace) -> None:
+    from kinema.eval.videos import evaluate_videos, format_temporal_table
+
+    result = evaluate_videos(args.paths, fps=args.fps)
+    print(format_temporal_table(result))
+    _write_json(args.json, result)
+
+
 def _info(args: argparse.Namespace) -> None:
     if args.presets:
         from kinema.config import DIT_PRESETS, VAE_PRESETS
@@ -364,6 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None)
     _runtime_args(ev)
     ev.set_defaults(func=_eval_vae)
+    et = esub.add_parser("temporal", help="temporal metrics of video files: flicker, motion smoothness, frame "
+                                          "consistency, motion magnitude, dynamic degree (OpenCV flow; docs/evaluation.md)")
+    et.add_argument("paths", nargs="+", help="video files, or folders of them (.mp4, .gif, ...)")
+    et.add_argument("--fps", type=float, default=8.0, help="the clips' frame rate, for the dynamic threshold (default 8)")
+    et.add_argument("--json", default=None)
+    et.set_defaults(func=_eval_temporal)
 
     i = sub.add_parser("info", help="describe a model and the device / precision it would run with")
     i.add_argument("--model", default=DEFAULT_MODEL)

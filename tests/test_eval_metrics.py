@@ -1,0 +1,245 @@
+"""Issue 13: distribution distances and temporal metrics, against known answers and under
+controlled corruptions."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from kinema.data import shapes
+from kinema.errors import KinemaError
+from kinema.eval import corruptions, temporal
+from kinema.eval.distances import distances, frechet_distance, jedi, kvd, polynomial_mmd
+from kinema.eval.features import FeatureSpec, FeatureStats, extract, fit_clip, frame_indices
+
+SPEC = FeatureSpec(name="toy", weights="", frames=4, size=8, value_range=(-1.0, 1.0), dim=3)
+
+
+def random_cov(rng, d):
+    a = rng.normal(size=(d, d))
+    return a @ a.T + 0.1 * np.eye(d)
+
+
+# -- Fréchet distance ---------------------------------------------------------------------------
+
+def test_frechet_matches_the_closed_form_for_diagonal_gaussians():
+    rng = np.random.default_rng(0)
+    mu_a, mu_b = rng.normal(size=5), rng.normal(size=5)
+    var_a, var_b = rng.uniform(0.1, 3, 5), rng.uniform(0.1, 3, 5)
+    want = ((mu_a - mu_b) ** 2).sum() + ((np.sqrt(var_a) - np.sqrt(var_b)) ** 2).sum()
+    assert frechet_distance(mu_a, np.diag(var_a), mu_b, np.diag(var_b)) == pytest.approx(want, abs=1e-6)
+
+
+def test_frechet_matches_an_eigenvalue_reference_for_full_covariances():
+    # tr((A B)^(1/2)) = sum of sqrt(eigenvalues of A B): A B is similar to A^(1/2) B A^(1/2), which is PSD
+    rng = np.random.default_rng(1)
+    mu_a, mu_b, cov_a, cov_b = rng.normal(size=6), rng.normal(size=6), random_cov(rng, 6), random_cov(rng, 6)
+    root_trace = np.sqrt(np.clip(np.linalg.eigvals(cov_a @ cov_b).real, 0, None)).sum()
+    want = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * root_trace
+    assert frechet_distance(mu_a, cov_a, mu_b, cov_b) == pytest.approx(want, abs=1e-6)
+    # a swapped mean or one covariance for the other is caught
+    assert abs(frechet_distance(mu_a, cov_a, mu_b, cov_a) - want) > 1e-2
+
+
+def test_frechet_of_a_set_with_itself_is_zero_and_order_free():
+    rng = np.random.default_rng(2)
+    x = FeatureStats(SPEC, rng.normal(size=(200, 3)))
+    assert distances(x, x)["FD-toy"] == pytest.approx(0.0, abs=1e-6)
+    y = FeatureStats(SPEC, rng.normal(size=(150, 3)) + [1.0, 0.0, 0.0])
+    shuffled = FeatureStats(SPEC, y.features[rng.permutation(len(y))])
+    assert distances(x, shuffled) == pytest.approx(distances(x, y), rel=1e-9)
+    assert distances(x, y)["FD-toy"] == pytest.approx(1.0, abs=0.4)  # a shift of 1 along one axis
+
+
+# -- polynomial MMD -----------------------------------------------------------------------------
+
+def test_polynomial_mmd_biased_known_values():
+    # the worked example beside JEDi's mmd_poly: 270.7 with k = (x.y / 3)^2 (JEDi's own kernel, gamma
+    # 1 / D), and 2436.5 with k = (x.y)^2 (the example's other figure comes from gamma 1)
+    a = np.arange(1, 10).reshape(3, 3)
+    b = np.array([[7, 6, 5], [4, 3, 2], [1, 1, 8], [0, 2, 5]])
+    assert polynomial_mmd(a, b, degree=2, coef0=0, unbiased=False) == pytest.approx(270.7, abs=0.05)
+    assert polynomial_mmd(a, b, degree=2, gamma=1.0, coef0=0, unbiased=False) == pytest.approx(2436.5, abs=0.05)
+    assert jedi(a, b) == pytest.approx(27072.2, abs=0.1)
+
+
+def test_polynomial_mmd_matches_scikit_learn_and_the_unbiased_form_drops_the_diagonal():
+    metrics = pytest.importorskip("sklearn.metrics.pairwise", reason="scikit-learn (dev extra) is the reference")
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(7, 4)), rng.normal(size=(5, 4)) + 0.5
+    kxx, kyy, kxy = (metrics.polynomial_kernel(p, q, degree=3, coef0=1) for p, q in ((x, x), (y, y), (x, y)))
+    unbiased = ((kxx.sum() - np.trace(kxx)) / 42 + (kyy.sum() - np.trace(kyy)) / 20 - 2 * kxy.mean())
+    assert kvd(x, y) == pytest.approx(unbiased, rel=1e-12)
+    k2 = [metrics.polynomial_kernel(p, q, degree=2, coef0=0) for p, q in ((x, x), (y, y), (x, y))]
+    assert jedi(x, y) == pytest.approx(100 * (k2[0].mean() + k2[1].mean() - 2 * k2[2].mean()), rel=1e-12)
+
+
+def test_kvd_of_two_samples_of_one_distribution_is_near_zero_and_grows_with_a_shift():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(400, 8)), rng.normal(size=(400, 8))
+    assert abs(kvd(a, b)) < 0.05
+    assert kvd(a, b + 1.0) > 1.0
+
+
+# -- feature statistics and their metadata -------------------------------------------------------
+
+def test_mismatched_extractors_refuse_to_compare():
+    rng = np.random.default_rng(5)
+    a = FeatureStats(SPEC, rng.normal(size=(10, 3)))
+    for change in (dict(name="other"), dict(weights="ab12"), dict(frames=16), dict(size=224), dict(value_range=(0.0, 1.0))):
+        b = FeatureStats(dataclasses.replace(SPEC, **change), rng.normal(size=(10, 3)))
+        with pytest.raises(KinemaError, match=next(iter(change))):
+            distances(a, b)
+
+
+def test_fvd_is_named_only_for_i3d():
+    rng = np.random.default_rng(6)
+    i3d = dataclasses.replace(SPEC, name="i3d-kinetics400")
+    a, b = FeatureStats(i3d, rng.normal(size=(10, 3))), FeatureStats(i3d, rng.normal(size=(10, 3)))
+    assert set(distances(a, b)) == {"FVD", "KVD", "JEDi-form"}
+    assert "FVD" not in distances(FeatureStats(SPEC, a.features), FeatureStats(SPEC, b.features))
+
+
+def test_feature_stats_round_trip_and_a_corrupt_file_is_one_line(tmp_path):
+    stats = FeatureStats(SPEC, np.random.default_rng(7).normal(size=(6, 3)))
+    stats.save(tmp_path / "f.npz")
+    back = FeatureStats.load(tmp_path / "f.npz")
+    assert back.spec == SPEC and np.array_equal(back.features, stats.features)
+    (tmp_path / "bad.npz").write_bytes(b"not a file")
+    with pytest.raises(KinemaError, match="not a kinema feature file"):
+        FeatureStats.load(tmp_path / "bad.npz")
+    with pytest.raises(KinemaError, match=r"\[N, 3\]"):
+        FeatureStats(SPEC, np.zeros((4, 5)))
+
+
+def test_fit_clip_samples_resizes_and_scales():
+    assert frame_indices(17, 4).tolist() == [0, 5, 11, 16]
+    assert frame_indices(2, 4).tolist() == [0, 0, 1, 1]
+    video = np.zeros((2, 17, 16, 16, 3), np.uint8)
+    video[:, :, :, :, 0] = 255
+    video[:, 16] = 0
+    x = fit_clip(video, SPEC)
+    assert x.shape == (2, 3, 4, 8, 8)
+    assert x[:, 0, :3].eq(1.0).all() and x[:, 1:, :3].eq(-1.0).all()  # red channel at the top of the range
+    assert x[:, :, 3].eq(-1.0).all()  # the last sampled frame is the clip's last (black)
+    with pytest.raises(KinemaError, match="uint8"):
+        fit_clip(video.astype(np.float32), SPEC)
+
+
+def test_extract_batches_and_keeps_the_spec():
+    class MeanColour:
+        spec = SPEC
+
+        def __call__(self, videos):
+            return fit_clip(videos, self.spec).mean(dim=(2, 3, 4)).double().numpy()
+
+    videos = np.random.default_rng(8).integers(0, 256, size=(5, 3, 8, 8, 3), dtype=np.uint8)
+    stats = extract(MeanColour(), videos, batch_size=2)
+    assert stats.features.shape == (5, 3) and stats.spec == SPEC
+    assert np.allclose(stats.features, MeanColour()(videos))
+
+
+# -- temporal metrics ---------------------------------------------------------------------------
+
+def clip(seed: int) -> tuple[np.ndarray, shapes.ObjectSpec]:
+    video, (obj,) = shapes.sample_clip(seed, frames=17, size=64)
+    return video, obj
+
+
+def moving_clips(n: int = 4):
+    out = []
+    seed = 0
+    while len(out) < n:
+        video, obj = clip(seed)
+        if obj.direction != "still":
+            out.append((video, obj))
+        seed += 1
+    return out
+
+
+def test_motion_magnitude_measures_the_known_speed():
+    # the objects' speed in pixels per frame is known; the metric reports pixels of a 256-px frame
+    for video, obj in moving_clips(4):
+        assert temporal.motion_magnitudes(video).mean() == pytest.approx(4 * obj.speed, rel=0.35)
+
+
+def test_still_clips_are_not_dynamic_and_moving_ones_are():
+    video, _ = moving_clips(1)[0]
+    still = corruptions.freeze(video)
+    assert temporal.motion_magnitudes(still).max() < 1e-3
+    assert temporal.dynamic_degree([still, still]) == 0.0
+    assert temporal.is_dynamic(video)
+    assert temporal.flicker(still) == 1.0
+
+
+def test_flicker_falls_with_injected_flicker():
+    for video, _ in moving_clips(2):
+        assert temporal.flicker(corruptions.flicker(video)) < temporal.flicker(video) - 0.05
+
+
+def test_motion_smoothness_falls_under_shuffle_and_ignores_reversal():
+    for video, _ in moving_clips(3):
+        smooth = temporal.motion_smoothness(video)
+        assert temporal.motion_smoothness(corruptions.shuffle(video)) < smooth - 0.01
+        assert temporal.motion_smoothness(corruptions.reverse(video)) == pytest.approx(smooth, abs=1e-9)
+
+
+def test_midpoint_of_a_translation_is_the_frame_between():
+    video, obj = moving_clips(1)[0]
+    made = temporal.midpoint(video[4], video[6])
+    assert np.abs(made - video[5]).mean() < np.abs(video[4].astype(float) - video[5]).mean() / 3
+
+
+def test_frame_consistency_falls_when_the_subject_changes():
+    (a, _), (b, _) = moving_clips(2)
+    cut = np.concatenate([a[:9], corruptions.colour_swap(b)[9:]])
+    assert temporal.frame_consistency(a) > 0.99
+    assert temporal.frame_consistency(cut) < temporal.frame_consistency(a) - 0.01
+
+
+def test_colour_histogram_rows_give_the_bhattacharyya_coefficient():
+    frame = np.zeros((1, 2, 2, 3), np.uint8)
+    other = frame.copy()
+    other[0, 0, 0] = 255  # a quarter of the pixels move to the white bin
+    h = temporal.colour_histogram(np.concatenate([frame, other]))
+    assert (h[0] ** 2).sum() == pytest.approx(1.0)
+    assert h[0] @ h[1] == pytest.approx(np.sqrt(1.0 * 0.75))
+
+
+def test_bad_clips_are_one_line():
+    with pytest.raises(KinemaError, match=r"uint8 \[T, H, W, 3\]"):
+        temporal.flicker(np.zeros((1, 8, 8, 3), np.uint8))
+    with pytest.raises(KinemaError, match="T >= 3"):
+        temporal.motion_smoothness(np.zeros((2, 8, 8, 3), np.uint8))
+
+
+# -- kinema eval temporal ------------------------------------------------------------------------
+
+def test_mean_ci_brackets_the_mean_and_collapses_for_constants():
+    from kinema.eval.videos import mean_ci
+
+    assert mean_ci([0.5] * 10) == (0.5, 0.5, 0.5)
+    mean, low, high = mean_ci(np.arange(100.0))
+    assert mean == 49.5 and low < mean < high
+    assert high - low == pytest.approx(2 * 1.96 * np.arange(100.0).std() / 10, rel=0.15)  # the normal interval's width
+
+
+def test_eval_temporal_cli_on_a_folder(tmp_path, capsys):
+    from kinema.cli import main
+    from kinema.io.video import write_mp4
+
+    video, _ = moving_clips(1)[0]
+    write_mp4(video, tmp_path / "moving.mp4")
+    write_mp4(corruptions.freeze(video), tmp_path / "still.mp4")
+    (tmp_path / "notes.txt").write_text("not a video")  # ignored: not a video suffix
+    assert main(["eval", "temporal", str(tmp_path), "--json", str(tmp_path / "out.json")]) == 0
+    import json
+
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["clips"] == 2
+    assert [r["dynamic"] for r in out["rows"]] == [1.0, 0.0]  # moving.mp4, still.mp4 (sorted)
+    assert out["summary"]["dynamic"]["mean"] == 0.5
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 64)
+    assert main(["eval", "temporal", str(tmp_path / "broken.mp4")]) == 2
+    assert "cannot decode" in capsys.readouterr().err
+    assert main(["eval", "temporal", str(tmp_path / "missing")]) == 2
