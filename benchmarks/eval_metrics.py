@@ -8,7 +8,8 @@ Worlds: Shapes level 1 (one object on black; its clips have known speeds) and th
 held-out photographs (a camera moving over real texture). Then, on level-2 clips with one
 object, the motion magnitude per pace word ("slowly", none, "quickly") against the object's
 known speed, in pixels per frame at 256 px, which is what VBench's dynamic threshold (6 px per
-frame at 8 fps) is read against.
+frame at 8 fps) is read against. Last, the camera oracle (kinema.eval.camera_oracle) on
+photo-world clips: the motions it names against the recorded ones, also on reversed clips.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import numpy as np
 
 from kinema.data import photos, scenes, shapes
-from kinema.eval import corruptions, temporal
+from kinema.eval import camera_oracle, corruptions, temporal
 from kinema.eval.oracle import judge
 
 
@@ -50,6 +51,39 @@ def row(clips, corruption: str | None) -> dict[str, float]:
     if right:
         out["oracle_direction"] = float(np.mean(right))
     return out
+
+
+OPPOSITE = {"pan left": "pan right", "pan right": "pan left", "pan up": "pan down", "pan down": "pan up",
+            "zoom in": "zoom out", "zoom out": "zoom in", "rotate clockwise": "rotate counter-clockwise",
+            "rotate counter-clockwise": "rotate clockwise"}
+
+
+def camera_table(result: dict, clips: int) -> None:
+    """The camera oracle on photo-world clips (training and held-out photographs): per motion, the
+    share of clips whose estimate names it; the whole set right; the path error; and on the
+    time-reversed clips, judged against the opposite motions."""
+    print(f"\nCamera oracle on photo-world clips ({clips} per split, 17 x 64 x 64)\n")
+    print("| photographs | clips | motions right (whole set) | reversed: opposite set right | path error px (median / mean) |")
+    print("|---|---:|---:|---:|---:|")
+    result["camera"] = {}
+    per_motion = {}
+    for split, held in (("training", False), ("held out", True)):
+        right, flipped, errors = [], [], []
+        for seed in range(clips):
+            video, path = photos.sample_photo_clip(90_000 + seed, held_out=held)
+            j = camera_oracle.judge_camera(video, path)
+            right.append(j["right"])
+            errors.append(j["path_error"])
+            flipped.append(set(camera_oracle.judge_camera(video[::-1].copy())["motions"]) == {OPPOSITE[m] for m in path.motions})
+            for m in path.motions:
+                per_motion.setdefault(m, []).append(m in j["motions"])
+        result["camera"][split] = {"right": float(np.mean(right)), "reversed_right": float(np.mean(flipped)),
+                                   "path_error_median": float(np.median(errors)), "path_error_mean": float(np.mean(errors))}
+        print(f"| {split} | {clips} | {np.mean(right):.1%} | {np.mean(flipped):.1%} | {np.median(errors):.2f} / {np.mean(errors):.2f} |")
+    print("\n| motion | clips | found |\n|---|---:|---:|")
+    for m in photos.MOTIONS:
+        print(f"| {m} | {len(per_motion.get(m, []))} | {np.mean(per_motion.get(m, [np.nan])):.1%} |")
+    result["camera"]["per_motion"] = {m: float(np.mean(v)) for m, v in per_motion.items()}
 
 
 def main() -> None:
@@ -86,6 +120,7 @@ def main() -> None:
                                  "ratio": float((measured / known).mean()), "dynamic": float(dyn.mean())}
         print(f"| {word} | {len(known)} | {known.mean():.2f} | {measured.mean():.2f} | {(measured / known).mean():.3f} | "
               f"{dyn.mean():.2f} |")
+    camera_table(result, args.clips * 2)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
