@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from kinema.data import photos
+from kinema.data.camera import true_transforms
 from kinema.eval import camera_oracle as C
 
 OPPOSITE = {"pan left": "pan right", "pan right": "pan left", "pan up": "pan down", "pan down": "pan up",
@@ -22,11 +23,11 @@ def test_true_transforms_of_simple_paths():
     short = min(photos.load_photo("chelsea").shape[:2])
     half = short / 1.5 / 2
     # the camera 10 photo pixels to the left: the content 10 / half * 32 frame pixels to the right
-    m = C.true_transforms(path([[200, 150], [190, 150]], [1.5, 1.5], [0, 0]), 64)[-1]
+    m = true_transforms(path([[200, 150], [190, 150]], [1.5, 1.5], [0, 0]), 64)[-1]
     assert m[:2, :2] == pytest.approx(np.eye(2)) and m[:2, 2] == pytest.approx([10 / half * 32, 0])
-    m = C.true_transforms(path([[200, 150]] * 2, [1.5, 3.0], [0, 0]), 64)[-1]  # zoom in 2x: content twice as large
+    m = true_transforms(path([[200, 150]] * 2, [1.5, 3.0], [0, 0]), 64)[-1]  # zoom in 2x: content twice as large
     assert m[:2, :2] == pytest.approx(2 * np.eye(2)) and m[:2, 2] == pytest.approx([0, 0])
-    m = C.true_transforms(path([[200, 150]] * 2, [1.5, 1.5], [0, 0.1]), 64)[-1]  # camera clockwise: content -0.1 rad
+    m = true_transforms(path([[200, 150]] * 2, [1.5, 1.5], [0, 0.1]), 64)[-1]  # camera clockwise: content -0.1 rad
     assert math.atan2(m[1, 0], m[0, 0]) == pytest.approx(-0.1)
     assert C.motions_of(m, 64) == ("rotate clockwise",)
 

@@ -162,6 +162,11 @@ class DiTConfig:
     # with its own time positions) after every dual and single block; with the image preset (sd3)
     # and dit.train_only "motion", a frozen text-to-image model learns motion
     motion_modules: bool = False
+    # camera control (MotionCtrl's camera poses, for a camera over a photograph): the camera's
+    # effect per latent frame, Conditioning.camera [B, t, 4] (kinema.data.camera: shift, log zoom,
+    # roll against frame 0), through a zero-initialised MLP into each frame's time vector; a model
+    # built from one without it starts as that model
+    camera: bool = False
 
     def __post_init__(self):
         from kinema.nn.attention import PATTERNS

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kinema.config import DiTConfig
+from kinema.data.camera import FEATURES as CAMERA_FEATURES
 from kinema.dit.blocks import CrossBlock, DualStreamBlock, MotionModule, Parts, SharedStreamBlock, SingleStreamBlock
 from kinema.dit.packing import forward_packed
 from kinema.dit.patchify import grid_positions, patch_grid, patchify, unpatchify
@@ -47,6 +48,7 @@ class Conditioning:
 
     text: TextStates
     frames: KnownFrames | None = None
+    camera: torch.Tensor | None = None  # [B, t, 4] per latent frame (kinema.data.camera), for a dit.camera model
 
     @property
     def held(self) -> KnownFrames | None:
@@ -55,20 +57,23 @@ class Conditioning:
         return self.frames if self.frames is not None and self.frames.clamped else None
 
     def index(self, idx) -> "Conditioning":
-        return Conditioning(self.text.index(idx), None if self.frames is None else self.frames.index(idx))
+        return Conditioning(self.text.index(idx), None if self.frames is None else self.frames.index(idx),
+                            None if self.camera is None else self.camera[idx])
 
     def to(self, device) -> "Conditioning":
-        return Conditioning(self.text.to(device), None if self.frames is None else self.frames.to(device))
+        return Conditioning(self.text.to(device), None if self.frames is None else self.frames.to(device),
+                            None if self.camera is None else self.camera.to(device))
 
     @staticmethod
     def cat(items: list["Conditioning"]) -> "Conditioning":
         t = [c.text for c in items]
-        given = [c.frames is not None for c in items]
-        if any(given) and not all(given):
-            raise ValueError("Conditioning.cat: either every item has given frames or none has")
+        given, camera = [c.frames is not None for c in items], [c.camera is not None for c in items]
+        if (any(given) and not all(given)) or (any(camera) and not all(camera)):
+            raise ValueError("Conditioning.cat: either every item has given frames (a camera) or none has")
         return Conditioning(TextStates(torch.cat([x.tokens for x in t]), torch.cat([x.mask for x in t]),
                                        torch.cat([x.pooled for x in t])),
-                            KnownFrames.cat([c.frames for c in items]) if all(given) else None)
+                            KnownFrames.cat([c.frames for c in items]) if all(given) else None,
+                            torch.cat([c.camera for c in items]) if all(camera) else None)
 
 
 class FinalLayer(nn.Module):
@@ -163,6 +168,11 @@ class MMDiT(nn.Module):
         time_dim = cfg.time_dim or cfg.dim
         self.time_in = MLPEmbedder(cfg.time_freq_dim, time_dim)
         self.shape_in = MLPEmbedder(3 * SHAPE_FEATURES, time_dim) if cfg.shape_condition else None
+        self.camera_in = None
+        if cfg.camera:  # zero-initialised output: a camera adds nothing until trained
+            self.camera_in = MLPEmbedder(CAMERA_FEATURES, time_dim)
+            nn.init.zeros_(self.camera_in.net[-1].weight)
+            nn.init.zeros_(self.camera_in.net[-1].bias)
         self.pooled_in = None
         if cfg.pooled:
             self.pooled_in = (AttentionPool(cfg.text_dim, time_dim) if cfg.pooling == "attention"
@@ -200,9 +210,9 @@ class MMDiT(nn.Module):
         if isinstance(x, (list, tuple)):
             if budget is None:
                 raise ValueError("a list of latents is packed: give the token budget of a row (budget=)")
-            if cond.frames is not None or self.frame_in is not None or self.motion:
-                raise KinemaError("given frames (frame conditioning) and motion modules are not packed yet; "
-                                  "leave dit.pack_tokens unset")
+            if cond.frames is not None or self.frame_in is not None or self.motion or self.camera_in is not None:
+                raise KinemaError("given frames (frame conditioning), motion modules and camera control are not "
+                                  "packed yet; leave dit.pack_tokens unset")
             return forward_packed(self, list(x), t, cond, budget)
         grid = patch_grid(tuple(x.shape[2:]), self.cfg.patch)
         past = 0 if cache is None else self.check_cache(cache, x.shape[0])  # token frames before x's
@@ -216,7 +226,7 @@ class MMDiT(nn.Module):
         if self.ref_in is not None and cond.frames is not None:  # [text; reference tokens]
             ref, ref_valid = self.reference_tokens(cond.frames, grid)
             txt, text_valid = torch.cat([txt, ref.to(txt.dtype)], dim=1), torch.cat([text_valid, ref_valid], dim=1)
-        vec, txt_vec = self.conditioning_vectors(t, cond.text, grid)
+        vec, txt_vec = self.conditioning_vectors(t, cond.text, grid, cond.camera)
         angles = None  # [(H,) Lv, Dh/2], after `past` frames'
         if self.cfg.positions == "rope":
             angles = self.rope_angles((past + grid[0], *grid[1:]), x.device)[..., past * grid[1] * grid[2]:, :]
@@ -248,9 +258,10 @@ class MMDiT(nn.Module):
         if set(cfg.block_patterns()) != {"causal"}:
             return (f"a KV cache needs frame-causal attention in every block; this model's are "
                     f"{sorted(set(cfg.block_patterns()))} (set dit.attention: [causal])")
-        if cfg.positions != "rope" or cfg.rope_layout == "mochi" or self.motion or cfg.shape_condition or sp.group():
+        if (cfg.positions != "rope" or cfg.rope_layout == "mochi" or self.motion or cfg.shape_condition or cfg.camera
+                or sp.group()):
             return ("a KV cache needs fixed RoPE positions (rope_layout per_head or ltx) and no motion modules, "
-                    "clip-shape conditioning or sequence parallelism")
+                    "clip-shape conditioning, camera control or sequence parallelism")
         return None
 
     def run(self, img: torch.Tensor, txt: torch.Tensor, vec: Vec, txt_vec: Vec, angles: torch.Tensor | None,
@@ -388,12 +399,24 @@ class MMDiT(nn.Module):
             return self.pos_embed(grid_positions(grid, self.pos_embed.tables[0].device))
         return sincos_table(self.cfg, grid)
 
-    def conditioning_vectors(self, t: torch.Tensor, text: TextStates, grid: tuple[int, int, int]):
+    def conditioning_vectors(self, t: torch.Tensor, text: TextStates, grid: tuple[int, int, int],
+                             camera: torch.Tensor | None = None):
         """-> (video vec, text vec) driving AdaLN, computed in the runtime's autocast (its MLPs' matmuls
         in bf16 on a bf16 runtime); every Modulation then projects it in fp32. t [B]: both [B, D], the same tensor. t [B, frames]:
         video vec a PerToken over the Lv tokens, each from its frame's time (a temporal patch takes its
         noisiest frame), and text vec [B, D] from the clip's noisiest frame, so a clean conditioning frame
-        (t = 0) beside noisy ones leaves the text stream as it is at the noisy time."""
+        (t = 0) beside noisy ones leaves the text stream as it is at the noisy time.
+        `camera` [B, frames, 4] (a dit.camera model): each frame's camera embedding joins its frame's
+        video vec (a temporal patch takes its last frame's); the text vec does not see it."""
+        frames = grid[0] * self.cfg.patch[0]
+        if camera is not None and self.camera_in is not None:
+            if tuple(camera.shape) != (t.shape[0], frames, CAMERA_FEATURES):
+                raise KinemaError(f"the camera condition is [B, latent frames, {CAMERA_FEATURES}] = "
+                                  f"[{t.shape[0]}, {frames}, {CAMERA_FEATURES}]; got {list(camera.shape)}")
+            if t.dim() == 1:  # per frame: all frames at t give the scalar-t vectors exactly
+                t = t[:, None].expand(-1, frames)
+        else:
+            camera = None
         p = 0.0
         if isinstance(self.pooled_in, AttentionPool):
             p = self.pooled_in(text.tokens, text.mask)  # [B, D]
@@ -410,6 +433,8 @@ class MMDiT(nn.Module):
         t_tok = t.unflatten(1, (grid[0], self.cfg.patch[0])).amax(-1)  # [B, T] per token frame
         per_frame = self.time_in(timestep_embedding(t_tok.flatten(), self.cfg.time_freq_dim)).view(b, grid[0], -1)  # [B, T, D]
         per_frame = per_frame + (p[:, None] if torch.is_tensor(p) else p)
+        if camera is not None:
+            per_frame = per_frame + self.camera_in(camera.unflatten(1, (grid[0], self.cfg.patch[0]))[:, :, -1].to(per_frame))
         frame_of_token = torch.arange(grid[0] * grid[1] * grid[2], device=t.device) // (grid[1] * grid[2])  # time-major
         index = torch.arange(b, device=t.device)[:, None] * grid[0] + frame_of_token  # [B, Lv]
         vec = PerToken(per_frame.flatten(0, 1), index)

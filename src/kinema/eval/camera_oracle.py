@@ -8,9 +8,9 @@ correspondences on a grid and `cv2.estimateAffinePartial2D` fits the similarity 
 the pairs compose into the transform from frame 0 to every frame. In frame pixels centred on the
 frame's middle, the content of frame 0 at p is at `s R(theta) p + (tx, ty)` in frame t.
 
-`true_transforms(path, size)` gives the same from the recorded camera path. `path_error` compares
-the two as the mean distance, over frames and a grid of points, between where each puts the
-points (pixels). `motions_of` reads the motions off the last frame's transform; the thresholds sit
+`kinema.data.camera.true_transforms(path, size)` gives the same from the recorded camera path.
+`path_error` compares the two as the mean distance, over frames and a grid of points, between
+where each puts the points (pixels). `motions_of` reads the motions off the last frame's transform; the thresholds sit
 well under the world's smallest motion (a pan of 12% of the frame, a zoom of 1.3x, a roll of 4
 degrees) and well over what a still camera's estimate drifts.
 """
@@ -21,7 +21,8 @@ import math
 
 import numpy as np
 
-from kinema.data.photos import CameraPath, load_photo
+from kinema.data.camera import true_transforms
+from kinema.data.photos import CameraPath
 from kinema.eval.temporal import _cv2, check_clip, optical_flow
 
 PAN_SHARE = 0.05        # of the frame's side
@@ -92,24 +93,6 @@ def estimate_transforms(video: np.ndarray, margin: int = 4, refine: int = 2) -> 
         out.append(guess)
     c = _centred(w)
     return np.stack([c @ m @ np.linalg.inv(c) for m in out])
-
-
-def true_transforms(path: CameraPath, size: int) -> np.ndarray:
-    """[T, 3, 3] of the recorded path: frame coordinates u in [-1, 1] see photo point
-    c_t + R(roll_t) u half_t (half_t = short side / zoom_t / 2), so frame 0's u_0 is at
-    u_t = (half_0 / half_t) R(roll_0 - roll_t) u_0 + R(-roll_t) (c_0 - c_t) / half_t; in pixels u size / 2."""
-    short = min(load_photo(path.photo).shape[:2])
-    half = short / path.zoom / 2
-    out = []
-    for t in range(len(path.zoom)):
-        d = path.roll[0] - path.roll[t]
-        rot = np.array([[math.cos(d), -math.sin(d)], [math.sin(d), math.cos(d)]])
-        back = np.array([[math.cos(-path.roll[t]), -math.sin(-path.roll[t])], [math.sin(-path.roll[t]), math.cos(-path.roll[t])]])
-        m = np.eye(3)
-        m[:2, :2] = half[0] / half[t] * rot
-        m[:2, 2] = back @ (path.centre[0] - path.centre[t]) / half[t] * size / 2
-        out.append(m)
-    return np.stack(out)
 
 
 def path_error(estimated: np.ndarray, true: np.ndarray, size: int, points: int = 8) -> float:

@@ -315,19 +315,20 @@ def build_denoiser(mc: ModelConfig, seed: int, device, compile: bool = False, ch
 
 def start_from(model: MMDiT, root: str) -> None:
     """Load the denoiser of the exported model at `root` into `model`, whose config may differ only
-    in frame_cond, motion_modules and the attention patterns (masks, no weights: e.g. a frame-causal
-    model for diffusion forcing from a full-attention one): weights `model` has and the source lacks
-    (frame_in, ref_in, motion) keep their initialisation (frame_in and motion start as the identity)."""
+    in frame_cond, motion_modules, camera and the attention patterns (masks, no weights: e.g. a
+    frame-causal model for diffusion forcing from a full-attention one): weights `model` has and the
+    source lacks (frame_in, ref_in, motion, camera_in) keep their initialisation (frame_in, motion and
+    camera_in start as the identity)."""
     from kinema.io.weights import load_json, load_weights
 
     path = Path(root)  # (that it holds dit.safetensors: recipe.check_sizes)
     source = from_dict(ModelConfig, load_json(path / "config.json")).dit
-    free = ("frame_cond", "motion_modules", "attention", "window")
+    free = ("frame_cond", "motion_modules", "camera", "attention", "window")
     if dataclasses.replace(source, **{k: getattr(model.cfg, k) for k in free}) != model.cfg:
         raise KinemaError(f"dit.init_from {root}: its denoiser config differs from the recipe's model.dit beyond "
                           f"{', '.join(free)}; copy the model directory's config.json dit section into the recipe")
     missing, unexpected = model.load_state_dict(load_weights(path / "dit.safetensors"), strict=False)
-    if unexpected or any(not k.startswith(("frame_in.", "ref_in.", "motion.")) for k in missing):
+    if unexpected or any(not k.startswith(("frame_in.", "ref_in.", "motion.", "camera_in.")) for k in missing):
         raise KinemaError(f"dit.init_from {root}: its weights do not fit ({(unexpected or missing)[0]}); re-export it")
 
 

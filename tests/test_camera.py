@@ -1,0 +1,118 @@
+"""Camera control (issue 12): the camera features (kinema.data.camera) and the denoiser's camera
+condition (DiTConfig.camera)."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import random_text, randomize_
+
+from kinema.config import DIT_PRESETS
+from kinema.data import camera, photos
+from kinema.dit.transformer import MMDiT
+from kinema.errors import KinemaError
+from kinema.eval import camera_oracle
+
+CFG = dataclasses.replace(DIT_PRESETS["tiny"], camera=True)
+
+
+# -- features -----------------------------------------------------------------------------------
+
+def test_path_features_of_the_world_match_what_the_oracle_reads():
+    video, path = photos.sample_photo_clip(11, held_out=True)
+    want = camera.path_features(path, 64)
+    got = camera.transform_features(camera_oracle.estimate_transforms(video), 64)
+    assert want.shape == (17, 4) and np.abs(want[0]).max() < 1e-6
+    assert np.abs(got - want).max() < 0.02  # shares of the frame, log scale, radians
+
+
+def test_named_features_have_the_world_signs():
+    """Each name's last-frame features must read back as that name through the oracle's rule."""
+    for name in photos.MOTIONS:
+        f = camera.named_features((name,), 17)[-1]
+        m = np.eye(3)
+        m[:2, :2] = math.exp(f[2]) * camera.rotation(f[3])
+        m[:2, 2] = f[:2] * 64
+        assert camera_oracle.motions_of(m, 64) == (name,)
+    both = camera.named_features(("pan left", "zoom in"), 9)
+    assert both.shape == (9, 4) and np.allclose(both[4], both[-1] / 2)  # linear in time
+    assert both[-1][0] > 0 and both[-1][2] > 0
+
+
+def test_parse_camera_and_its_errors():
+    assert camera.parse_camera("pan-left,zoom-in") == ("pan left", "zoom in")
+    assert camera.parse_camera(" rotate counter-clockwise ") == ("rotate counter-clockwise",)
+    with pytest.raises(KinemaError, match="unknown camera motion 'tilt'"):
+        camera.parse_camera("tilt")
+    with pytest.raises(KinemaError, match="one of each kind"):
+        camera.parse_camera("zoom-in,zoom-out")
+
+
+def test_latent_features_keep_each_latent_frames_last_pixel_frame():
+    f = np.arange(17 * 4, dtype=np.float32).reshape(17, 4)
+    assert camera.latent_features(f, 4)[:, 0].tolist() == [0, 16, 32, 48, 64]  # pixel frames 0, 4, 8, 12, 16
+    with pytest.raises(KinemaError, match="1 \\+ 4k"):
+        camera.latent_features(f[:16], 4)
+
+
+# -- the denoiser's camera condition --------------------------------------------------------------
+
+def make_model(cfg=CFG) -> MMDiT:
+    torch.manual_seed(0)
+    return randomize_(MMDiT(cfg)).eval()
+
+
+def with_camera(cond, cam):
+    cond.camera = cam
+    return cond
+
+
+@torch.no_grad()
+def test_a_fresh_camera_layer_adds_nothing():
+    plain = make_model(DIT_PRESETS["tiny"])
+    model = MMDiT(CFG).eval()
+    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("camera_in.") for k in missing)
+    x, t = torch.randn(2, 4, 3, 4, 4), torch.rand(2)
+    cam = torch.randn(2, 3, 4)
+    want = plain(x, t, random_text(2))
+    torch.testing.assert_close(model(x, t, with_camera(random_text(2), cam)), want, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(model(x, t, random_text(2)), want, atol=1e-6, rtol=1e-6)
+
+
+@torch.no_grad()
+def test_the_camera_reaches_its_own_frame_and_only_later_ones_under_causal_attention():
+    model = make_model(dataclasses.replace(CFG, attention=("causal",)))
+    x, t = torch.randn(2, 4, 3, 4, 4), torch.rand(2)
+    cam = torch.zeros(2, 3, 4)
+    moved = cam.clone()
+    moved[:, 1] = torch.tensor([0.3, 0.0, 0.2, 0.1])  # latent frame 1's camera
+    a, b = model(x, t, with_camera(random_text(2), cam)), model(x, t, with_camera(random_text(2), moved))
+    torch.testing.assert_close(a[:, :, 0], b[:, :, 0])  # frame 0 does not see frame 1's camera
+    assert not torch.allclose(a[:, :, 1], b[:, :, 1])
+    # a scalar t with a camera equals that t given per frame
+    per_frame = model(x, t[:, None].expand(2, 3), with_camera(random_text(2), moved))
+    torch.testing.assert_close(per_frame, b, atol=1e-6, rtol=1e-6)
+
+
+@torch.no_grad()
+def test_a_temporal_patch_reads_its_last_frames_camera():
+    model = make_model(dataclasses.replace(CFG, patch=(2, 2, 2)))
+    x, t = torch.randn(1, 4, 4, 4, 4), torch.rand(1)  # 4 latent frames -> 2 token frames
+    cam = torch.randn(1, 4, 4)
+    first_of_pair = cam.clone()
+    first_of_pair[:, [0, 2]] += 1.0  # frames 0 and 2 open their patches: not read
+    torch.testing.assert_close(model(x, t, with_camera(random_text(1), cam)),
+                               model(x, t, with_camera(random_text(1), first_of_pair)))
+    last_of_pair = cam.clone()
+    last_of_pair[:, 3] += 1.0
+    assert not torch.allclose(model(x, t, with_camera(random_text(1), cam)),
+                              model(x, t, with_camera(random_text(1), last_of_pair)))
+
+
+def test_a_camera_of_the_wrong_shape_is_one_line():
+    model = make_model()
+    with pytest.raises(KinemaError, match=r"\[B, latent frames, 4\] = \[2, 3, 4\]"):
+        model(torch.randn(2, 4, 3, 4, 4), torch.rand(2), with_camera(random_text(2), torch.zeros(2, 5, 4)))
