@@ -33,8 +33,13 @@ def _generate(args: argparse.Namespace) -> None:
             raise KinemaError(f"--long {args.long!r}: built routes are {', '.join(ROUTES)}")
         if args.long == "forcing" and args.image:
             raise KinemaError("--long forcing does not take --image yet; use --long ar")
-        if args.video or args.end_image:
-            raise KinemaError("--long continues a clip chunk by chunk: it takes --image, not --video or --end-image")
+        if args.video or args.end_image or args.camera:
+            raise KinemaError("--long continues a clip chunk by chunk: it takes --image, not --video, --end-image "
+                              "or --camera")
+    if args.camera:
+        from kinema.data.camera import parse_camera
+
+        parse_camera(args.camera)  # (an unknown motion is one line before the model loads)
     if not 1 <= args.fps <= 240:
         raise KinemaError(f"--fps {args.fps}: use 1 to 240")
     check_output(args.output, ".mp4")
@@ -59,7 +64,7 @@ def _generate(args: argparse.Namespace) -> None:
                                seed=args.seed, image=images.get("image"), **sampling)
     else:
         frames = pipe(args.prompt, num_frames=args.frames, seed=args.seed, video=video, strength=strength, **images,
-                      **sampling)
+                      camera=args.camera, **sampling)
     out = write_mp4(frames, args.output, fps=args.fps)
     print(f"wrote {out} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]})")
     if args.gif:
@@ -303,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--image", default=None, metavar="PATH",
                    help="image-to-video: this picture is the first frame (cropped and resized to the model's size, with a note)")
     g.add_argument("--end-image", default=None, metavar="PATH", help="this picture is the last frame")
+    g.add_argument("--camera", default=None, metavar="MOTIONS",
+                   help="camera control (a model trained with it): pan-left, pan-right, pan-up, pan-down, zoom-in, "
+                        "zoom-out, rotate-clockwise, rotate-counter-clockwise; several joined by commas")
     g.add_argument("--long", default=None, metavar="ROUTE",
                    help="a clip longer than the model's: ar (autoregressive chunks, each continuing the last) or "
                         "forcing (diffusion forcing: a frame-causal model rolls forward, needs one trained for it)")

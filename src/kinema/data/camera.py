@@ -94,8 +94,8 @@ def named_features(motions: tuple[str, ...], frames: int) -> np.ndarray:
 
 
 def latent_features(features: np.ndarray, time_compression: int) -> np.ndarray:
-    """[T, 4] per pixel frame (T = 1 + r k) -> [1 + k, 4]: each latent frame's last pixel frame."""
-    frames = len(features)
+    """[..., T, 4] per pixel frame (T = 1 + r k) -> [..., 1 + k, 4]: each latent frame's last pixel frame."""
+    frames = features.shape[-2]
     if (frames - 1) % time_compression:
         raise KinemaError(f"camera features for {frames} frames: a clip has 1 + {time_compression}k frames")
-    return features[::time_compression]
+    return np.ascontiguousarray(features[..., ::time_compression, :])

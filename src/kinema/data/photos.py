@@ -142,9 +142,21 @@ def render(path: CameraPath, size: int = 64, photo: np.ndarray | None = None) ->
     return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def sample_photo_clip(seed: int, frames: int = 17, size: int = 64, held_out: bool = False) -> tuple[np.ndarray, CameraPath]:
-    """One clip from a seed: uint8 [T, size, size, 3] and its camera path."""
+def photo_path(seed: int, frames: int = 17, held_out: bool = False) -> CameraPath:
+    """The camera path of `sample_photo_clip(seed)`, without rendering it."""
     rng = np.random.default_rng(seed)
     names = list(HELD_OUT if held_out else TRAIN)
-    path = sample_path(rng, names[int(rng.integers(len(names)))], frames)
+    return sample_path(rng, names[int(rng.integers(len(names)))], frames)
+
+
+def sample_photo_clip(seed: int, frames: int = 17, size: int = 64, held_out: bool = False) -> tuple[np.ndarray, CameraPath]:
+    """One clip from a seed: uint8 [T, size, size, 3] and its camera path."""
+    path = photo_path(seed, frames, held_out)
     return render(path, size), path
+
+
+def path_variants(path: CameraPath, count: int) -> list[str]:
+    """`count` captions of a clip, its canonical one first ("the camera pans left over a cat"), then
+    ones that leave the motion to a camera condition ("a cat", "a photograph of a cat")."""
+    subject = {**TRAIN, **HELD_OUT}[path.photo]
+    return [path.caption(), subject, f"a photograph of {subject}", f"the camera moves over {subject}"][:max(count, 1)]

@@ -15,8 +15,8 @@ import numpy as np
 
 from kinema.data import photos, scenes, shapes
 
-WORLDS = ("shapes", "scenes")  # what a whole recipe (denoiser included) trains on
-VAE_WORLDS = (*WORLDS, "photos")  # what the VAE stages can train on, alone or mixed with "+"
+WORLDS = ("shapes", "scenes", "photos")  # what a whole recipe (denoiser included) trains on
+VAE_WORLDS = WORLDS  # what the VAE stages can train on, alone or mixed with "+"
 
 
 def check_vae_world(world: str) -> None:

@@ -96,22 +96,24 @@ class Pipeline:
     def __call__(self, prompt: str | list[str], num_frames: int = 17, steps: int = 25, guidance: float = 5.0,
                  seed: int | list[int] = 0, sampler: str = "euler", shift: float | None = None,
                  video: np.ndarray | None = None, strength: float = 0.6, image: np.ndarray | None = None,
-                 end_image: np.ndarray | None = None, context: np.ndarray | None = None) -> np.ndarray:
+                 end_image: np.ndarray | None = None, context: np.ndarray | None = None,
+                 camera: str | np.ndarray | None = None) -> np.ndarray:
         """A prompt -> uint8 [T, H, W, 3]; a list of prompts -> uint8 [B, T, H, W, 3].
 
         `shift` > 1 spends more of the sampling steps near noise, where layout and motion are
         decided (t' = s t / (1 + (s - 1) t)); None uses the model's `timestep_shift`.
         `video` with `strength`: video-to-video; `image`, `end_image`: the first and last frames
-        (`latents`)."""
+        (`latents`); `camera`: the camera's motion, for a camera-controlled model (`camera_condition`)."""
         z = self.latents(prompt, num_frames, steps, guidance, seed, sampler, shift, video, strength, image, end_image,
-                         context)
+                         context, camera)
         frames = self.frames(z)
         return frames[0] if isinstance(prompt, str) else frames
 
     def latents(self, prompt: str | list[str], num_frames: int = 17, steps: int = 25, guidance: float = 5.0,
                 seed: int | list[int] = 0, sampler: str = "euler", shift: float | None = None,
                 video: np.ndarray | None = None, strength: float = 0.6, image: np.ndarray | None = None,
-                end_image: np.ndarray | None = None, context: np.ndarray | None = None) -> torch.Tensor:
+                end_image: np.ndarray | None = None, context: np.ndarray | None = None,
+                camera: str | np.ndarray | None = None) -> torch.Tensor:
         """What `__call__` samples before decoding: normalised latents [B, C, t, h, w], fp32.
         `video` (uint8 [T, H, W, 3], T = num_frames, the model's size): video-to-video, its latents
         noised to t = `strength` (0 keeps the video, 1 ignores it) and denoised towards the prompt.
@@ -127,6 +129,9 @@ class Pipeline:
         frames = self.given_frames(num_frames, image, end_image, context)
         if frames is not None:  # the same frames in the unconditional branch: guidance is on the text alone
             cond.frames = uncond.frames = frames.index([0] * len(prompts))
+        cam = self.camera_condition(camera, num_frames)
+        if cam is not None:  # (likewise the camera)
+            cond.camera = uncond.camera = cam.expand(len(prompts), -1, -1)
         noise = initial_noise(self.latent_shape(num_frames), seeds).to(self.runtime.device)  # drawn on the CPU: same on every device
         start = None if video is None else self.video_latents(video, num_frames).expand(len(prompts), -1, -1, -1, -1)
         z = sample_latents(self.dit, cond, uncond, noise, steps=steps, guidance=guidance, sampler=sampler, shift=shift,
@@ -135,6 +140,26 @@ class Pipeline:
             raise KinemaError(f"sampling produced non-finite latents (guidance {guidance}, shift {shift}); "
                               f"use a smaller guidance or shift")
         return z
+
+    def camera_condition(self, camera: str | np.ndarray | None, num_frames: int) -> torch.Tensor | None:
+        """`camera` as the denoiser's condition [1, latent frames, 4]: motion names ("pan-left,zoom-in",
+        kinema.data.camera.parse_camera: the world's typical magnitudes), or features per pixel frame
+        [num_frames, 4] (e.g. `kinema.data.camera.path_features` of a recorded path)."""
+        if camera is None:
+            return None
+        from kinema.data import camera as cam
+
+        if not self.cfg.dit.camera:
+            raise KinemaError("this model has no camera control (dit.camera); use a model trained with it")
+        if isinstance(camera, str):
+            features = cam.named_features(cam.parse_camera(camera), num_frames)
+        else:
+            features = np.asarray(camera, dtype=np.float32)
+            if features.shape != (num_frames, cam.FEATURES):
+                raise KinemaError(f"camera features are [frames, {cam.FEATURES}] = [{num_frames}, {cam.FEATURES}]; "
+                                  f"got {list(features.shape)}")
+        latent = cam.latent_features(features, self.cfg.vae.time_compression)
+        return torch.from_numpy(latent)[None].to(self.runtime.device)
 
     @torch.no_grad()
     def given_frames(self, num_frames: int, image: np.ndarray | None = None, end_image: np.ndarray | None = None,

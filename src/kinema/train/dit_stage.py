@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from kinema.config import ModelConfig, from_dict, to_dict
-from kinema.data import scenes, shapes
+from kinema.data import camera, photos, scenes, shapes
 from kinema.data.captions import caption_variants
 from kinema.dit.patchify import patch_grid
 from kinema.dit.transformer import Conditioning, MMDiT
@@ -104,11 +104,21 @@ class DiTStage:
 
 def training_clips(world: str, stage: DiTStage, mc: ModelConfig, seed: int):
     """The stage's clips and their captions: (render(i) -> uint8 clip i, the caption key of each
-    clip [num_clips], the phrasings of each key, canonical first). Level 1's keys are its seen
-    (colour, shape, direction) combinations; at level 2 every clip is its own key."""
+    clip [num_clips], the phrasings of each key, canonical first, and the camera features of each
+    clip [num_clips, frames, 4] or None). Level 1's keys are its seen (colour, shape, direction)
+    combinations; at level 2 and in the photo world every clip is its own key. Only the photo
+    world has a camera (kinema.data.camera)."""
     rng = np.random.default_rng([seed, 7])
     rand = random.Random(seed)
     n, k = stage.num_clips, stage.captions_per_combo
+    if world == "photos":
+        paths = [photos.photo_path(int(s), mc.frames) for s in rng.integers(0, 2**62, size=n)]
+
+        def render_photo(i: int) -> np.ndarray:
+            return photos.render(paths[i], mc.height)
+
+        features = np.stack([camera.path_features(p, mc.height) for p in paths])  # [N, frames, 4]
+        return render_photo, torch.arange(n), [photos.path_variants(p, k) for p in paths], features
     if world == "shapes":
         seen = shapes.combos(held_out=False)
         combo_idx = rng.integers(len(seen), size=n)
@@ -121,7 +131,7 @@ def training_clips(world: str, stage: DiTStage, mc: ModelConfig, seed: int):
         for combo in seen:
             variants = caption_variants(*combo)
             captions.append([variants[0]] + rand.sample(variants[1:], min(k - 1, len(variants) - 1)))
-        return render, torch.tensor(combo_idx), captions
+        return render, torch.tensor(combo_idx), captions, None
     clip_seeds = rng.integers(0, 2**62, size=n)
     scene_list = [scenes.sample_scene(int(s), frames=mc.frames, size=mc.height)[0] for s in clip_seeds]
 
@@ -129,7 +139,7 @@ def training_clips(world: str, stage: DiTStage, mc: ModelConfig, seed: int):
         return scenes.sample_scene_clip(int(clip_seeds[i]), frames=mc.frames, size=mc.height)[0]
 
     captions = [[scenes.scene_caption(sc)] + scenes.scene_variants(sc, rand, k - 1) for sc in scene_list]
-    return render, torch.arange(n), captions
+    return render, torch.arange(n), captions, None
 
 
 @torch.no_grad()
@@ -138,7 +148,7 @@ def build_cache(path: Path, mc: ModelConfig, stage: DiTStage, vae: CausalVAE, te
     """Encode once, on runtime.device in its precision; the cache is stored (and returned) on the CPU."""
     if path.is_file():
         return load_file(str(path))
-    render, combo_idx, captions = training_clips(world, stage, mc, seed)
+    render, combo_idx, captions, cameras = training_clips(world, stage, mc, seed)
     means, logvars = [], []
     vae.eval()
     for start in tqdm(range(0, stage.num_clips, encode_batch), desc="cache latents", mininterval=2.0):
@@ -160,6 +170,8 @@ def build_cache(path: Path, mc: ModelConfig, stage: DiTStage, vae: CausalVAE, te
         "caption_combo": torch.tensor(caption_combo),
         "empty_tokens": empty.tokens.float(), "empty_mask": empty.mask, "empty_pooled": empty.pooled,
     }
+    if cameras is not None:
+        cache["camera"] = torch.from_numpy(camera.latent_features(cameras, vae.cfg.time_compression))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_weights(path.with_suffix(".tmp"), cache)  # (permissions follow the umask, as for models)
     path.with_suffix(".tmp").replace(path)
@@ -352,6 +364,9 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
     captions = CaptionSampler(cache, stage.canonical_prob, stage.caption_dropout, device)
     post_mean, post_logvar = (to_device(cache[k], device) for k in ("latent_mean", "latent_logvar"))
     combo = cache["combo"]
+    if mc.dit.camera and "camera" not in cache:
+        raise KinemaError(f"dit.camera: the {world} world has no camera; train camera control on world: photos")
+    cameras = to_device(cache["camera"], device) if mc.dit.camera else None
 
     model = build_denoiser(mc, seed, device, compile, checkpointing, stage.init_from, stage.train_only)
 
@@ -364,7 +379,8 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
         z0 = vae.normalize(z0)
         text = captions(combo[idx], g)
         frames = given_frames(z0, stage, g, mc.dit.frame_cond != "tokens")
-        loss = flow_loss(m, z0, Conditioning(text, frames), stage.timesteps, g, stage.frame_noise)
+        cam = None if cameras is None else cameras[idx.to(device)]
+        loss = flow_loss(m, z0, Conditioning(text, frames, cam), stage.timesteps, g, stage.frame_noise)
         return loss, {}
 
     def sample_fn(m: MMDiT, ema, step: int):
