@@ -172,3 +172,22 @@ def test_camera_through_the_pipeline_and_the_cli(tmp_path, capsys, camera_model_
                  "--camera", "zoom-in,pan-up", "-o", str(out)]) == 0 and out.is_file()
     assert main(["generate", "a cat", "--model", str(camera_model_dir), "--camera", "dolly", "-o", str(out)]) == 2
     assert "unknown camera motion 'dolly'" in capsys.readouterr().err
+
+
+def test_eval_camera_on_the_world_and_a_model(tmp_path, capsys, camera_model_dir):
+    import json
+
+    from kinema.cli import main
+    from kinema.eval.camera_report import evaluate_camera
+
+    world = evaluate_camera("world", clips=3, progress=False)
+    assert world["summary"]["clip_psnr"]["mean"] == 100.0  # the true clips against themselves (PSNR_CAP)
+    assert world["summary"]["path_error"]["mean"] < 1.0
+    out = tmp_path / "cam.json"
+    assert main(["eval", "camera", "--model", str(camera_model_dir), "--clips", "2", "--steps", "2",
+                 "--device", "cpu", "--precision", "fp32", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["summary"]["first_psnr_recon"]["mean"] == 100.0  # concat clamps the first frame: the VAE's own
+    assert result["summary"]["first_psnr"]["mean"] == pytest.approx(result["summary"]["recon_psnr"]["mean"])
+    assert "motions right" in capsys.readouterr().out
+    assert main(["eval", "camera", "--clips", "0"]) == 2

@@ -214,6 +214,17 @@ def _eval_vae(args: argparse.Namespace) -> None:
     _write_json(args.json, results)
 
 
+def _eval_camera(args: argparse.Namespace) -> None:
+    from kinema.eval.camera_report import evaluate_camera, format_camera_table
+
+    if args.clips < 1:
+        raise KinemaError(f"--clips {args.clips}: use 1 or more")
+    result = evaluate_camera(args.model, clips=args.clips, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
+                             shift=args.shift, device=args.device, precision=args.precision, use_camera=not args.no_camera)
+    print(format_camera_table(result))
+    _write_json(args.json, result)
+
+
 def _eval_temporal(args: argparse.Namespace) -> None:
     from kinema.eval.videos import evaluate_videos, format_temporal_table
 
@@ -380,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None)
     _runtime_args(ev)
     ev.set_defaults(func=_eval_vae)
+    ec = esub.add_parser("camera", help="image-to-video and camera control on held-out photographs: first-frame and "
+                                        "clip PSNR against the true camera path, the camera oracle's verdict")
+    ec.add_argument("--clips", type=int, default=32, help="held-out photo clips (default 32)")
+    ec.add_argument("--no-camera", action="store_true", help="give the first frame only, not the camera path")
+    _oracle_eval_args(ec, "world")
+    ec.set_defaults(func=_eval_camera)
     et = esub.add_parser("temporal", help="temporal metrics of video files: flicker, motion smoothness, frame "
                                           "consistency, motion magnitude, dynamic degree (OpenCV flow; docs/evaluation.md)")
     et.add_argument("paths", nargs="+", help="video files, or folders of them (.mp4, .gif, ...)")
