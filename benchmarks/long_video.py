@@ -2,11 +2,11 @@
 every chunk-length window with the oracle, and compare the last window with the first.
 
     python benchmarks/long_video.py [--model shapes-i2v] [--frames 257] [--prompts 27] [--context 1]
-                                    [--routes ar,forcing] [--chunk 1] [--json docs/long_video_shapes-i2v.json]
+                                    [--routes ar,forcing] [--chunk 1] [--stride 16] [--json docs/long_video_shapes-i2v.json]
 
 For each of `--prompts` canonical prompts (spread over colours, shapes and directions, seed 0) it
 generates `--frames` frames by each route (`--long ar` with `--context`, `--long forcing` with
-`--chunk`) and judges the windows [0, F), [F - c, 2F - c), ... (F the model's length, c ar's
+`--chunk`, `--long keyframe` and `coarse2fine` with `--stride`: a frame-stride model) and judges the windows [0, F), [F - c, 2F - c), ... (F the model's length, c ar's
 context frames: each ar chunk's frames as the chunk made them; the same windows for every route). It
 prints per window the share of clips whose colour, shape and direction the oracle reads as asked
 and whose frames hold exactly one object, then first against last. Time per frame is measured
@@ -48,8 +48,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=257)
     ap.add_argument("--prompts", type=int, default=27)
     ap.add_argument("--context", type=int, default=1)
-    ap.add_argument("--routes", default=",".join(ROUTES), help="comma-separated routes to run")
+    ap.add_argument("--routes", default="ar,forcing", help=f"comma-separated routes to run, of {', '.join(ROUTES)}")
     ap.add_argument("--chunk", type=int, default=1, help="forcing's new latent frames per chunk")
+    ap.add_argument("--stride", type=int, default=16, help="keyframe's and coarse2fine's coarse stride (257 = 1 + 16 x 16)")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto")
@@ -70,12 +71,12 @@ def main() -> None:
 
     result = {"settings": vars(args), "seconds_per_frame": {}, "routes": {}}
     for route in args.routes.split(","):
-        check_long(route, args.frames, f, r, args.context, args.chunk)
+        check_long(route, args.frames, f, r, args.context, args.chunk, args.stride)
         t0 = time.perf_counter()
         scores, turns = [], []  # [prompt][window] -> dict; [prompt] -> bounce_report
         for combo in combos:
             video = generate_long(pipe, canonical_caption(*combo), args.frames, route, context=args.context,
-                                  chunk=args.chunk, seed=0, steps=args.steps)
+                                  chunk=args.chunk, stride=args.stride, seed=0, steps=args.steps)
             row = []
             for w in windows(video, f, c):
                 v = judge(w)

@@ -21,11 +21,13 @@ def _generate(args: argparse.Namespace) -> None:
     from kinema.io.video import check_output, fit_image, read_image, read_video, write_gif, write_mp4
     from kinema.pipelines.pipeline import check_settings, load_pipeline
 
-    if args.strength is not None and not args.video:
-        raise KinemaError("--strength sets how much of an input video to keep: give the video with --video PATH")
-    strength = 0.6 if args.strength is None else args.strength
+    refine = args.long == "coarse2fine"
+    if args.strength is not None and not (args.video or refine):
+        raise KinemaError("--strength sets how much of an input video to keep: give the video with --video PATH "
+                          "(or refine a coarse clip with --long coarse2fine)")
+    strength = (0.5 if refine else 0.6) if args.strength is None else args.strength
     check_settings(args.steps, args.guidance, args.shift, args.seed, args.sampler,  # before any work
-                   strength=strength if args.video else None)
+                   strength=strength if args.video or refine else None)
     if args.long is not None:
         from kinema.pipelines.long import ROUTES
 
@@ -52,7 +54,8 @@ def _generate(args: argparse.Namespace) -> None:
     if args.long:
         from kinema.pipelines.long import check_long, generate_long
 
-        check_long(args.long, args.frames, pipe.cfg.frames, pipe.cfg.vae.time_compression, args.context, args.chunk)  # before any work
+        check_long(args.long, args.frames, pipe.cfg.frames, pipe.cfg.vae.time_compression, args.context, args.chunk,
+                   args.stride)  # before any work
     pipe.check_request(args.prompt, args.frames, end_image=bool(args.end_image))
     for key, image in images.items():
         images[key], note = fit_image(image, pipe.cfg.width, pipe.cfg.height)
@@ -61,7 +64,7 @@ def _generate(args: argparse.Namespace) -> None:
     sampling = dict(steps=args.steps, guidance=args.guidance, sampler=args.sampler, shift=args.shift)
     if args.long:
         frames = generate_long(pipe, args.prompt, args.frames, args.long, context=args.context, chunk=args.chunk,
-                               seed=args.seed, image=images.get("image"), **sampling)
+                               stride=args.stride, strength=strength, seed=args.seed, image=images.get("image"), **sampling)
     else:
         frames = pipe(args.prompt, num_frames=args.frames, seed=args.seed, video=video, strength=strength, **images,
                       camera=args.camera, **sampling)
@@ -323,12 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="camera control (a model trained with it): pan-left, pan-right, pan-up, pan-down, zoom-in, "
                         "zoom-out, rotate-clockwise, rotate-counter-clockwise; several joined by commas")
     g.add_argument("--long", default=None, metavar="ROUTE",
-                   help="a clip longer than the model's: ar (autoregressive chunks, each continuing the last) or "
-                        "forcing (diffusion forcing: a frame-causal model rolls forward, needs one trained for it)")
+                   help="a clip longer than the model's: ar (autoregressive chunks, each continuing the last), "
+                        "forcing (diffusion forcing: a frame-causal model rolls forward, needs one trained for it), "
+                        "keyframe (a coarse clip at --stride, then interpolation between its keyframes) or coarse2fine "
+                        "(the coarse clip blended in time, then refined); these two need a frame-stride model")
     g.add_argument("--context", type=int, default=1,
                    help="with --long ar: latent frames each chunk continues from (default 1: the last frame)")
     g.add_argument("--chunk", type=int, default=1,
                    help="with --long forcing: new latent frames per chunk (default 1)")
+    g.add_argument("--stride", type=int, default=4,
+                   help="with --long keyframe or coarse2fine: real frames between two frames of the coarse clip (default 4)")
     g.add_argument("--fps", type=int, default=8)
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or directory (default {DEFAULT_MODEL})")
     _runtime_args(g)

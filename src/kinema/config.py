@@ -167,6 +167,11 @@ class DiTConfig:
     # roll against frame 0), through a zero-initialised MLP into each frame's time vector; a model
     # built from one without it starts as that model
     camera: bool = False
+    # frame-rate conditioning: Conditioning.stride [B], the real frames between two of the clip's
+    # frames (1: the training rate; 4: keyframes four frames apart), embedded like the clip's shape
+    # into the time vector through a zero-initialised MLP; the long-video routes keyframe and
+    # coarse2fine sample a coarse clip at a stride, then fill it in at stride 1
+    frame_stride: bool = False
 
     def __post_init__(self):
         from kinema.nn.attention import PATTERNS

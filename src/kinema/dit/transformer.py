@@ -49,6 +49,7 @@ class Conditioning:
     text: TextStates
     frames: KnownFrames | None = None
     camera: torch.Tensor | None = None  # [B, t, 4] per latent frame (kinema.data.camera), for a dit.camera model
+    stride: torch.Tensor | None = None  # [B] frame strides, for a dit.frame_stride model (None: 1, the training rate)
 
     @property
     def held(self) -> KnownFrames | None:
@@ -58,22 +59,23 @@ class Conditioning:
 
     def index(self, idx) -> "Conditioning":
         return Conditioning(self.text.index(idx), None if self.frames is None else self.frames.index(idx),
-                            None if self.camera is None else self.camera[idx])
+                            *(None if x is None else x[idx] for x in (self.camera, self.stride)))
 
     def to(self, device) -> "Conditioning":
         return Conditioning(self.text.to(device), None if self.frames is None else self.frames.to(device),
-                            None if self.camera is None else self.camera.to(device))
+                            *(None if x is None else x.to(device) for x in (self.camera, self.stride)))
 
     @staticmethod
     def cat(items: list["Conditioning"]) -> "Conditioning":
         t = [c.text for c in items]
-        given, camera = [c.frames is not None for c in items], [c.camera is not None for c in items]
-        if (any(given) and not all(given)) or (any(camera) and not all(camera)):
-            raise ValueError("Conditioning.cat: either every item has given frames (a camera) or none has")
+        has = {k: [getattr(c, k) is not None for c in items] for k in ("frames", "camera", "stride")}
+        for k, flags in has.items():
+            if any(flags) and not all(flags):
+                raise ValueError(f"Conditioning.cat: either every item has {k} or none has")
         return Conditioning(TextStates(torch.cat([x.tokens for x in t]), torch.cat([x.mask for x in t]),
                                        torch.cat([x.pooled for x in t])),
-                            KnownFrames.cat([c.frames for c in items]) if all(given) else None,
-                            torch.cat([c.camera for c in items]) if all(camera) else None)
+                            KnownFrames.cat([c.frames for c in items]) if all(has["frames"]) else None,
+                            *(torch.cat([getattr(c, k) for c in items]) if all(has[k]) else None for k in ("camera", "stride")))
 
 
 class FinalLayer(nn.Module):
@@ -131,6 +133,13 @@ def text_adapter(cfg: DiTConfig) -> nn.Sequential:
 SHAPE_FEATURES = 32  # sin-cos features per grid axis for `shape_condition`
 
 
+def zero_output(embedder: MLPEmbedder) -> MLPEmbedder:
+    """`embedder` with its last layer zeroed: a new condition that adds nothing until trained."""
+    nn.init.zeros_(embedder.net[-1].weight)
+    nn.init.zeros_(embedder.net[-1].bias)
+    return embedder
+
+
 def shape_features(grid: tuple[int, int, int], device=None) -> torch.Tensor:
     """(t, h, w) token grid -> [1, 3 * SHAPE_FEATURES]: a sin-cos embedding of each count."""
     counts = torch.tensor(grid, dtype=torch.float32, device=device)
@@ -168,11 +177,9 @@ class MMDiT(nn.Module):
         time_dim = cfg.time_dim or cfg.dim
         self.time_in = MLPEmbedder(cfg.time_freq_dim, time_dim)
         self.shape_in = MLPEmbedder(3 * SHAPE_FEATURES, time_dim) if cfg.shape_condition else None
-        self.camera_in = None
-        if cfg.camera:  # zero-initialised output: a camera adds nothing until trained
-            self.camera_in = MLPEmbedder(CAMERA_FEATURES, time_dim)
-            nn.init.zeros_(self.camera_in.net[-1].weight)
-            nn.init.zeros_(self.camera_in.net[-1].bias)
+        # camera and frame-stride conditions: zero-initialised outputs, so they add nothing until trained
+        self.camera_in = zero_output(MLPEmbedder(CAMERA_FEATURES, time_dim)) if cfg.camera else None
+        self.stride_in = zero_output(MLPEmbedder(SHAPE_FEATURES, time_dim)) if cfg.frame_stride else None
         self.pooled_in = None
         if cfg.pooled:
             self.pooled_in = (AttentionPool(cfg.text_dim, time_dim) if cfg.pooling == "attention"
@@ -210,9 +217,10 @@ class MMDiT(nn.Module):
         if isinstance(x, (list, tuple)):
             if budget is None:
                 raise ValueError("a list of latents is packed: give the token budget of a row (budget=)")
-            if cond.frames is not None or self.frame_in is not None or self.motion or self.camera_in is not None:
-                raise KinemaError("given frames (frame conditioning), motion modules and camera control are not "
-                                  "packed yet; leave dit.pack_tokens unset")
+            if (cond.frames is not None or self.frame_in is not None or self.motion or self.camera_in is not None
+                    or self.stride_in is not None):
+                raise KinemaError("given frames (frame conditioning), motion modules, camera and frame-stride "
+                                  "conditions are not packed yet; leave dit.pack_tokens unset")
             return forward_packed(self, list(x), t, cond, budget)
         grid = patch_grid(tuple(x.shape[2:]), self.cfg.patch)
         past = 0 if cache is None else self.check_cache(cache, x.shape[0])  # token frames before x's
@@ -226,7 +234,7 @@ class MMDiT(nn.Module):
         if self.ref_in is not None and cond.frames is not None:  # [text; reference tokens]
             ref, ref_valid = self.reference_tokens(cond.frames, grid)
             txt, text_valid = torch.cat([txt, ref.to(txt.dtype)], dim=1), torch.cat([text_valid, ref_valid], dim=1)
-        vec, txt_vec = self.conditioning_vectors(t, cond.text, grid, cond.camera)
+        vec, txt_vec = self.conditioning_vectors(t, cond.text, grid, cond.camera, cond.stride)
         angles = None  # [(H,) Lv, Dh/2], after `past` frames'
         if self.cfg.positions == "rope":
             angles = self.rope_angles((past + grid[0], *grid[1:]), x.device)[..., past * grid[1] * grid[2]:, :]
@@ -259,7 +267,7 @@ class MMDiT(nn.Module):
             return (f"a KV cache needs frame-causal attention in every block; this model's are "
                     f"{sorted(set(cfg.block_patterns()))} (set dit.attention: [causal])")
         if (cfg.positions != "rope" or cfg.rope_layout == "mochi" or self.motion or cfg.shape_condition or cfg.camera
-                or sp.group()):
+                or cfg.frame_stride or sp.group()):
             return ("a KV cache needs fixed RoPE positions (rope_layout per_head or ltx) and no motion modules, "
                     "clip-shape conditioning, camera control or sequence parallelism")
         return None
@@ -400,14 +408,15 @@ class MMDiT(nn.Module):
         return sincos_table(self.cfg, grid)
 
     def conditioning_vectors(self, t: torch.Tensor, text: TextStates, grid: tuple[int, int, int],
-                             camera: torch.Tensor | None = None):
+                             camera: torch.Tensor | None = None, stride: torch.Tensor | None = None):
         """-> (video vec, text vec) driving AdaLN, computed in the runtime's autocast (its MLPs' matmuls
         in bf16 on a bf16 runtime); every Modulation then projects it in fp32. t [B]: both [B, D], the same tensor. t [B, frames]:
         video vec a PerToken over the Lv tokens, each from its frame's time (a temporal patch takes its
         noisiest frame), and text vec [B, D] from the clip's noisiest frame, so a clean conditioning frame
         (t = 0) beside noisy ones leaves the text stream as it is at the noisy time.
         `camera` [B, frames, 4] (a dit.camera model): each frame's camera embedding joins its frame's
-        video vec (a temporal patch takes its last frame's); the text vec does not see it."""
+        video vec (a temporal patch takes its last frame's); the text vec does not see it.
+        `stride` [B] (a dit.frame_stride model; None: 1): joins both vecs, as the clip's shape does."""
         frames = grid[0] * self.cfg.patch[0]
         if camera is not None and self.camera_in is not None:
             if tuple(camera.shape) != (t.shape[0], frames, CAMERA_FEATURES):
@@ -424,6 +433,11 @@ class MMDiT(nn.Module):
             p = self.pooled_in(text.pooled)  # [B, D]
         if self.shape_in is not None:  # the same for every sample of the batch: [1, D]
             p = p + self.shape_in(shape_features(grid, t.device))
+        if self.stride_in is not None:  # [B, D]
+            s = torch.ones(t.shape[0], device=t.device) if stride is None else stride.to(t.device, torch.float32)
+            if s.shape != t.shape[:1]:  # (values: the pipeline checks them; no device sync here)
+                raise KinemaError(f"the frame stride is one number per sample, [{t.shape[0]}]; got {list(s.shape)}")
+            p = p + self.stride_in(timestep_embedding(torch.log2(s), SHAPE_FEATURES, scale=1.0))
         if t.dim() == 1:
             vec = self.time_in(timestep_embedding(t, self.cfg.time_freq_dim)) + p
             return vec, vec

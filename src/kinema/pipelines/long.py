@@ -14,7 +14,16 @@
          time 0. The context's keys and values are computed once per chunk (kinema.nn.kv_cache)
          rather than at every step: the same velocities, fewer FLOPs.
 
-The other routes of the issue (keyframes then interpolation, coarse-to-fine) are not built yet.
+    keyframe  keyframes, then interpolation (a denoiser with the frame-stride condition,
+         `frame_stride`, trained at several strides, and given frames): one clip of the model's F
+         frames at stride s spans 1 + (F - 1) s real frames; then s clips at stride 1 fill it in,
+         clip j given its start (the video so far's last frame; the first keyframe for j = 0) and
+         its end (keyframe (j + 1)(F - 1) / s), so it interpolates between keyframes.
+
+    coarse2fine  coarse-to-fine: the same coarse clip at stride s, blended linearly in time to
+         every real frame, then s clips at stride 1 re-noised to `strength` and denoised
+         (temporal super-resolution by video-to-video), clip j starting from the video so far's
+         last frame.
 """
 
 from __future__ import annotations
@@ -33,7 +42,8 @@ from kinema.flow.timesteps import sampling_schedule
 from kinema.nn.kv_cache import KVCache
 from kinema.pipelines.generate import initial_noise
 
-ROUTES = ("ar", "forcing")
+ROUTES = ("ar", "forcing", "keyframe", "coarse2fine")
+STRIDED = ("keyframe", "coarse2fine")
 
 
 def chunk_plan(num_frames: int, model_frames: int, r: int, context: int) -> tuple[int, int]:
@@ -138,21 +148,74 @@ def forcing_video(pipe, prompt: str, num_frames: int, *, chunk: int = 1, seed: i
     return pipe.frames(z)[0]
 
 
-def check_long(route: str, num_frames: int, model_frames: int, r: int, context: int = 1, chunk: int = 1) -> None:
+def stride_plan(route: str, num_frames: int, model_frames: int, stride: int) -> int:
+    """The coarse clip's real-frame step per fine clip, (F - 1) / stride, for the keyframe and
+    coarse2fine routes; a clear error when they cannot make `num_frames` frames."""
+    if not isinstance(stride, int) or stride < 2 or (model_frames - 1) % stride:
+        divisors = [d for d in range(2, model_frames) if (model_frames - 1) % d == 0]
+        raise KinemaError(f"--stride {stride}: --long {route} needs a stride of 2 or more that divides "
+                          f"{model_frames - 1} (the model's frames less one): {', '.join(map(str, divisors))}")
+    want = 1 + (model_frames - 1) * stride
+    if num_frames != want:
+        raise KinemaError(f"--long {route} with --stride {stride} makes 1 + {model_frames - 1} x {stride} = {want} "
+                          f"frames; use --frames {want} (or another --stride)")
+    return (model_frames - 1) // stride
+
+
+def strided_video(pipe, prompt: str, num_frames: int, route: str, *, stride: int = 4, strength: float = 0.5,
+                  seed: int = 0, image: np.ndarray | None = None, **sampling) -> np.ndarray:
+    """uint8 [num_frames, H, W, 3] by the keyframe or coarse2fine route (module docstring). The
+    coarse clip is drawn from `seed`, fine clip j from seed + 1 + j."""
+    f = pipe.cfg.frames
+    step = stride_plan(route, num_frames, f, stride)
+    if not pipe.cfg.dit.frame_stride:
+        raise KinemaError(f"--long {route} needs a model trained at several frame strides (model.dit.frame_stride, "
+                          f"dit.strides)")
+    coarse = pipe(prompt, num_frames=f, stride=stride, seed=seed, image=image, **sampling)  # [F, H, W, 3]
+    if route == "coarse2fine":
+        dense = blend_in_time(coarse, stride)  # [num_frames, H, W, 3]
+    video = None
+    for j in range(stride):
+        start = coarse[0] if video is None else video[-1]
+        if route == "keyframe":
+            fine = pipe(prompt, num_frames=f, seed=seed + 1 + j, image=start, end_image=coarse[(j + 1) * step], **sampling)
+        else:
+            fine = pipe(prompt, num_frames=f, seed=seed + 1 + j, image=start, video=dense[j * (f - 1):(j + 1) * (f - 1) + 1],
+                        strength=strength, **sampling)
+        video = fine if video is None else np.concatenate([video, fine[1:]])  # (its first frame is the last one so far)
+    return video
+
+
+def blend_in_time(frames: np.ndarray, stride: int) -> np.ndarray:
+    """uint8 [F, H, W, 3] taken every `stride` real frames -> [1 + (F - 1) stride, H, W, 3]: each real
+    frame a linear blend of the two taken frames around it."""
+    pos = np.arange(1 + (len(frames) - 1) * stride) / stride
+    lo = np.minimum(pos.astype(int), len(frames) - 2)
+    w = (pos - lo)[:, None, None, None]
+    return np.round((1 - w) * frames[lo] + w * frames[lo + 1]).astype(np.uint8)
+
+
+def check_long(route: str, num_frames: int, model_frames: int, r: int, context: int = 1, chunk: int = 1,
+               stride: int = 4) -> None:
     """A clear error, before any work, when `route` is unknown or cannot make `num_frames` frames."""
     if route not in ROUTES:
         raise KinemaError(f"--long {route!r}: built routes are {', '.join(ROUTES)}")
     if route == "ar":
         chunk_plan(num_frames, model_frames, r, context)
-    else:
+    elif route == "forcing":
         forcing_plan(num_frames, model_frames, r, chunk)
+    else:
+        stride_plan(route, num_frames, model_frames, stride)
 
 
 def generate_long(pipe, prompt: str, num_frames: int, route: str = "ar", *, context: int = 1, chunk: int = 1,
-                  **kw) -> np.ndarray:
+                  stride: int = 4, strength: float = 0.5, **kw) -> np.ndarray:
     """uint8 [num_frames, H, W, 3] by `route` (ROUTES). `context`: ar's latent frames of context;
-    `chunk`: forcing's new latent frames per chunk."""
-    check_long(route, num_frames, pipe.cfg.frames, pipe.cfg.vae.time_compression, context, chunk)
+    `chunk`: forcing's new latent frames per chunk; `stride` (and coarse2fine's `strength`): the
+    keyframe and coarse2fine routes' coarse stride."""
+    check_long(route, num_frames, pipe.cfg.frames, pipe.cfg.vae.time_compression, context, chunk, stride)
+    if route in STRIDED:
+        return strided_video(pipe, prompt, num_frames, route, stride=stride, strength=strength, **kw)
     if route == "forcing":
         if kw.pop("image", None) is not None:
             raise KinemaError("--long forcing does not take --image yet; use --long ar")

@@ -97,15 +97,16 @@ class Pipeline:
                  seed: int | list[int] = 0, sampler: str = "euler", shift: float | None = None,
                  video: np.ndarray | None = None, strength: float = 0.6, image: np.ndarray | None = None,
                  end_image: np.ndarray | None = None, context: np.ndarray | None = None,
-                 camera: str | np.ndarray | None = None) -> np.ndarray:
+                 camera: str | np.ndarray | None = None, stride: int = 1) -> np.ndarray:
         """A prompt -> uint8 [T, H, W, 3]; a list of prompts -> uint8 [B, T, H, W, 3].
 
         `shift` > 1 spends more of the sampling steps near noise, where layout and motion are
         decided (t' = s t / (1 + (s - 1) t)); None uses the model's `timestep_shift`.
         `video` with `strength`: video-to-video; `image`, `end_image`: the first and last frames
-        (`latents`); `camera`: the camera's motion, for a camera-controlled model (`camera_condition`)."""
+        (`latents`); `camera`: the camera's motion, for a camera-controlled model (`camera_condition`);
+        `stride`: the real frames between two frames, for a frame-stride model (1: its training rate)."""
         z = self.latents(prompt, num_frames, steps, guidance, seed, sampler, shift, video, strength, image, end_image,
-                         context, camera)
+                         context, camera, stride)
         frames = self.frames(z)
         return frames[0] if isinstance(prompt, str) else frames
 
@@ -113,7 +114,7 @@ class Pipeline:
                 seed: int | list[int] = 0, sampler: str = "euler", shift: float | None = None,
                 video: np.ndarray | None = None, strength: float = 0.6, image: np.ndarray | None = None,
                 end_image: np.ndarray | None = None, context: np.ndarray | None = None,
-                camera: str | np.ndarray | None = None) -> torch.Tensor:
+                camera: str | np.ndarray | None = None, stride: int = 1) -> torch.Tensor:
         """What `__call__` samples before decoding: normalised latents [B, C, t, h, w], fp32.
         `video` (uint8 [T, H, W, 3], T = num_frames, the model's size): video-to-video, its latents
         noised to t = `strength` (0 keeps the video, 1 ignores it) and denoised towards the prompt.
@@ -130,8 +131,14 @@ class Pipeline:
         if frames is not None:  # the same frames in the unconditional branch: guidance is on the text alone
             cond.frames = uncond.frames = frames.index([0] * len(prompts))
         cam = self.camera_condition(camera, num_frames)
-        if cam is not None:  # (likewise the camera)
+        if cam is not None:  # (likewise the camera and the stride)
             cond.camera = uncond.camera = cam.expand(len(prompts), -1, -1)
+        if stride != 1 or self.cfg.dit.frame_stride:
+            if not self.cfg.dit.frame_stride:
+                raise KinemaError(f"stride {stride}: this model has no frame-stride condition (dit.frame_stride)")
+            if not (isinstance(stride, int) and 1 <= stride <= 64):
+                raise KinemaError(f"stride {stride!r}: use a whole number from 1 to 64")
+            cond.stride = uncond.stride = torch.full((len(prompts),), float(stride), device=self.runtime.device)
         noise = initial_noise(self.latent_shape(num_frames), seeds).to(self.runtime.device)  # drawn on the CPU: same on every device
         start = None if video is None else self.video_latents(video, num_frames).expand(len(prompts), -1, -1, -1, -1)
         z = sample_latents(self.dit, cond, uncond, noise, steps=steps, guidance=guidance, sampler=sampler, shift=shift,

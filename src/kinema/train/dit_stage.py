@@ -85,11 +85,17 @@ class DiTStage:
     # train some of the denoiser, freeze the rest: "motion" (AnimateDiff: the motion modules alone,
     # model.dit.motion_modules, on a frozen text-to-image model from init_from)
     train_only: str | None = None
+    # frame strides to train at (model.dit.frame_stride): each clip is drawn at one of them, from
+    # the bouncing Shapes world (objects reflect off the walls, so a clip of 1 + 16 s real frames
+    # stays in view), every s-th frame kept; (1,) is the plain world at its own rate
+    strides: tuple[int, ...] = (1,)
 
     def __post_init__(self):
         at_least(self, 1, "steps", "batch_size", "num_clips", "captions_per_combo", "log_every", "ckpt_every")
         at_least(self, 0, "sample_every", "pack_tokens")
         at_least(self, 1, "context_frames")
+        require(len(self.strides) > 0 and min(self.strides) >= 1, "strides", list(self.strides),
+                "give whole numbers of at least 1, e.g. [1, 2, 4]")
         fractions(self, "canonical_prob", "caption_dropout", "first_frame", "last_frame", "frame_noise")
         require(not (self.pack_tokens and self.frame_noise), "pack_tokens", self.pack_tokens,
                 "per-frame noise (frame_noise) is not packed yet; set pack_tokens to 0")
@@ -104,10 +110,11 @@ class DiTStage:
 
 def training_clips(world: str, stage: DiTStage, mc: ModelConfig, seed: int):
     """The stage's clips and their captions: (render(i) -> uint8 clip i, the caption key of each
-    clip [num_clips], the phrasings of each key, canonical first, and the camera features of each
-    clip [num_clips, frames, 4] or None). Level 1's keys are its seen (colour, shape, direction)
-    combinations; at level 2 and in the photo world every clip is its own key. Only the photo
-    world has a camera (kinema.data.camera)."""
+    clip [num_clips], the phrasings of each key, canonical first, the camera features of each clip
+    [num_clips, frames, 4] or None, and each clip's frame stride [num_clips] or None). Level 1's
+    keys are its seen (colour, shape, direction) combinations; at level 2 and in the photo world
+    every clip is its own key. Only the photo world has a camera (kinema.data.camera); only level
+    1 trains at several strides (DiTStage.strides)."""
     rng = np.random.default_rng([seed, 7])
     rand = random.Random(seed)
     n, k = stage.num_clips, stage.captions_per_combo
@@ -118,20 +125,28 @@ def training_clips(world: str, stage: DiTStage, mc: ModelConfig, seed: int):
             return photos.render(paths[i], mc.height)
 
         features = np.stack([camera.path_features(p, mc.height) for p in paths])  # [N, frames, 4]
-        return render_photo, torch.arange(n), [photos.path_variants(p, k) for p in paths], features
+        return render_photo, torch.arange(n), [photos.path_variants(p, k) for p in paths], features, None
     if world == "shapes":
         seen = shapes.combos(held_out=False)
         combo_idx = rng.integers(len(seen), size=n)
         clip_seeds = rng.integers(0, 2**62, size=n)
+        strided = tuple(stage.strides) != (1,)  # (else nothing more is drawn: older recipes train as they did)
+        clip_strides = np.asarray(stage.strides)[rng.integers(len(stage.strides), size=n)] if strided else None
 
         def render(i: int) -> np.ndarray:
+            if strided:
+                s = int(clip_strides[i])
+                return shapes.sample_bouncing_clip(int(clip_seeds[i]), seen[int(combo_idx[i])], frames=1 + (mc.frames - 1) * s,
+                                                   size=mc.height)[0][::s]
             return shapes.sample_clip(int(clip_seeds[i]), seen[int(combo_idx[i])], frames=mc.frames, size=mc.height)[0]
 
         captions = []
         for combo in seen:
             variants = caption_variants(*combo)
             captions.append([variants[0]] + rand.sample(variants[1:], min(k - 1, len(variants) - 1)))
-        return render, torch.tensor(combo_idx), captions, None
+        return render, torch.tensor(combo_idx), captions, None, clip_strides
+    if tuple(stage.strides) != (1,):
+        raise KinemaError(f"dit.strides {list(stage.strides)}: several frame strides train on world shapes only")
     clip_seeds = rng.integers(0, 2**62, size=n)
     scene_list = [scenes.sample_scene(int(s), frames=mc.frames, size=mc.height)[0] for s in clip_seeds]
 
@@ -139,7 +154,7 @@ def training_clips(world: str, stage: DiTStage, mc: ModelConfig, seed: int):
         return scenes.sample_scene_clip(int(clip_seeds[i]), frames=mc.frames, size=mc.height)[0]
 
     captions = [[scenes.scene_caption(sc)] + scenes.scene_variants(sc, rand, k - 1) for sc in scene_list]
-    return render, torch.arange(n), captions, None
+    return render, torch.arange(n), captions, None, None
 
 
 @torch.no_grad()
@@ -148,7 +163,7 @@ def build_cache(path: Path, mc: ModelConfig, stage: DiTStage, vae: CausalVAE, te
     """Encode once, on runtime.device in its precision; the cache is stored (and returned) on the CPU."""
     if path.is_file():
         return load_file(str(path))
-    render, combo_idx, captions, cameras = training_clips(world, stage, mc, seed)
+    render, combo_idx, captions, cameras, strides = training_clips(world, stage, mc, seed)
     means, logvars = [], []
     vae.eval()
     for start in tqdm(range(0, stage.num_clips, encode_batch), desc="cache latents", mininterval=2.0):
@@ -172,6 +187,8 @@ def build_cache(path: Path, mc: ModelConfig, stage: DiTStage, vae: CausalVAE, te
     }
     if cameras is not None:
         cache["camera"] = torch.from_numpy(camera.latent_features(cameras, vae.cfg.time_compression))
+    if strides is not None:
+        cache["stride"] = torch.from_numpy(strides.astype(np.float32))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_weights(path.with_suffix(".tmp"), cache)  # (permissions follow the umask, as for models)
     path.with_suffix(".tmp").replace(path)
@@ -327,20 +344,20 @@ def build_denoiser(mc: ModelConfig, seed: int, device, compile: bool = False, ch
 
 def start_from(model: MMDiT, root: str) -> None:
     """Load the denoiser of the exported model at `root` into `model`, whose config may differ only
-    in frame_cond, motion_modules, camera and the attention patterns (masks, no weights: e.g. a
-    frame-causal model for diffusion forcing from a full-attention one): weights `model` has and the
-    source lacks (frame_in, ref_in, motion, camera_in) keep their initialisation (frame_in, motion and
-    camera_in start as the identity)."""
+    in frame_cond, motion_modules, camera, frame_stride and the attention patterns (masks, no weights:
+    e.g. a frame-causal model for diffusion forcing from a full-attention one): weights `model` has
+    and the source lacks (frame_in, ref_in, motion, camera_in, stride_in) keep their initialisation
+    (all but ref_in start as the identity)."""
     from kinema.io.weights import load_json, load_weights
 
     path = Path(root)  # (that it holds dit.safetensors: recipe.check_sizes)
     source = from_dict(ModelConfig, load_json(path / "config.json")).dit
-    free = ("frame_cond", "motion_modules", "camera", "attention", "window")
+    free = ("frame_cond", "motion_modules", "camera", "frame_stride", "attention", "window")
     if dataclasses.replace(source, **{k: getattr(model.cfg, k) for k in free}) != model.cfg:
         raise KinemaError(f"dit.init_from {root}: its denoiser config differs from the recipe's model.dit beyond "
                           f"{', '.join(free)}; copy the model directory's config.json dit section into the recipe")
     missing, unexpected = model.load_state_dict(load_weights(path / "dit.safetensors"), strict=False)
-    if unexpected or any(not k.startswith(("frame_in.", "ref_in.", "motion.", "camera_in.")) for k in missing):
+    if unexpected or any(not k.startswith(("frame_in.", "ref_in.", "motion.", "camera_in.", "stride_in.")) for k in missing):
         raise KinemaError(f"dit.init_from {root}: its weights do not fit ({(unexpected or missing)[0]}); re-export it")
 
 
@@ -367,6 +384,10 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
     if mc.dit.camera and "camera" not in cache:
         raise KinemaError(f"dit.camera: the {world} world has no camera; train camera control on world: photos")
     cameras = to_device(cache["camera"], device) if mc.dit.camera else None
+    if mc.dit.frame_stride != ("stride" in cache):
+        raise KinemaError("model.dit.frame_stride and dit.strides go together: train a frame-stride model at "
+                          "several strides (e.g. dit.strides: [1, 2, 4]), and several strides with the condition")
+    strides = to_device(cache["stride"], device) if mc.dit.frame_stride else None
 
     model = build_denoiser(mc, seed, device, compile, checkpointing, stage.init_from, stage.train_only)
 
@@ -379,8 +400,8 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
         z0 = vae.normalize(z0)
         text = captions(combo[idx], g)
         frames = given_frames(z0, stage, g, mc.dit.frame_cond != "tokens")
-        cam = None if cameras is None else cameras[idx.to(device)]
-        loss = flow_loss(m, z0, Conditioning(text, frames, cam), stage.timesteps, g, stage.frame_noise)
+        cam, stride = (None if x is None else x[idx.to(device)] for x in (cameras, strides))
+        loss = flow_loss(m, z0, Conditioning(text, frames, cam, stride), stage.timesteps, g, stage.frame_noise)
         return loss, {}
 
     def sample_fn(m: MMDiT, ema, step: int):
