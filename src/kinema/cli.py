@@ -228,6 +228,17 @@ def _eval_camera(args: argparse.Namespace) -> None:
     _write_json(args.json, result)
 
 
+def _train_encoder(args: argparse.Namespace) -> None:
+    from kinema.eval.video_encoder import train_encoder
+
+    if args.steps < 1 or args.batch_size < 2:
+        raise KinemaError("--steps must be at least 1 and --batch-size at least 2 (a contrastive batch)")
+    with _stop_on_signals():
+        out = train_encoder(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, resume=args.resume,
+                            device=args.device, precision=args.precision)
+    print(f"wrote {out}")
+
+
 def _eval_temporal(args: argparse.Namespace) -> None:
     from kinema.eval.videos import evaluate_videos, format_temporal_table
 
@@ -404,6 +415,15 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--no-camera", action="store_true", help="give the first frame only, not the camera path")
     _oracle_eval_args(ec, "world")
     ec.set_defaults(func=_eval_camera)
+    tr = esub.add_parser("train-encoder", help="train kinema's video encoder for offline distances and retrieval "
+                                               "(contrastive against the frozen MiniLM; docs/evaluation.md)")
+    tr.add_argument("--out", required=True, help="directory for its checkpoints and the exported encoder")
+    tr.add_argument("--steps", type=int, default=2000)
+    tr.add_argument("--batch-size", type=int, default=32)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    _runtime_args(tr)
+    tr.set_defaults(func=_train_encoder)
     et = esub.add_parser("temporal", help="temporal metrics of video files: flicker, motion smoothness, frame "
                                           "consistency, motion magnitude, dynamic degree (OpenCV flow; docs/evaluation.md)")
     et.add_argument("paths", nargs="+", help="video files, or folders of them (.mp4, .gif, ...)")
