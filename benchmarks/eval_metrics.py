@@ -9,7 +9,9 @@ held-out photographs (a camera moving over real texture). Then, on level-2 clips
 object, the motion magnitude per pace word ("slowly", none, "quickly") against the object's
 known speed, in pixels per frame at 256 px, which is what VBench's dynamic threshold (6 px per
 frame at 8 fps) is read against. Last, the camera oracle (kinema.eval.camera_oracle) on
-photo-world clips: the motions it names against the recorded ones, also on reversed clips.
+photo-world clips: the motions it names against the recorded ones, also on reversed clips. With
+--encoder (kinema's trained video encoder), the distances FD / KVD / JEDi's form between two sets of
+Shapes clips, real against real and under each corruption, and text-to-video retrieval on each.
 """
 
 from __future__ import annotations
@@ -86,12 +88,61 @@ def camera_table(result: dict, clips: int) -> None:
     result["camera"]["per_motion"] = {m: float(np.mean(v)) for m, v in per_motion.items()}
 
 
+def distance_table(result: dict, encoder: str, clips: int) -> None:
+    """With a trained encoder (kinema eval train-encoder): FD, KVD and JEDi's form between a set of
+    held-out-seed world clips and (a) another such set, the real-versus-real floor, (b) that set
+    under each corruption; and text-to-video retrieval on the clean and corrupted sets."""
+    from kinema.config import TextConfig
+    from kinema.data.captions import canonical_caption
+    from kinema.eval.distances import distances
+    from kinema.eval.features import extract
+    from kinema.eval.video_encoder import load_encoder, retrieval
+    from kinema.text.encoders import load_text_encoder
+
+    extractor = load_encoder(encoder)
+    text_encoder = load_text_encoder(TextConfig())
+    seen = shapes.combos(held_out=False)
+
+    def clip_set(offset: int):
+        out, prompts = [], []
+        for i in range(clips):
+            combo = seen[(offset + i) % len(seen)]
+            out.append(shapes.sample_clip(95_000_000 + offset + i, combo, frames=17, size=64)[0])
+            prompts.append(canonical_caption(*combo))
+        return np.stack(out), prompts
+
+    ref, _ = clip_set(0)
+    other, prompts = clip_set(clips)
+    ref_stats = extract(extractor, ref)
+    rows = {"real vs real": (other, None)}
+    rows.update({name: (np.stack([fn(v, seed=i) for i, v in enumerate(other)]), name) for name, fn in corruptions.CORRUPTIONS.items()})
+    print(f"\nDistances with {extractor.spec.name} ({clips} Shapes clips per set, held-out seeds)\n")
+    print("| set against the reference | FD | KVD | JEDi form | retrieval R@1 | cosine own / other |")
+    print("|---|---:|---:|---:|---:|---:|")
+    result["distances"] = {}
+    for name, (videos, _) in rows.items():
+        d = distances(ref_stats, extract(extractor, videos))
+        r = retrieval(extractor, videos, prompts, text_encoder)
+        fd = next(v for k, v in d.items() if k.startswith(("FD", "FVD")))
+        result["distances"][name] = {**d, **r}
+        print(f"| {name} | {fd:.3f} | {d['KVD']:.4f} | {d['JEDi-form']:.3f} | {r['r_at_1']:.1%} | "
+              f"{r['cos_own']:.3f} / {r['cos_other']:.3f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=32)
+    ap.add_argument("--encoder", default=None, help="a trained video encoder (kinema eval train-encoder): adds the distances")
+    ap.add_argument("--distance-clips", type=int, default=256, help="clips per set for the distances")
+    ap.add_argument("--distances-only", action="store_true", help="with --encoder: the distance table alone")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     result = {"clips": args.clips, "worlds": {}}
+    if args.distances_only:
+        if not args.encoder:
+            raise SystemExit("--distances-only needs --encoder DIR")
+        distance_table(result, args.encoder, args.distance_clips)
+        return write(result, args.json)
     names = list(temporal.METRICS)
     for world in ("shapes", "photos"):
         clips = world_clips(world, args.clips)
@@ -121,10 +172,16 @@ def main() -> None:
         print(f"| {word} | {len(known)} | {known.mean():.2f} | {measured.mean():.2f} | {(measured / known).mean():.3f} | "
               f"{dyn.mean():.2f} |")
     camera_table(result, args.clips * 2)
-    if args.json:
-        with open(args.json, "w") as f:
+    if args.encoder:
+        distance_table(result, args.encoder, args.distance_clips)
+    write(result, args.json)
+
+
+def write(result: dict, path: str | None) -> None:
+    if path:
+        with open(path, "w") as f:
             json.dump(result, f, indent=1)
-        print(f"wrote {args.json}")
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":
