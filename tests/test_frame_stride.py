@@ -91,8 +91,9 @@ def test_a_stride_recipe_draws_bouncing_clips_at_each_stride(stride_model_dir):
     assert np.array_equal(clip, shapes.sample_bouncing_clip(seed, seen[int(combo[i])], frames=17, size=32)[0][::2])
 
 
-def test_the_keyframe_route_gives_each_fine_clip_its_keyframes(stride_model_dir, monkeypatch):
-    pipe = load_pipeline(stride_model_dir, device="cpu", precision="fp32")
+def spied_pipeline(model_dir, monkeypatch):
+    """The pipeline, and the list of (keyword arguments, output) of each of its calls."""
+    pipe = load_pipeline(model_dir, device="cpu", precision="fp32")
     calls, real = [], type(pipe).__call__
 
     def spy(self, prompt, **kw):
@@ -101,6 +102,11 @@ def test_the_keyframe_route_gives_each_fine_clip_its_keyframes(stride_model_dir,
         return out
 
     monkeypatch.setattr(type(pipe), "__call__", spy)
+    return pipe, calls
+
+
+def test_the_keyframe_route_gives_each_fine_clip_its_keyframes(stride_model_dir, monkeypatch):
+    pipe, calls = spied_pipeline(stride_model_dir, monkeypatch)
     video = strided_video(pipe, "a red circle", 17, "keyframe", stride=2, steps=1)
     (coarse_kw, coarse), fine = calls[0], calls[1:]
     assert coarse_kw["stride"] == 2 and len(fine) == 2 and video.shape == (17, 32, 32, 3)
@@ -111,15 +117,7 @@ def test_the_keyframe_route_gives_each_fine_clip_its_keyframes(stride_model_dir,
 
 
 def test_the_coarse2fine_route_refines_the_blended_clip(stride_model_dir, monkeypatch):
-    pipe = load_pipeline(stride_model_dir, device="cpu", precision="fp32")
-    calls, real = [], type(pipe).__call__
-
-    def spy(self, prompt, **kw):
-        out = real(self, prompt, **kw)
-        calls.append((kw, out))
-        return out
-
-    monkeypatch.setattr(type(pipe), "__call__", spy)
+    pipe, calls = spied_pipeline(stride_model_dir, monkeypatch)
     video = strided_video(pipe, "a red circle", 17, "coarse2fine", stride=2, strength=0.3, steps=1)
     (_, coarse), fine = calls[0], calls[1:]
     dense = blend_in_time(coarse, 2)
