@@ -180,12 +180,14 @@ def test_eval_camera_on_the_world_and_a_model(tmp_path, capsys, camera_model_dir
     from kinema.cli import main
     from kinema.eval.camera_report import evaluate_camera
 
-    world = evaluate_camera("world", clips=3, progress=False)
+    world, kept = evaluate_camera("world", clips=3, progress=False, keep=1)
+    assert len(kept) == 2 and all(v.shape == (17, 64, 64, 3) for v in kept.values())
     assert world["summary"]["clip_psnr"]["mean"] == 100.0  # the true clips against themselves (PSNR_CAP)
     assert world["summary"]["path_error"]["mean"] < 1.0
     out = tmp_path / "cam.json"
     assert main(["eval", "camera", "--model", str(camera_model_dir), "--clips", "2", "--steps", "2",
-                 "--device", "cpu", "--precision", "fp32", "--json", str(out)]) == 0
+                 "--device", "cpu", "--precision", "fp32", "--json", str(out), "--html", str(tmp_path / "cam.html")]) == 0
+    assert (tmp_path / "cam.html").read_text().count("<img") == 1 + 4  # the chart, and 2 clips x (generated, true)
     result = json.loads(out.read_text())
     assert result["summary"]["first_psnr_recon"]["mean"] == 100.0  # concat clamps the first frame: the VAE's own
     assert result["summary"]["first_psnr"]["mean"] == pytest.approx(result["summary"]["recon_psnr"]["mean"])

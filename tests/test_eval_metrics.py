@@ -243,3 +243,75 @@ def test_eval_temporal_cli_on_a_folder(tmp_path, capsys):
     assert main(["eval", "temporal", str(tmp_path / "broken.mp4")]) == 2
     assert "cannot decode" in capsys.readouterr().err
     assert main(["eval", "temporal", str(tmp_path / "missing")]) == 2
+
+
+# -- the HTML report -----------------------------------------------------------------------------
+
+class _Checker:
+    """Well-formedness of the report: every opened tag that must close does, in order."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self):
+        from html.parser import HTMLParser
+
+        self.stack, self.images = [], []
+        checker = self
+
+        class P(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                if tag == "img":
+                    checker.images.append(dict(attrs))
+                if tag not in checker.VOID:
+                    checker.stack.append(tag)
+
+            def handle_endtag(self, tag):
+                assert checker.stack and checker.stack.pop() == tag, f"</{tag}> closes nothing open"
+
+        self.parser = P()
+
+
+def test_the_html_report_is_self_contained_and_well_formed(tmp_path, capsys):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from kinema.cli import main
+    from kinema.io.video import write_mp4
+
+    for i, (video, _) in enumerate(moving_clips(2)):
+        write_mp4(video, tmp_path / f"c{i}.mp4")
+    report = tmp_path / "r.html"
+    assert main(["eval", "temporal", str(tmp_path), "--html", str(report)]) == 0
+    page = report.read_text()
+    check = _Checker()
+    check.parser.feed(page)
+    assert check.stack == []
+    assert len(check.images) == 3 and all(img["src"].startswith("data:image/png;base64,") for img in check.images)
+    strip = Image.open(io.BytesIO(base64.b64decode(check.images[1]["src"].split(",", 1)[1])))
+    assert strip.size == (8 * 64 * 2, 64 * 2)  # 8 frames side by side, twice the size
+    assert "http" not in page.replace("http-equiv", "")  # nothing to fetch: it opens offline
+    assert main(["eval", "temporal", str(tmp_path), "--html", str(tmp_path / "r.txt")]) == 2
+    assert "ending in .html" in capsys.readouterr().err
+
+
+def test_the_html_report_renders_in_headless_chromium(tmp_path):
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium); the well-formedness test above still runs")
+    from kinema.eval.html import write_report
+
+    video, _ = moving_clips(1)[0]
+    page = write_report(tmp_path / "r.html", "a test", {"flicker": {"mean": 0.99, "low": 0.98, "high": 1.0}}, {"seed": 0},
+                        {"a clip": video})
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1000,1400", page.as_uri()], check=True, capture_output=True, timeout=120)
+    from PIL import Image
+
+    image = np.asarray(Image.open(shot).convert("RGB"))
+    assert image.shape[0] > 100 and image.std() > 5  # drawn, not blank

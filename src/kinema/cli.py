@@ -222,10 +222,12 @@ def _eval_camera(args: argparse.Namespace) -> None:
 
     if args.clips < 1:
         raise KinemaError(f"--clips {args.clips}: use 1 or more")
-    result = evaluate_camera(args.model, clips=args.clips, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
-                             shift=args.shift, device=args.device, precision=args.precision, use_camera=not args.no_camera)
+    result, kept = evaluate_camera(args.model, clips=args.clips, steps=args.steps, guidance=args.guidance,
+                                   sampler=args.sampler, shift=args.shift, device=args.device, precision=args.precision,
+                                   use_camera=not args.no_camera, keep=4 if args.html else 0)
     print(format_camera_table(result))
     _write_json(args.json, result)
+    _write_html(args.html, f"kinema eval camera: {args.model}", result, kept)
 
 
 def _train_encoder(args: argparse.Namespace) -> None:
@@ -242,9 +244,18 @@ def _train_encoder(args: argparse.Namespace) -> None:
 def _eval_temporal(args: argparse.Namespace) -> None:
     from kinema.eval.videos import evaluate_videos, format_temporal_table
 
-    result = evaluate_videos(args.paths, fps=args.fps)
+    result, kept = evaluate_videos(args.paths, fps=args.fps, keep=6 if args.html else 0)
     print(format_temporal_table(result))
     _write_json(args.json, result)
+    _write_html(args.html, f"kinema eval temporal: {' '.join(args.paths)}", result, kept)
+
+
+def _write_html(path: str | None, title: str, result: dict, clips: dict) -> None:
+    if path:
+        from kinema.eval.html import write_report
+
+        settings = result.get("settings", {k: v for k, v in result.items() if k not in ("summary", "rows")})
+        print(f"wrote {write_report(path, title, result['summary'], settings, clips)}")
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -413,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "clip PSNR against the true camera path, the camera oracle's verdict")
     ec.add_argument("--clips", type=int, default=32, help="held-out photo clips (default 32)")
     ec.add_argument("--no-camera", action="store_true", help="give the first frame only, not the camera path")
+    ec.add_argument("--html", default=None, help="also write a self-contained HTML report here")
     _oracle_eval_args(ec, "world")
     ec.set_defaults(func=_eval_camera)
     tr = esub.add_parser("train-encoder", help="train kinema's video encoder for offline distances and retrieval "
@@ -429,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     et.add_argument("paths", nargs="+", help="video files, or folders of them (.mp4, .gif, ...)")
     et.add_argument("--fps", type=float, default=8.0, help="the clips' frame rate, for the dynamic threshold (default 8)")
     et.add_argument("--json", default=None)
+    et.add_argument("--html", default=None, help="also write a self-contained HTML report here")
     et.set_defaults(func=_eval_temporal)
 
     i = sub.add_parser("info", help="describe a model and the device / precision it would run with")

@@ -37,8 +37,10 @@ def eval_clips(clips: int, frames: int, size: int) -> list[tuple[np.ndarray, pho
 
 def evaluate_camera(model: str, clips: int = 32, steps: int = 25, guidance: float = 5.0, sampler: str = "euler",
                     shift: float | None = None, device: str = "auto", precision: str = "auto",
-                    use_camera: bool = True, progress: bool = True) -> dict:
+                    use_camera: bool = True, progress: bool = True, keep: int = 0) -> tuple[dict, dict]:
+    """(the result, for JSON; the first `keep` clips, generated and true, for a report's frame strips)."""
     t0 = time.time()
+    kept = {}
     pipe = None
     frames, size = 17, 64
     if model != "world":
@@ -60,6 +62,9 @@ def evaluate_camera(model: str, clips: int = 32, steps: int = 25, guidance: floa
             row.update(first_psnr=psnr(video[0], clip[0]), first_psnr_recon=psnr(video[0], recon),
                        recon_psnr=psnr(recon, clip[0]))
         row["clip_psnr"] = float(np.mean([psnr(a, b) for a, b in zip(video, clip)]))
+        if i < keep:
+            kept[f"{i}: {path.photo}, {' + '.join(path.motions)} (generated)"] = video
+            kept[f"{i}: the true camera path"] = clip
         judged = judge_camera(video, path)
         row.update(found=judged["motions"], right=float(judged["right"]), path_error=judged["path_error"])
         rows.append(row)
@@ -75,7 +80,7 @@ def evaluate_camera(model: str, clips: int = 32, steps: int = 25, guidance: floa
                 "camera": use_camera, "seconds": round(time.time() - t0, 1)}
     if pipe is not None:
         settings.update(device=pipe.runtime.device.type, precision=pipe.runtime.precision)
-    return {"summary": summary, "per_motion": per_motion, "settings": settings, "rows": rows}
+    return {"summary": summary, "per_motion": per_motion, "settings": settings, "rows": rows}, kept
 
 
 def format_camera_table(result: dict) -> str:

@@ -39,16 +39,19 @@ def mean_ci(values, resamples: int = 2000, seed: int = 0) -> tuple[float, float,
     return float(values.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
-def evaluate_videos(paths: list[str], fps: float = 8.0, progress: bool = True) -> dict:
+def evaluate_videos(paths: list[str], fps: float = 8.0, progress: bool = True, keep: int = 0) -> tuple[dict, dict]:
+    """(the result, for JSON; the first `keep` clips by file name, for a report's frame strips)."""
     files = video_files(paths)
-    rows = []
+    rows, kept = [], {}
     for f in tqdm(files, desc="eval temporal", disable=not progress, mininterval=2.0):
         video = read_video(f)
         if len(video) < 3:
             raise KinemaError(f"{f} has {len(video)} frames; the temporal metrics need at least 3")
         rows.append({"file": str(f), "frames": len(video), **temporal.temporal_scores(video, fps)})
+        if len(kept) < keep:
+            kept[f.name] = video
     summary = {name: dict(zip(("mean", "low", "high"), mean_ci([r[name] for r in rows]))) for name in temporal.METRICS}
-    return {"clips": len(rows), "fps": fps, "summary": summary, "rows": rows}
+    return {"clips": len(rows), "fps": fps, "summary": summary, "rows": rows}, kept
 
 
 def format_temporal_table(result: dict) -> str:
