@@ -193,3 +193,13 @@ def test_eval_camera_on_the_world_and_a_model(tmp_path, capsys, camera_model_dir
     assert result["summary"]["first_psnr"]["mean"] == pytest.approx(result["summary"]["recon_psnr"]["mean"])
     assert "motions right" in capsys.readouterr().out
     assert main(["eval", "camera", "--clips", "0"]) == 2
+
+
+def test_the_photos_suite_adds_the_temporal_metrics(camera_model_dir):
+    from kinema.eval.suite import run_suite
+
+    result, kept = run_suite("photos", str(camera_model_dir), clips=2, steps=1, device="cpu", precision="fp32",
+                             progress=False)
+    assert {"first_psnr_recon", "clip_psnr", "right", "flicker", "dynamic"} <= set(result["summary"])
+    assert all("motion_smoothness" in row for row in result["rows"]) and len(kept) == 4
+    assert result["settings"]["suite"] == "photos" and result["settings"]["clips"] == 2

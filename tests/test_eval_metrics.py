@@ -315,3 +315,28 @@ def test_the_html_report_renders_in_headless_chromium(tmp_path):
 
     image = np.asarray(Image.open(shot).convert("RGB"))
     assert image.shape[0] > 100 and image.std() > 5  # drawn, not blank
+
+
+# -- kinema eval suite ---------------------------------------------------------------------------
+
+def test_the_shapes_suite_on_the_world_with_an_encoder(tmp_path, capsys, monkeypatch):
+    """The world's own clips: the oracle's ceiling and distances at the real-versus-real floor."""
+    import json
+
+    from kinema.cli import main
+    from kinema.data import shapes as world
+    from kinema.eval.video_encoder import EncoderConfig, train_encoder
+
+    every = world.combos
+    monkeypatch.setattr(world, "combos", lambda held_out=None: every(held_out)[::9])  # 18 of the 162 prompts
+    enc = train_encoder(tmp_path / "enc", steps=2, batch_size=4, device="cpu", precision="fp32",
+                        cfg=EncoderConfig(channels=(8, 8), dim=8, frames=4, size=16))
+    out = tmp_path / "s.json"
+    assert main(["eval", "suite", "shapes", "--model", "world", "--encoder", str(enc), "--json", str(out),
+                 "--html", str(tmp_path / "s.html")]) == 0
+    result = json.loads(out.read_text())
+    assert result["summary"]["colour"]["mean"] == 1.0 and result["summary"]["direction"]["mean"] == 1.0
+    assert set(result["distances"]) == {"generated", "real vs real"} and len(result["rows"]) == 18
+    assert "motion_smoothness" in result["summary"] and (tmp_path / "s.html").is_file()
+    assert main(["eval", "suite", "nothing", "--model", "world"]) == 2
+    assert "unknown suite 'nothing'" in capsys.readouterr().err

@@ -230,6 +230,19 @@ def _eval_camera(args: argparse.Namespace) -> None:
     _write_html(args.html, f"kinema eval camera: {args.model}", result, kept)
 
 
+def _eval_suite(args: argparse.Namespace) -> None:
+    from kinema.eval.suite import format_suite, run_suite
+
+    if args.seeds < 1 or args.clips < 1:
+        raise KinemaError("--seeds and --clips must be at least 1")
+    result, kept = run_suite(args.name, args.model, seeds=args.seeds, clips=args.clips, encoder=args.encoder,
+                             steps=args.steps, guidance=args.guidance, sampler=args.sampler, shift=args.shift,
+                             device=args.device, precision=args.precision)
+    print(format_suite(result))
+    _write_json(args.json, result)
+    _write_html(args.html, f"kinema eval suite {args.name}: {args.model}", result, kept)
+
+
 def _train_encoder(args: argparse.Namespace) -> None:
     from kinema.eval.video_encoder import train_encoder
 
@@ -427,6 +440,16 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--html", default=None, help="also write a self-contained HTML report here")
     _oracle_eval_args(ec, "world")
     ec.set_defaults(func=_eval_camera)
+    su = esub.add_parser("suite", help="a named suite (shapes, photos): every applicable metric with 95% intervals, "
+                                       "JSON and an HTML report (docs/evaluation.md)")
+    su.add_argument("name", help="shapes (the Shapes prompts: oracle, temporal metrics, distances) or photos "
+                                 "(image-to-video and camera control on held-out photographs)")
+    su.add_argument("--seeds", type=int, default=1, help="shapes: seeds per prompt (default 1)")
+    su.add_argument("--clips", type=int, default=32, help="photos: held-out clips (default 32)")
+    su.add_argument("--encoder", default=None, help="shapes: a trained video encoder (kinema eval train-encoder) for the distances")
+    su.add_argument("--html", default=None, help="also write a self-contained HTML report here")
+    _oracle_eval_args(su, DEFAULT_MODEL)
+    su.set_defaults(func=_eval_suite)
     tr = esub.add_parser("train-encoder", help="train kinema's video encoder for offline distances and retrieval "
                                                "(contrastive against the frozen MiniLM; docs/evaluation.md)")
     tr.add_argument("--out", required=True, help="directory for its checkpoints and the exported encoder")

@@ -1,5 +1,5 @@
-"""A self-contained HTML report of an evaluation: its summary table, a bar chart of each figure
-with its 95% interval (matplotlib), and frame strips of some clips, all inlined (PNG as base64), so
+"""A self-contained HTML report of an evaluation: its summary table, a chart of each figure's mean
+and 95% interval on its own scale (matplotlib), and frame strips of some clips, all inlined (PNG as base64), so
 one file opens offline in any browser.
 
     write_report(path, title, summary, settings, clips={"caption": uint8 [T, H, W, 3], ...})
@@ -36,7 +36,8 @@ def frame_strip(video: np.ndarray, frames: int = 8, scale: int = 2) -> np.ndarra
 
 
 def summary_chart(summary: dict[str, dict[str, float]]) -> str:
-    """A horizontal bar per figure, its 95% interval as an error bar: a PNG data URI."""
+    """One small panel per figure (each on its own scale: PSNR in dB beside shares), the mean as a
+    point and its 95% interval as a bar: a PNG data URI."""
     try:
         import matplotlib
 
@@ -44,13 +45,15 @@ def summary_chart(summary: dict[str, dict[str, float]]) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         raise KinemaError("the HTML report draws with matplotlib: pip install 'kinema[eval]'") from None
-    names = list(summary)
-    means = np.array([summary[n]["mean"] for n in names])
-    err = np.array([[summary[n]["mean"] - summary[n]["low"], summary[n]["high"] - summary[n]["mean"]] for n in names]).T
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1), dpi=100)
-    ax.barh(names, means, xerr=err, color="#4c72b0", capsize=3)
-    ax.invert_yaxis()
-    ax.set_xlabel("mean (95% bootstrap interval)")
+    fig, axes = plt.subplots(len(summary), 1, figsize=(6, 0.6 * len(summary) + 0.4), dpi=100, squeeze=False)
+    for ax, (name, s) in zip(axes[:, 0], summary.items()):
+        ax.errorbar([s["mean"]], [0], xerr=[[s["mean"] - s["low"]], [s["high"] - s["mean"]]], fmt="o", color="#4c72b0",
+                    capsize=4)
+        ax.set_yticks([])
+        ax.set_ylabel(name, rotation=0, ha="right", va="center")
+        pad = max(s["high"] - s["low"], abs(s["mean"]) * 0.01, 1e-3)
+        ax.set_xlim(s["low"] - pad, s["high"] + pad)
+        ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
