@@ -9,8 +9,7 @@ import torch
 from kinema.errors import KinemaError
 from kinema.eval.distances import distances
 from kinema.eval.features import extract, sha256_of
-from kinema.eval.video_encoder import (EncoderConfig, VideoEncoder, contrastive_loss, encoder_batch, load_encoder,
-                                       train_encoder)
+from kinema.eval.video_encoder import EncoderConfig, VideoEncoder, contrastive_loss, encoder_batch, load_encoder, train_encoder
 
 TINY = EncoderConfig(channels=(8, 8), dim=16, frames=4, size=16)
 
