@@ -96,6 +96,14 @@ GENERATE_CASES = [
     (["--long", "ar", "--frames", "21"], ["makes 9 + 8n frames; --frames 21 is not one"]),
     (["--long", "ar", "--frames", "25", "--context", "0"], ["--context 0: give at least 1 latent frame"]),
     (["--long", "ar", "--end-image", "IMGS/grey.png"], ["--long continues a clip chunk by chunk: it takes --image"]),
+    (["--long", "keyframe", "--frames", "32"], ["--long keyframe with --stride 4 makes 1 + 8 x 4 = 33 frames"]),
+    (["--long", "coarse2fine", "--stride", "3", "--frames", "25"], ["--stride 3", "2, 4, 8"]),
+    (["--long", "keyframe", "--frames", "33"], ["needs a model trained at several frame strides"]),
+    (["--long", "ar", "--camera", "zoom-in"], ["it takes --image, not --video, --end-image or --camera"]),
+    (["--camera", "dolly-in"], ["unknown camera motion 'dolly-in'", "pan-left"]),
+    (["--camera", "zoom-in,zoom-out"], ["at most one of each kind"]),
+    (["--camera", "pan-left"], ["this model has no camera control"]),
+    (["--strength", "0.3"], ["--strength sets how much of an input video to keep"]),
 ]
 
 
