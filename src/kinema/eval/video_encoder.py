@@ -40,7 +40,7 @@ class EncoderConfig:
     dim: int = 256          # the feature width D
     text_dim: int = 384     # MiniLM's pooled width
     frames: int = 8         # clips are sampled to this many frames (kinema.eval.features.fit_clip)
-    size: int = 32          # and resized to this side: about 0.3 s a training step of 32 clips on 2 CPU cores
+    size: int = 32          # and resized to this side
 
 
 class VideoEncoder(nn.Module):
