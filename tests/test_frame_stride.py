@@ -2,6 +2,7 @@
 (kinema.pipelines.long: keyframe, coarse2fine; issue 12)."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,3 +142,13 @@ def test_strided_routes_from_the_cli_and_their_errors(tmp_path, capsys, stride_m
     assert not (tmp_path / "bad.mp4").exists()
     with pytest.raises(KinemaError, match="no frame-stride condition"):
         load_pipeline(tiny_model_dir, device="cpu", precision="fp32")("a red circle", num_frames=9, steps=1, stride=2)
+
+
+def test_strides_on_another_world_are_refused():
+    from kinema.config import ModelConfig
+    from kinema.train.dit_stage import DiTStage, training_clips
+
+    mc = from_dict(ModelConfig, tiny_recipe_dict(Path("unused"))["model"])
+    for world in ("scenes", "photos"):
+        with pytest.raises(KinemaError, match="train on world shapes only"):
+            training_clips(world, DiTStage(num_clips=4, strides=(1, 4)), mc, seed=0)

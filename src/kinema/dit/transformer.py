@@ -269,7 +269,7 @@ class MMDiT(nn.Module):
         if (cfg.positions != "rope" or cfg.rope_layout == "mochi" or self.motion or cfg.shape_condition or cfg.camera
                 or cfg.frame_stride or sp.group()):
             return ("a KV cache needs fixed RoPE positions (rope_layout per_head or ltx) and no motion modules, "
-                    "clip-shape conditioning, camera control or sequence parallelism")
+                    "clip-shape, camera or frame-stride conditioning, or sequence parallelism")
         return None
 
     def run(self, img: torch.Tensor, txt: torch.Tensor, vec: Vec, txt_vec: Vec, angles: torch.Tensor | None,

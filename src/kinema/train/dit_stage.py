@@ -118,6 +118,8 @@ def training_clips(world: str, stage: DiTStage, mc: ModelConfig, seed: int):
     rng = np.random.default_rng([seed, 7])
     rand = random.Random(seed)
     n, k = stage.num_clips, stage.captions_per_combo
+    if world != "shapes" and tuple(stage.strides) != (1,):
+        raise KinemaError(f"dit.strides {list(stage.strides)}: several frame strides train on world shapes only")
     if world == "photos":
         paths = [photos.photo_path(int(s), mc.frames) for s in rng.integers(0, 2**62, size=n)]
 
@@ -145,8 +147,6 @@ def training_clips(world: str, stage: DiTStage, mc: ModelConfig, seed: int):
             variants = caption_variants(*combo)
             captions.append([variants[0]] + rand.sample(variants[1:], min(k - 1, len(variants) - 1)))
         return render, torch.tensor(combo_idx), captions, None, clip_strides
-    if tuple(stage.strides) != (1,):
-        raise KinemaError(f"dit.strides {list(stage.strides)}: several frame strides train on world shapes only")
     clip_seeds = rng.integers(0, 2**62, size=n)
     scene_list = [scenes.sample_scene(int(s), frames=mc.frames, size=mc.height)[0] for s in clip_seeds]
 
