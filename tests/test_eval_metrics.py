@@ -340,3 +340,11 @@ def test_the_shapes_suite_on_the_world_with_an_encoder(tmp_path, capsys, monkeyp
     assert "motion_smoothness" in result["summary"] and (tmp_path / "s.html").is_file()
     assert main(["eval", "suite", "nothing", "--model", "world"]) == 2
     assert "unknown suite 'nothing'" in capsys.readouterr().err
+
+
+def test_temporal_scores_reuse_the_flow_and_agree_with_each_metric():
+    video, _ = moving_clips(1)[0]
+    scores = temporal.temporal_scores(video)
+    assert scores["dynamic"] == float(temporal.is_dynamic(video))
+    assert scores["motion_magnitude"] == pytest.approx(temporal.motion_magnitudes(video).mean())
+    assert temporal.temporal_scores(corruptions.freeze(video), fps=24)["dynamic"] == 0.0  # thinned: its own flow

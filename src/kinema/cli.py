@@ -222,12 +222,22 @@ def _eval_camera(args: argparse.Namespace) -> None:
 
     if args.clips < 1:
         raise KinemaError(f"--clips {args.clips}: use 1 or more")
-    result, kept = evaluate_camera(args.model, clips=args.clips, steps=args.steps, guidance=args.guidance,
-                                   sampler=args.sampler, shift=args.shift, device=args.device, precision=args.precision,
-                                   use_camera=not args.no_camera, keep=4 if args.html else 0)
-    print(format_camera_table(result))
+    result, kept = evaluate_camera(args.model, clips=args.clips, use_camera=not args.no_camera,
+                                   keep=4 if args.html else 0, **_sampling(args))
+    _report(args, f"kinema eval camera: {args.model}", format_camera_table(result), result, kept)
+
+
+def _sampling(args: argparse.Namespace) -> dict:
+    """The sampling and runtime settings of an eval that generates (`_oracle_eval_args`)."""
+    return dict(steps=args.steps, guidance=args.guidance, sampler=args.sampler, shift=args.shift, device=args.device,
+                precision=args.precision)
+
+
+def _report(args: argparse.Namespace, title: str, table: str, result: dict, kept: dict) -> None:
+    """Print an eval's table, then write its --json and --html when asked."""
+    print(table)
     _write_json(args.json, result)
-    _write_html(args.html, f"kinema eval camera: {args.model}", result, kept)
+    _write_html(args.html, title, result, kept)
 
 
 def _eval_suite(args: argparse.Namespace) -> None:
@@ -236,11 +246,8 @@ def _eval_suite(args: argparse.Namespace) -> None:
     if args.seeds < 1 or args.clips < 1:
         raise KinemaError("--seeds and --clips must be at least 1")
     result, kept = run_suite(args.name, args.model, seeds=args.seeds, clips=args.clips, encoder=args.encoder,
-                             steps=args.steps, guidance=args.guidance, sampler=args.sampler, shift=args.shift,
-                             device=args.device, precision=args.precision)
-    print(format_suite(result))
-    _write_json(args.json, result)
-    _write_html(args.html, f"kinema eval suite {args.name}: {args.model}", result, kept)
+                             **_sampling(args))
+    _report(args, f"kinema eval suite {args.name}: {args.model}", format_suite(result), result, kept)
 
 
 def _train_encoder(args: argparse.Namespace) -> None:
@@ -258,9 +265,7 @@ def _eval_temporal(args: argparse.Namespace) -> None:
     from kinema.eval.videos import evaluate_videos, format_temporal_table
 
     result, kept = evaluate_videos(args.paths, fps=args.fps, keep=6 if args.html else 0)
-    print(format_temporal_table(result))
-    _write_json(args.json, result)
-    _write_html(args.html, f"kinema eval temporal: {' '.join(args.paths)}", result, kept)
+    _report(args, f"kinema eval temporal: {' '.join(args.paths)}", format_temporal_table(result), result, kept)
 
 
 def _write_html(path: str | None, title: str, result: dict, clips: dict) -> None:

@@ -74,12 +74,16 @@ def motion_magnitudes(video: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-def is_dynamic(video: np.ndarray, fps: float = 8.0) -> bool:
-    """VBench's rule, frames first taken at about 8 fps."""
+def is_dynamic(video: np.ndarray, fps: float = 8.0, magnitudes: np.ndarray | None = None) -> bool:
+    """VBench's rule, frames first taken at about 8 fps. `magnitudes`: the clip's motion_magnitudes,
+    when already computed and the clip needs no thinning (fps of 12 or less)."""
     video = check_clip(video)
-    video = video[::max(1, round(fps / 8.0))]
+    step = max(1, round(fps / 8.0))
+    video = video[::step]
+    if magnitudes is None or step > 1:
+        magnitudes = motion_magnitudes(video)
     threshold = max(1.0, 8.0 / fps) * MOVE_THRESHOLD
-    return bool((motion_magnitudes(video) > threshold).sum() >= round(4 * len(video) / 16.0))
+    return bool((magnitudes > threshold).sum() >= round(4 * len(video) / 16.0))
 
 
 def dynamic_degree(videos, fps: float = 8.0) -> float:
@@ -138,6 +142,7 @@ METRICS = ("flicker", "motion_smoothness", "frame_consistency", "motion_magnitud
 def temporal_scores(video: np.ndarray, fps: float = 8.0) -> dict[str, float]:
     """Every metric of one clip (at least 3 frames), `dynamic` judged at `fps`."""
     video = check_clip(video, min_frames=3)
+    magnitudes = motion_magnitudes(video)  # (the flow of each pair, computed once for both figures)
     return {"flicker": flicker(video), "motion_smoothness": motion_smoothness(video),
-            "frame_consistency": frame_consistency(video), "motion_magnitude": float(motion_magnitudes(video).mean()),
-            "dynamic": float(is_dynamic(video, fps))}
+            "frame_consistency": frame_consistency(video), "motion_magnitude": float(magnitudes.mean()),
+            "dynamic": float(is_dynamic(video, fps, magnitudes))}
