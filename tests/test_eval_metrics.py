@@ -338,6 +338,12 @@ def test_the_shapes_suite_on_the_world_with_an_encoder(tmp_path, capsys, monkeyp
     assert result["summary"]["colour"]["mean"] == 1.0 and result["summary"]["direction"]["mean"] == 1.0
     assert set(result["distances"]) == {"generated", "real vs real"} and len(result["rows"]) == 18
     assert "motion_smoothness" in result["summary"] and (tmp_path / "s.html").is_file()
+    # without --encoder, the shipped one; "none" skips the distances
+    assert main(["eval", "suite", "shapes", "--model", "world", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["encoder"] == "video-encoder" and "FD-kinema-shapes-video-encoder" in result["distances"]["generated"]
+    assert main(["eval", "suite", "shapes", "--model", "world", "--encoder", "none", "--json", str(out)]) == 0
+    assert "distances" not in json.loads(out.read_text())
     assert main(["eval", "suite", "nothing", "--model", "world"]) == 2
     assert "unknown suite 'nothing'" in capsys.readouterr().err
 

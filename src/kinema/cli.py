@@ -451,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(image-to-video and camera control on held-out photographs)")
     su.add_argument("--seeds", type=int, default=1, help="shapes: seeds per prompt (default 1)")
     su.add_argument("--clips", type=int, default=32, help="photos: held-out clips (default 32)")
-    su.add_argument("--encoder", default=None, help="shapes: a trained video encoder (kinema eval train-encoder) for the distances")
+    su.add_argument("--encoder", default=None, help="shapes: the video encoder for the distances and retrieval: the shipped "
+                                                  "one by default, a directory from `kinema eval train-encoder`, or none")
     su.add_argument("--html", default=None, help="also write a self-contained HTML report here")
     _oracle_eval_args(su, DEFAULT_MODEL)
     su.set_defaults(func=_eval_suite)

@@ -3,7 +3,8 @@ each with a bootstrap 95% interval over the clips, a JSON and an HTML report.
 
 shapes: the 162 canonical Shapes prompts x `seeds` (kinema.eval.report's jobs), each clip judged
     by the oracle (colour, shape, direction, all three, one-object frames) and by the temporal
-    metrics (kinema.eval.temporal); with `encoder` (kinema eval train-encoder), the distances
+    metrics (kinema.eval.temporal); with a video encoder (the shipped one unless `encoder` names
+    another from `kinema eval train-encoder`, or is "none"), the distances
     (FD, KVD, JEDi's form) of the generated clips to world clips of the same prompts, beside the
     same distances between two sets of world clips (the real-versus-real floor), and text-video
     retrieval on the generated clips.
@@ -101,9 +102,12 @@ def run_suite(suite: str, model: str, *, seeds: int = 1, clips: int = 32, encode
         raise KinemaError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
     t0 = time.time()
     if suite == "shapes":
+        from kinema.eval.video_encoder import SHIPPED
+
+        encoder = SHIPPED if encoder is None else None if encoder == "none" else encoder
         result, kept = shapes_suite(model, seeds=seeds, encoder=encoder, progress=progress, **sampling)
     else:
-        if encoder:
+        if encoder not in (None, "none"):
             raise KinemaError("--encoder: kinema's video encoder is trained on Shapes clips; the photos suite has no "
                               "distances yet")
         result, kept = photos_suite(model, clips=clips, progress=progress, **sampling)

@@ -32,6 +32,7 @@ from kinema.eval.features import FeatureSpec, fit_clip, sha256_of
 
 ENCODER_SEED = 7_000_000_000  # clip seeds from here: apart from every generator recipe's draws
 NAME = "kinema-shapes-video-encoder"
+SHIPPED = "video-encoder"  # src/kinema/weights/video-encoder: `kinema eval train-encoder --steps 2000`, its log beside it
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,9 @@ def save_encoder(out: Path, model: VideoEncoder) -> Path:
 def load_encoder(path: str | Path) -> EncoderExtractor:
     from kinema.io.weights import load_weights
 
-    path = Path(path)
+    from kinema.pipelines.registry import resolve
+
+    path = resolve(path)
     weights = path / "encoder.safetensors"
     if not weights.is_file() or not (path / "encoder.json").is_file():
         raise KinemaError(f"no trained video encoder at {path}; train one with `kinema eval train-encoder --out {path}`")
