@@ -246,7 +246,7 @@ def _eval_suite(args: argparse.Namespace) -> None:
     if args.seeds < 1 or args.clips < 1:
         raise KinemaError("--seeds and --clips must be at least 1")
     result, kept = run_suite(args.name, args.model, seeds=args.seeds, clips=args.clips, encoder=args.encoder,
-                             **_sampling(args))
+                             i3d=args.i3d, **_sampling(args))
     _report(args, f"kinema eval suite {args.name}: {args.model}", format_suite(result), result, kept)
 
 
@@ -266,6 +266,26 @@ def _eval_temporal(args: argparse.Namespace) -> None:
 
     result, kept = evaluate_videos(args.paths, fps=args.fps, keep=6 if args.html else 0)
     _report(args, f"kinema eval temporal: {' '.join(args.paths)}", format_temporal_table(result), result, kept)
+
+
+def _eval_distances(args: argparse.Namespace) -> None:
+
+    from kinema.eval.videos import evaluate_distances
+
+    if args.i3d:
+        from kinema.eval.i3d import load_i3d
+
+        extractor = load_i3d(args.i3d)
+    else:
+        from kinema.eval.video_encoder import SHIPPED, load_encoder
+
+        extractor = load_encoder(args.encoder or SHIPPED)
+    result = evaluate_distances([args.real], [args.generated], extractor)
+    print(f"{result['generated']['clips']} generated against {result['real']['clips']} real videos, "
+          f"features of {extractor.spec.name}:")
+    print("\n".join(f"  {k} {v:.4f}" for k, v in result["distances"].items()))
+    if args.json:
+        _write_json(args.json, result)
 
 
 def _write_html(path: str | None, title: str, result: dict, clips: dict) -> None:
@@ -453,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--clips", type=int, default=32, help="photos: held-out clips (default 32)")
     su.add_argument("--encoder", default=None, help="shapes: the video encoder for the distances and retrieval: the shipped "
                                                   "one by default, a directory from `kinema eval train-encoder`, or none")
+    su.add_argument("--i3d", default=None, help="shapes: a Kinetics-400 I3D file you have (.pt, .safetensors, or "
+                                                "DeepMind's variables as .npz) for FVD beside the encoder's distances")
     su.add_argument("--html", default=None, help="also write a self-contained HTML report here")
     _oracle_eval_args(su, DEFAULT_MODEL)
     su.set_defaults(func=_eval_suite)
@@ -465,6 +487,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     _runtime_args(tr)
     tr.set_defaults(func=_train_encoder)
+    ed = esub.add_parser("distances", help="FVD (with an I3D file you have) or kinema's encoder distances, KVD "
+                                           "and JEDi's form between two folders of videos (docs/evaluation.md)")
+    ed.add_argument("real", help="a folder of real videos, or one file")
+    ed.add_argument("generated", help="a folder of generated videos, or one file")
+    ed.add_argument("--i3d", default=None, help="a Kinetics-400 I3D file (.pt, .safetensors, or DeepMind's "
+                                                "variables as .npz): the distance is then FVD")
+    ed.add_argument("--encoder", default=None, help="kinema's video encoder instead (default: the shipped one)")
+    ed.add_argument("--json", default=None, help="also write the result here")
+    ed.set_defaults(func=_eval_distances)
     et = esub.add_parser("temporal", help="temporal metrics of video files: flicker, motion smoothness, frame "
                                           "consistency, motion magnitude, dynamic degree (OpenCV flow; docs/evaluation.md)")
     et.add_argument("paths", nargs="+", help="video files, or folders of them (.mp4, .gif, ...)")

@@ -40,7 +40,19 @@ def world_set(jobs, offset: int) -> np.ndarray:
     return np.stack([shapes.sample_clip(offset + s, combo, frames=17, size=64)[0] for combo, s in jobs])
 
 
-def shapes_suite(model: str, seeds: int = 1, encoder: str | None = None, progress: bool = True, **sampling) -> tuple[dict, dict]:
+def world_distances(extractor, generated: np.ndarray, jobs) -> dict[str, dict[str, float]]:
+    """The distances of the generated clips to world clips of the same prompts, and of a second
+    set of world clips to the first: the real-versus-real floor."""
+    from kinema.eval.distances import distances
+    from kinema.eval.features import extract
+
+    real_stats = extract(extractor, world_set(jobs, 30_000))
+    return {"generated": distances(extract(extractor, generated), real_stats),
+            "real vs real": distances(extract(extractor, world_set(jobs, 31_000)), real_stats)}
+
+
+def shapes_suite(model: str, seeds: int = 1, encoder: str | None = None, i3d: str | None = None,
+                 progress: bool = True, **sampling) -> tuple[dict, dict]:
     from kinema.eval.report import _world_generator, score
 
     device, precision = sampling.pop("device", "auto"), sampling.pop("precision", "auto")
@@ -64,20 +76,19 @@ def shapes_suite(model: str, seeds: int = 1, encoder: str | None = None, progres
     rows = result.pop("rows")
     out = {"summary": summarise(rows, ORACLE + temporal.METRICS),
            "splits": {k: result[k] for k in ("seen", "held_out")}, "rows": rows}
+    jobs = [job for job, _ in videos]
+    generated = np.stack([v for _, v in videos])
+    if i3d:
+        from kinema.eval.i3d import load_i3d
+
+        out["distances_i3d"] = world_distances(load_i3d(i3d), generated, jobs)
     if encoder:
         from kinema.config import TextConfig
-        from kinema.eval.distances import distances
-        from kinema.eval.features import extract
         from kinema.eval.video_encoder import load_encoder, retrieval
         from kinema.text.encoders import load_text_encoder
 
         extractor = load_encoder(encoder)
-        jobs = [job for job, _ in videos]
-        generated = np.stack([v for _, v in videos])
-        real, real2 = world_set(jobs, 30_000), world_set(jobs, 31_000)
-        real_stats = extract(extractor, real)
-        out["distances"] = {"generated": distances(extract(extractor, generated), real_stats),
-                            "real vs real": distances(extract(extractor, real2), real_stats)}
+        out["distances"] = world_distances(extractor, generated, jobs)
         out["retrieval"] = retrieval(extractor, generated, [canonical_caption(*c) for c, _ in jobs],
                                      load_text_encoder(TextConfig()))
     kept = {f"{canonical_caption(*combo)} (seed {s})": v for (combo, s), v in videos[:6]}
@@ -96,7 +107,7 @@ def photos_suite(model: str, clips: int = 32, progress: bool = True, **sampling)
 
 
 def run_suite(suite: str, model: str, *, seeds: int = 1, clips: int = 32, encoder: str | None = None,
-              progress: bool = True, **sampling) -> tuple[dict, dict]:
+              i3d: str | None = None, progress: bool = True, **sampling) -> tuple[dict, dict]:
     """(the suite's result, for JSON; a few clips, for the report)."""
     if suite not in SUITES:
         raise KinemaError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
@@ -105,14 +116,14 @@ def run_suite(suite: str, model: str, *, seeds: int = 1, clips: int = 32, encode
         from kinema.eval.video_encoder import SHIPPED
 
         encoder = SHIPPED if encoder is None else None if encoder == "none" else encoder
-        result, kept = shapes_suite(model, seeds=seeds, encoder=encoder, progress=progress, **sampling)
+        result, kept = shapes_suite(model, seeds=seeds, encoder=encoder, i3d=i3d, progress=progress, **sampling)
     else:
-        if encoder not in (None, "none"):
-            raise KinemaError("--encoder: kinema's video encoder is trained on Shapes clips; the photos suite has no "
-                              "distances yet")
+        if encoder not in (None, "none") or i3d:
+            raise KinemaError("--encoder / --i3d: the photos suite has no distances yet (kinema's video encoder is "
+                              "trained on Shapes clips); compare folders with `kinema eval distances` instead")
         result, kept = photos_suite(model, clips=clips, progress=progress, **sampling)
     result.setdefault("settings", {}).update(suite=suite, model=model, seeds=seeds if suite == "shapes" else None,
-                                             clips=clips if suite == "photos" else None, encoder=encoder,
+                                             clips=clips if suite == "photos" else None, encoder=encoder, i3d=i3d,
                                              seconds=round(time.time() - t0, 1), **{k: v for k, v in sampling.items()})
     return result, kept
 
@@ -122,11 +133,12 @@ def format_suite(result: dict) -> str:
     lines = [f"suite {s['suite']}, model {s['model']}; mean [95% bootstrap interval] over the clips", "",
              "| figure | mean | 95% interval |", "|---|---:|---:|"]
     lines += [f"| {k} | {v['mean']:.4f} | {v['low']:.4f} - {v['high']:.4f} |" for k, v in result["summary"].items()]
-    if "distances" in result:
-        lines += ["", "| distances to world clips | " + " | ".join(result["distances"]["generated"]) + " |",
-                  "|---|" + "---:|" * len(result["distances"]["generated"])]
-        for name, d in result["distances"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{x:.4f}" for x in d.values()) + " |")
+    for key in ("distances", "distances_i3d"):
+        if key in result:
+            lines += ["", "| distances to world clips | " + " | ".join(result[key]["generated"]) + " |",
+                      "|---|" + "---:|" * len(result[key]["generated"])]
+            lines += [f"| {name} | " + " | ".join(f"{x:.4f}" for x in d.values()) + " |" for name, d in result[key].items()]
+    if "retrieval" in result:
         r = result["retrieval"]
         lines += ["", f"text-video retrieval on the generated clips: R@1 {r['r_at_1']:.1%}, cosine to own prompt "
                       f"{r['cos_own']:.3f} against {r['cos_other']:.3f} to the others"]

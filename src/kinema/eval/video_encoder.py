@@ -122,7 +122,6 @@ def save_encoder(out: Path, model: VideoEncoder) -> Path:
 
 def load_encoder(path: str | Path) -> EncoderExtractor:
     from kinema.io.weights import load_weights
-
     from kinema.pipelines.registry import resolve
 
     path = resolve(path)

@@ -1,5 +1,9 @@
-"""`kinema eval temporal PATH...`: the temporal metrics (kinema.eval.temporal) of a folder of videos
-or of video files, each metric's mean with a bootstrap 95% confidence interval over the clips.
+"""Metrics of folders of videos (or of video files):
+
+- `kinema eval temporal PATH...`: the temporal metrics (kinema.eval.temporal), each metric's mean
+  with a bootstrap 95% confidence interval over the clips
+- `kinema eval distances REAL FAKE`: FVD with a Kinetics I3D file (kinema.eval.i3d), or FD-<name>
+  with kinema's video encoder, and KVD and JEDi's form, between two sets of videos
 """
 
 from __future__ import annotations
@@ -60,3 +64,25 @@ def format_temporal_table(result: dict) -> str:
     for name, s in result["summary"].items():
         lines.append(f"| {name} | {s['mean']:.4f} | {s['low']:.4f} - {s['high']:.4f} |")
     return "\n".join(lines)
+
+
+def folder_features(extractor, paths: list[str], progress: bool = True, desc: str = "features"):
+    """The extractor's FeatureStats of the videos in `paths`, one video at a time (they may differ
+    in length and size: each is fitted to the extractor's frames and side)."""
+    from kinema.eval.features import FeatureStats
+
+    files = video_files(paths)
+    rows = [extractor(read_video(f)[None])[0] for f in tqdm(files, desc=desc, disable=not progress, mininterval=2.0)]
+    return FeatureStats(extractor.spec, np.stack(rows))
+
+
+def evaluate_distances(real: list[str], fake: list[str], extractor, progress: bool = True) -> dict:
+    from kinema.eval.distances import distances
+
+    a = folder_features(extractor, real, progress, "real videos")
+    b = folder_features(extractor, fake, progress, "generated videos")
+    if min(len(a), len(b)) < 2:
+        raise KinemaError("distances need at least 2 videos in each set (and many more than the feature width, "
+                          f"{extractor.spec.dim}, for a stable Fréchet distance)")
+    return {"real": {"paths": real, "clips": len(a)}, "generated": {"paths": fake, "clips": len(b)},
+            "extractor": extractor.spec.to_json(), "distances": distances(b, a)}
