@@ -246,7 +246,7 @@ def _eval_suite(args: argparse.Namespace) -> None:
     if args.seeds < 1 or args.clips < 1:
         raise KinemaError("--seeds and --clips must be at least 1")
     result, kept = run_suite(args.name, args.model, seeds=args.seeds, clips=args.clips, encoder=args.encoder,
-                             i3d=args.i3d, **_sampling(args))
+                             i3d=args.i3d, clip=args.clip, **_sampling(args))
     _report(args, f"kinema eval suite {args.name}: {args.model}", format_suite(result), result, kept)
 
 
@@ -475,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "one by default, a directory from `kinema eval train-encoder`, or none")
     su.add_argument("--i3d", default=None, help="shapes: a Kinetics-400 I3D file you have (.pt, .safetensors, or "
                                                 "DeepMind's variables as .npz) for FVD beside the encoder's distances")
+    su.add_argument("--clip", default=None, help="shapes: a local transformers CLIP directory for CLIPSim-V "
+                                                 "(kinema ships none)")
     su.add_argument("--html", default=None, help="also write a self-contained HTML report here")
     _oracle_eval_args(su, DEFAULT_MODEL)
     su.set_defaults(func=_eval_suite)

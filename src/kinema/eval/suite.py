@@ -52,7 +52,7 @@ def world_distances(extractor, generated: np.ndarray, jobs) -> dict[str, dict[st
 
 
 def shapes_suite(model: str, seeds: int = 1, encoder: str | None = None, i3d: str | None = None,
-                 progress: bool = True, **sampling) -> tuple[dict, dict]:
+                 clip: str | None = None, progress: bool = True, **sampling) -> tuple[dict, dict]:
     from kinema.eval.report import _world_generator, score
 
     device, precision = sampling.pop("device", "auto"), sampling.pop("precision", "auto")
@@ -78,6 +78,13 @@ def shapes_suite(model: str, seeds: int = 1, encoder: str | None = None, i3d: st
            "splits": {k: result[k] for k in ("seen", "held_out")}, "rows": rows}
     jobs = [job for job, _ in videos]
     generated = np.stack([v for _, v in videos])
+    if clip:
+        from kinema.eval.clip_score import ClipScorer
+
+        scores = ClipScorer(clip)(generated, [canonical_caption(*c) for c, _ in jobs])
+        for row, score_ in zip(rows, scores):
+            row["clipsim_v"] = float(score_)
+        out["summary"].update(summarise(rows, ("clipsim_v",)))
     if i3d:
         from kinema.eval.i3d import load_i3d
 
@@ -107,7 +114,7 @@ def photos_suite(model: str, clips: int = 32, progress: bool = True, **sampling)
 
 
 def run_suite(suite: str, model: str, *, seeds: int = 1, clips: int = 32, encoder: str | None = None,
-              i3d: str | None = None, progress: bool = True, **sampling) -> tuple[dict, dict]:
+              i3d: str | None = None, clip: str | None = None, progress: bool = True, **sampling) -> tuple[dict, dict]:
     """(the suite's result, for JSON; a few clips, for the report)."""
     if suite not in SUITES:
         raise KinemaError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
@@ -116,14 +123,16 @@ def run_suite(suite: str, model: str, *, seeds: int = 1, clips: int = 32, encode
         from kinema.eval.video_encoder import SHIPPED
 
         encoder = SHIPPED if encoder is None else None if encoder == "none" else encoder
-        result, kept = shapes_suite(model, seeds=seeds, encoder=encoder, i3d=i3d, progress=progress, **sampling)
+        result, kept = shapes_suite(model, seeds=seeds, encoder=encoder, i3d=i3d, clip=clip, progress=progress,
+                                    **sampling)
     else:
-        if encoder not in (None, "none") or i3d:
-            raise KinemaError("--encoder / --i3d: the photos suite has no distances yet (kinema's video encoder is "
-                              "trained on Shapes clips); compare folders with `kinema eval distances` instead")
+        if encoder not in (None, "none") or i3d or clip:
+            raise KinemaError("--encoder / --i3d / --clip: the photos suite has no distances or prompts to score yet "
+                              "(kinema's video encoder is trained on Shapes clips); compare folders with `kinema eval "
+                              "distances` instead")
         result, kept = photos_suite(model, clips=clips, progress=progress, **sampling)
     result.setdefault("settings", {}).update(suite=suite, model=model, seeds=seeds if suite == "shapes" else None,
-                                             clips=clips if suite == "photos" else None, encoder=encoder, i3d=i3d,
+                                             clips=clips if suite == "photos" else None, encoder=encoder, i3d=i3d, clip=clip,
                                              seconds=round(time.time() - t0, 1), **{k: v for k, v in sampling.items()})
     return result, kept
 
