@@ -75,9 +75,14 @@ def test_clipsim_v_matches_transformers_frame_by_frame(tiny_clip):
     assert not np.allclose(swapped, scores[:2])
 
 
-def test_bad_input_gets_one_line(tiny_clip, tmp_path):
+def test_bad_input_gets_one_line(tiny_clip, tmp_path, capsys):
+    from kinema.cli import main
+
     with pytest.raises(KinemaError, match="no CLIP at"):
         ClipScorer(tmp_path)
+    # the suite loads its scorers before it generates anything
+    assert main(["eval", "suite", "shapes", "--model", "world", "--clip", str(tmp_path)]) == 2
+    assert "no CLIP at" in capsys.readouterr().err
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(KinemaError, match="is not a CLIP model"):
         ClipScorer(tmp_path)

@@ -7,7 +7,8 @@ shapes: the 162 canonical Shapes prompts x `seeds` (kinema.eval.report's jobs), 
     another from `kinema eval train-encoder`, or is "none"), the distances
     (FD, KVD, JEDi's form) of the generated clips to world clips of the same prompts, beside the
     same distances between two sets of world clips (the real-versus-real floor), and text-video
-    retrieval on the generated clips.
+    retrieval on the generated clips; with `i3d` (a Kinetics-400 I3D file), FVD the same way; with
+    `clip` (a local CLIP), each clip's CLIPSim-V against its prompt.
 photos: `kinema eval camera` (held-out photographs under recorded camera paths; first-frame and
     clip PSNR, the camera oracle) plus the temporal metrics of the generated clips.
 
@@ -56,6 +57,20 @@ def shapes_suite(model: str, seeds: int = 1, encoder: str | None = None, i3d: st
     from kinema.eval.report import _world_generator, score
 
     device, precision = sampling.pop("device", "auto"), sampling.pop("precision", "auto")
+    # the scorers load first: a wrong path fails before minutes of generation, not after
+    scorer = extractor = i3d_extractor = None
+    if clip:
+        from kinema.eval.clip_score import ClipScorer
+
+        scorer = ClipScorer(clip)
+    if i3d:
+        from kinema.eval.i3d import load_i3d
+
+        i3d_extractor = load_i3d(i3d)
+    if encoder:
+        from kinema.eval.video_encoder import load_encoder
+
+        extractor = load_encoder(encoder)
     if model == "world":
         generate = _world_generator(17, 64)
     else:
@@ -78,26 +93,20 @@ def shapes_suite(model: str, seeds: int = 1, encoder: str | None = None, i3d: st
            "splits": {k: result[k] for k in ("seen", "held_out")}, "rows": rows}
     jobs = [job for job, _ in videos]
     generated = np.stack([v for _, v in videos])
-    if clip:
-        from kinema.eval.clip_score import ClipScorer
-
-        scores = ClipScorer(clip)(generated, [canonical_caption(*c) for c, _ in jobs])
-        for row, score_ in zip(rows, scores):
-            row["clipsim_v"] = float(score_)
+    prompts = [canonical_caption(*c) for c, _ in jobs]
+    if scorer:
+        for row, clip_score in zip(rows, scorer(generated, prompts)):
+            row["clipsim_v"] = float(clip_score)
         out["summary"].update(summarise(rows, ("clipsim_v",)))
-    if i3d:
-        from kinema.eval.i3d import load_i3d
-
-        out["distances_i3d"] = world_distances(load_i3d(i3d), generated, jobs)
-    if encoder:
+    if i3d_extractor:
+        out["distances_i3d"] = world_distances(i3d_extractor, generated, jobs)
+    if extractor:
         from kinema.config import TextConfig
-        from kinema.eval.video_encoder import load_encoder, retrieval
+        from kinema.eval.video_encoder import retrieval
         from kinema.text.encoders import load_text_encoder
 
-        extractor = load_encoder(encoder)
         out["distances"] = world_distances(extractor, generated, jobs)
-        out["retrieval"] = retrieval(extractor, generated, [canonical_caption(*c) for c, _ in jobs],
-                                     load_text_encoder(TextConfig()))
+        out["retrieval"] = retrieval(extractor, generated, prompts, load_text_encoder(TextConfig()))
     kept = {f"{canonical_caption(*combo)} (seed {s})": v for (combo, s), v in videos[:6]}
     return out, kept
 
