@@ -55,3 +55,19 @@ def test_train_arch_builds_that_family(capsys, tmp_path):
     assert code == 0
     code, _, err = run_cli(capsys, "train", cfg, "--arch", "unet")
     assert_one_line_error(code, err, "unknown --arch 'unet'", "wan")
+
+
+def test_arch_keeps_the_recipes_conditions():
+    """`--arch` swaps the family, not what the recipe adds to it: an image-to-video recipe stays one."""
+    import dataclasses
+
+    from kinema.cli import RECIPE_CONDITIONS, arch_config
+    from kinema.config import DIT_PRESETS
+
+    recipe = dataclasses.replace(DIT_PRESETS["sd3-tiny"], in_channels=4, text_dim=48, frame_cond="concat",
+                                 camera=True, frame_stride=True)
+    got = arch_config("wan-tiny", recipe)
+    assert [getattr(got, k) for k in RECIPE_CONDITIONS] == ["concat", False, True, True]
+    assert got.cross_blocks == DIT_PRESETS["wan-tiny"].cross_blocks and (got.in_channels, got.text_dim) == (4, 48)
+    animatediff = arch_config("sd3-tiny", dataclasses.replace(recipe, motion_modules=True))  # AnimateDiff on sd3
+    assert animatediff.motion_modules and animatediff.dual_blocks == DIT_PRESETS["sd3-tiny"].dual_blocks

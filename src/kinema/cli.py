@@ -167,15 +167,23 @@ def _prepare(args: argparse.Namespace) -> None:
           f"{counts['skipped']} files skipped; train with: kinema train RECIPE --data {args.out}")
 
 
+# what a recipe adds to any family (image and camera conditions, AnimateDiff's motion modules, the
+# frame stride): `--arch` keeps them, so `kinema train configs/shapes_i2v.yaml --arch wan` is an
+# image-to-video wan
+RECIPE_CONDITIONS = ("frame_cond", "motion_modules", "camera", "frame_stride")
+
+
 def arch_config(name: str, current):
-    """A DiT family preset (config.DIT_FAMILIES) fitted to the recipe's latent channels and text width."""
+    """A DiT family preset (config.DIT_PRESETS) fitted to the recipe's latent channels and text
+    width, with the recipe's conditions (RECIPE_CONDITIONS)."""
     import dataclasses
 
     from kinema.config import DIT_PRESETS
 
     if name not in DIT_PRESETS:
         raise KinemaError(f"unknown --arch {name!r}; choose from {', '.join(DIT_PRESETS)}")
-    return dataclasses.replace(DIT_PRESETS[name], in_channels=current.in_channels, text_dim=current.text_dim)
+    return dataclasses.replace(DIT_PRESETS[name], in_channels=current.in_channels, text_dim=current.text_dim,
+                               **{k: getattr(current, k) for k in RECIPE_CONDITIONS})
 
 
 def _write_json(path: str | None, data) -> None:
