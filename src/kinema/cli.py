@@ -418,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", default=None, help="override the recipe's run_dir")
     t.add_argument("--export-dir", default=None, help="override where the finished model is written")
     t.add_argument("--arch", default=None, metavar="NAME",
-                   help="train this denoiser family instead of the recipe's (kinema info --presets lists them)")
+                   help="train this denoiser family instead of the recipe's, with the recipe's conditions (image, camera, "
+                        "motion modules, frame stride); kinema info --presets lists them")
     _runtime_args(t, default=None)  # None: the recipe's device / precision (auto unless it says otherwise)
     t.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
     t.add_argument("--data", default=None, metavar="CACHE",
