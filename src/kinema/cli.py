@@ -292,6 +292,10 @@ def _eval_distances(args: argparse.Namespace) -> None:
     print(f"{result['generated']['clips']} generated against {result['real']['clips']} real videos, "
           f"features of {extractor.spec.name}:")
     print("\n".join(f"  {k} {v:.4f}" for k, v in result["distances"].items()))
+    n = min(result["generated"]["clips"], result["real"]["clips"])
+    if n < 2 * extractor.spec.dim:
+        print(f"note: {n} clips for {extractor.spec.dim} features: at this size the Fréchet distance is mostly sampling "
+              "noise; compare it with two real sets of the same size (the real-versus-real floor), or use more clips")
     if args.json:
         _write_json(args.json, result)
 

@@ -66,12 +66,11 @@ def format_temporal_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def folder_features(extractor, paths: list[str], progress: bool = True, desc: str = "features"):
-    """The extractor's FeatureStats of the videos in `paths`, one video at a time (they may differ
-    in length and size: each is fitted to the extractor's frames and side)."""
+def folder_features(extractor, files: list[Path], progress: bool = True, desc: str = "features"):
+    """The extractor's FeatureStats of video `files`, one video at a time (they may differ in
+    length and size: each is fitted to the extractor's frames and side)."""
     from kinema.eval.features import FeatureStats
 
-    files = video_files(paths)
     rows = [extractor(read_video(f)[None])[0] for f in tqdm(files, desc=desc, disable=not progress, mininterval=2.0)]
     return FeatureStats(extractor.spec, np.stack(rows))
 
@@ -79,10 +78,11 @@ def folder_features(extractor, paths: list[str], progress: bool = True, desc: st
 def evaluate_distances(real: list[str], fake: list[str], extractor, progress: bool = True) -> dict:
     from kinema.eval.distances import distances
 
-    a = folder_features(extractor, real, progress, "real videos")
-    b = folder_features(extractor, fake, progress, "generated videos")
-    if min(len(a), len(b)) < 2:
+    real_files, fake_files = video_files(real), video_files(fake)  # both checked before any is read
+    if min(len(real_files), len(fake_files)) < 2:
         raise KinemaError("distances need at least 2 videos in each set (and many more than the feature width, "
                           f"{extractor.spec.dim}, for a stable Fréchet distance)")
+    a = folder_features(extractor, real_files, progress, "real videos")
+    b = folder_features(extractor, fake_files, progress, "generated videos")
     return {"real": {"paths": real, "clips": len(a)}, "generated": {"paths": fake, "clips": len(b)},
             "extractor": extractor.spec.to_json(), "distances": distances(b, a)}
