@@ -70,7 +70,11 @@ def test_a_bad_recipe_value_is_one_line_before_any_work(path, value, words, tmp_
 
 @pytest.mark.parametrize("config", sorted(Path(__file__).parents[1].glob("configs/**/*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_passes_the_checks(config):
-    check_sizes(load_recipe(config))
+    recipe = load_recipe(config)
+    if recipe.dit.init_from and recipe.dit.init_from.startswith("runs/") and not Path(recipe.dit.init_from).exists():
+        # another recipe's output (AnimateDiff's image model, configs/shapes_sd3.yaml): not built in a fresh clone
+        recipe.dit.init_from = None
+    check_sizes(recipe)
 
 
 GENERATE_CASES = [
