@@ -152,5 +152,7 @@ def test_eval_distances_between_two_folders(tmp_path, capsys):
     assert "FVD" in out_text and "mostly sampling noise" in out_text  # 4 clips for 400 features
     assert main(["eval", "distances", str(tmp_path / "real"), str(tmp_path / "nothing")]) == 2
     assert "no file or folder at" in capsys.readouterr().err
+    assert main(["eval", "distances", str(tmp_path / "real"), str(tmp_path / "fake"), "--i3d", "a.pt", "--encoder", "b"]) == 2
+    assert "not both" in capsys.readouterr().err
     assert main(["eval", "distances", str(tmp_path / "real"), str(tmp_path / "fake" / "0.gif")]) == 2
     assert "at least 2 videos" in capsys.readouterr().err

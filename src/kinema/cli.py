@@ -277,9 +277,10 @@ def _eval_temporal(args: argparse.Namespace) -> None:
 
 
 def _eval_distances(args: argparse.Namespace) -> None:
-
     from kinema.eval.videos import evaluate_distances
 
+    if args.i3d and args.encoder:
+        raise KinemaError("give --i3d (FVD) or --encoder (kinema's video encoder), not both: one run, one extractor")
     if args.i3d:
         from kinema.eval.i3d import load_i3d
 
