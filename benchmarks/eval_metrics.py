@@ -139,8 +139,8 @@ def held_out_retrieval(result: dict, extractor, text_encoder, seeds: int = 4) ->
     from kinema.data.captions import canonical_caption
     from kinema.eval.video_encoder import retrieval
 
-    captions = [canonical_caption(*c) for c in shapes.combos()]
-    t_all = extractor.text(text_encoder(captions).pooled)
+    combos = shapes.combos()
+    t_all = extractor.text(text_encoder([canonical_caption(*c) for c in combos]).pooled)
     t_all = t_all / np.linalg.norm(t_all, axis=1, keepdims=True)
 
     sets = {"held out (yellow triangle, cyan square)": [("yellow", "triangle"), ("cyan", "square")],
@@ -159,8 +159,7 @@ def held_out_retrieval(result: dict, extractor, text_encoder, seeds: int = 4) ->
         v = extractor(videos)
         v = v / np.linalg.norm(v, axis=1, keepdims=True)
         best = (v @ t_all.T).argmax(axis=1)
-        v2t = float(np.mean([captions[b] == o for b, o in zip(best, own)]))
-        combos = shapes.combos()
+        v2t = float(np.mean([combos[b] == combo for b, (combo, _) in zip(best, jobs)]))
         misses = [(combos[b], combo) for b, (combo, _) in zip(best, jobs) if combos[b] != combo]
         pair_right = float(np.mean([g[:2] == w[:2] for g, w in misses])) if misses else float("nan")
         result["retrieval_held_out"][name] = {"clips": len(jobs), **r, "video_to_text_r_at_1": v2t,
