@@ -354,3 +354,17 @@ def test_temporal_scores_reuse_the_flow_and_agree_with_each_metric():
     assert scores["dynamic"] == float(temporal.is_dynamic(video))
     assert scores["motion_magnitude"] == pytest.approx(temporal.motion_magnitudes(video).mean())
     assert temporal.temporal_scores(corruptions.freeze(video), fps=24)["dynamic"] == 0.0  # thinned: its own flow
+
+
+def test_a_suite_without_opencv_stops_before_generating(monkeypatch):
+    """Without the eval extra, one line at once, not after minutes of sampling."""
+    import sys
+
+    from kinema.eval import report
+    from kinema.eval.suite import run_suite
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 now raises ImportError
+    monkeypatch.setattr(report, "score", lambda *a, **k: pytest.fail("generated before checking OpenCV"))
+    for suite in ("shapes", "photos"):
+        with pytest.raises(KinemaError, match=r"pip install 'kinema\[eval\]'"):
+            run_suite(suite, "world", encoder="none")

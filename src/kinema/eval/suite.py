@@ -128,6 +128,7 @@ def run_suite(suite: str, model: str, *, seeds: int = 1, clips: int = 32, encode
     if suite not in SUITES:
         raise KinemaError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
     t0 = time.time()
+    temporal._cv2()  # OpenCV (the eval extra) is checked before anything is generated
     if suite == "shapes":
         from kinema.eval.video_encoder import SHIPPED
 
