@@ -1,5 +1,6 @@
 """The photo world (kinema.data.photos): camera paths over real photographs."""
 
+import dataclasses
 import json
 import math
 
@@ -81,3 +82,48 @@ def test_captions_name_the_motions_and_the_subject():
     assert path.caption() == "the camera pans left and zooms in over a cat"
     with pytest.raises(ValueError, match="unknown photograph"):
         photos.load_photo("mona lisa")
+
+
+def test_colour_matrix_reorders_turns_and_desaturates_as_named():
+    """Known answers: order (1, 0, 2) swaps red and green; a 120-degree turn about the grey axis sends
+    red to green (right-handed, as hue goes red -> green -> blue); saturation 0 leaves each pixel's
+    mean; and every look keeps grey grey at its level."""
+    red, grey = np.array([200.0, 0.0, 0.0]), np.array([90.0, 90.0, 90.0])
+    assert np.allclose(photos.colour_matrix(0.0, 1.0, (1, 0, 2)) @ [10.0, 20.0, 30.0], [20.0, 10.0, 30.0])
+    assert np.allclose(photos.colour_matrix(2 * math.pi / 3, 1.0) @ red, [0.0, 200.0, 0.0], atol=1e-9)
+    assert np.allclose(photos.colour_matrix(0.0, 0.0) @ [30.0, 60.0, 90.0], [60.0, 60.0, 60.0])
+    for seed in range(5):
+        _, colour = photos.sample_look(np.random.default_rng(seed), "astronaut")
+        assert np.allclose(colour @ grey, grey)
+
+
+def test_an_augmented_clip_keeps_its_photograph_and_motion_and_its_path_reproduces_it():
+    """augment draws the look after the path: the same seed keeps photo, centre, zoom, roll and
+    motions; the look is recorded, so render(path) (through a JSON round trip) gives the clip
+    again; the mirror is the photograph flipped left to right before the camera sees it."""
+    looks = set()
+    for seed in range(8):
+        plain, p0 = photos.sample_photo_clip(seed, frames=5, size=16)
+        clip, path = photos.sample_photo_clip(seed, frames=5, size=16, augment=True)
+        assert (path.photo, path.motions) == (p0.photo, p0.motions)
+        assert np.array_equal(path.centre, p0.centre) and np.array_equal(path.zoom, p0.zoom)
+        assert p0.colour is None and not p0.mirror and path.colour is not None
+        again = photos.CameraPath.from_dict(json.loads(json.dumps(path.to_dict())))
+        assert np.array_equal(photos.render(again, 16), clip)
+        assert not np.array_equal(clip, plain)
+        looks.add(path.mirror)
+        if photos.is_grey(path.photo):  # a tint: every pixel a multiple of one colour
+            assert np.allclose(path.colour, path.colour[:, :1])
+    assert looks == {True, False}
+    flipped = photos.load_photo("coffee")[:, ::-1]
+    mirrored = photos.CameraPath("coffee", np.array([[250.0, 180.0]]), np.ones(1) * 2, np.zeros(1), (), mirror=True)
+    assert np.array_equal(photos.render(mirrored, 16), photos.render(dataclasses.replace(mirrored, mirror=False), 16,
+                                                                    photo=flipped))
+
+
+def test_augment_changes_photographs_only():
+    from kinema.data import worlds
+
+    assert np.array_equal(worlds.render_clip("shapes", 5, 5, 16, augment=True), worlds.render_clip("shapes", 5, 5, 16))
+    assert np.array_equal(worlds.render_clip("shapes+photos", 7, 5, 16, augment=True),
+                          photos.sample_photo_clip(3, frames=5, size=16, augment=True)[0])

@@ -276,6 +276,28 @@ def test_vae_world_mixes_photos_with_shapes(tmp_path, monkeypatch):
         recipe_mod.run(from_dict(Recipe, data), stage="vae")
 
 
+def test_vae_photo_augment_reaches_both_vae_stages_and_needs_photographs(tmp_path, monkeypatch):
+    """vae.photo_augment: the VAE stage and the decoder fine-tune draw augmented clips; on a world
+    without photographs it is one clear error before any work."""
+    from kinema.data import worlds
+    from kinema.train import recipe as recipe_mod
+    from kinema.train import vae_stage
+
+    seen = []
+    real = worlds.render_clip
+    monkeypatch.setattr(vae_stage, "render_clip", lambda w, s, f, z, augment=False: seen.append(augment) or real(w, s, f, z, augment))
+    data = {**tiny_recipe_dict(tmp_path / "run", vae_steps=1, dit_steps=1),
+            "vae": {"steps": 1, "batch_size": 2, "frames": 5, "world": "photos", "photo_augment": True,
+                    "ckpt_every": 1, "sample_every": 0},
+            "vae_decoder": {"steps": 1, "batch_size": 1, "frames": 5, "ckpt_every": 1, "sample_every": 0}}
+    recipe_mod.run(from_dict(Recipe, data), stage="vae")
+    assert len(seen) == 3 and all(seen)  # two VAE-stage clips and one decoder clip
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["vae_photo_augment"] is True
+    data["vae"]["world"] = "shapes"
+    with pytest.raises(KinemaError, match="vae.photo_augment: the VAE's world 'shapes' has no photographs"):
+        recipe_mod.run(from_dict(Recipe, data), stage="vae")
+
+
 def test_vae_stage_with_a_discriminator_resumes_exactly(tmp_path):
     """vae.loss.adversarial: the discriminator trains beside the VAE from adversarial_start, its
     weights are checkpointed, and a run stopped at step 2 and resumed ends where 4 straight steps do."""

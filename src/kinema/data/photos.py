@@ -18,6 +18,7 @@ source and serve as held-out evaluation only.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -63,6 +64,13 @@ def load_photo(name: str) -> np.ndarray:
     return image
 
 
+@lru_cache(maxsize=None)
+def is_grey(name: str) -> bool:
+    """Whether the photograph has no colour (a grey one repeated to RGB)."""
+    image = load_photo(name)
+    return bool((image == image[..., :1]).all())
+
+
 @dataclass(frozen=True)
 class CameraPath:
     photo: str
@@ -70,15 +78,26 @@ class CameraPath:
     zoom: np.ndarray  # [T]
     roll: np.ndarray  # [T] radians
     motions: tuple[str, ...]
+    # the photograph's look, applied before the camera sees it (`sample_look`): mirrored left to right,
+    # and its RGB mapped by a 3x3 matrix (rgb' = colour @ rgb); None keeps the colours
+    mirror: bool = False
+    colour: np.ndarray | None = None  # [3, 3]
 
     def to_dict(self) -> dict:
-        return {"photo": self.photo, "centre": self.centre.tolist(), "zoom": self.zoom.tolist(),
-                "roll": self.roll.tolist(), "motions": list(self.motions)}
+        d = {"photo": self.photo, "centre": self.centre.tolist(), "zoom": self.zoom.tolist(),
+             "roll": self.roll.tolist(), "motions": list(self.motions)}
+        if self.mirror:
+            d["mirror"] = True
+        if self.colour is not None:
+            d["colour"] = self.colour.tolist()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "CameraPath":
+        colour = d.get("colour")
         return cls(d["photo"], np.array(d["centre"], dtype=np.float64), np.array(d["zoom"], dtype=np.float64),
-                   np.array(d["roll"], dtype=np.float64), tuple(d["motions"]))
+                   np.array(d["roll"], dtype=np.float64), tuple(d["motions"]), bool(d.get("mirror", False)),
+                   None if colour is None else np.array(colour, dtype=np.float64))
 
     def caption(self) -> str:
         """e.g. "the camera pans left and zooms in over a cat"."""
@@ -121,10 +140,43 @@ def sample_path(rng: np.random.Generator, photo: str, frames: int) -> CameraPath
     return CameraPath(photo, centre, np.asarray(zoom, dtype=np.float64), np.asarray(roll, dtype=np.float64), motions)
 
 
+def colour_matrix(turn: float, saturation: float, order: tuple[int, int, int] = (0, 1, 2)) -> np.ndarray:
+    """[3, 3]: channels reordered by `order`, then hues turned by `turn` radians about the grey axis
+    and saturation scaled by `saturation`. Grey stays grey and keeps its level (each row sums to 1)."""
+    k = np.full(3, 1 / math.sqrt(3))
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    turn_m = math.cos(turn) * np.eye(3) + math.sin(turn) * cross + (1 - math.cos(turn)) * np.outer(k, k)
+    grey = np.outer(k, k)
+    return (grey + saturation * (np.eye(3) - grey)) @ turn_m @ np.eye(3)[list(order)]
+
+
+def sample_look(rng: np.random.Generator, photo: str) -> tuple[bool, np.ndarray]:
+    """(mirror, colour) for augmented training clips: a coin-flip mirror; a colour photograph gets a
+    random channel order, hue turn and saturation (0.6-1.4); a grey one a random tint (its grey
+    levels times a colour whose brightest channel is 1)."""
+    mirror = bool(rng.integers(2))
+    if is_grey(photo):
+        tint = rng.uniform(0.35, 1.0, size=3)
+        return mirror, np.diag(tint / tint.max()) @ np.full((3, 3), 1 / 3)
+    order = tuple(int(i) for i in rng.permutation(3))
+    return mirror, colour_matrix(float(rng.uniform(-math.pi, math.pi)), float(rng.uniform(0.6, 1.4)), order)
+
+
+def looked(photo: np.ndarray, path: CameraPath) -> np.ndarray:
+    """The photograph as the path's look makes it: uint8 [H, W, 3]."""
+    if path.mirror:
+        photo = photo[:, ::-1]
+    if path.colour is not None:
+        photo = np.clip(np.rint(photo.astype(np.float64) @ path.colour.T), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(photo)
+
+
 def render(path: CameraPath, size: int = 64, photo: np.ndarray | None = None) -> np.ndarray:
-    """uint8 [T, size, size, 3]: the photo (`photo`, or the path's photograph) through each frame's
-    view, sampled bilinearly at twice the size and averaged down 2x (so a wide view does not alias)."""
-    photo = torch.tensor(load_photo(path.photo) if photo is None else photo).permute(2, 0, 1).float()[None]  # [1, 3, H, W]
+    """uint8 [T, size, size, 3]: the photo (`photo`, or the path's photograph in the path's look)
+    through each frame's view, sampled bilinearly at twice the size and averaged down 2x (so a wide
+    view does not alias)."""
+    photo = looked(load_photo(path.photo), path) if photo is None else photo
+    photo = torch.tensor(np.ascontiguousarray(photo)).permute(2, 0, 1).float()[None]  # [1, 3, H, W]
     h, w = photo.shape[-2:]
     short = min(h, w)
     frames = len(path.zoom)
@@ -142,16 +194,22 @@ def render(path: CameraPath, size: int = 64, photo: np.ndarray | None = None) ->
     return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def photo_path(seed: int, frames: int = 17, held_out: bool = False) -> CameraPath:
-    """The camera path of `sample_photo_clip(seed)`, without rendering it."""
+def photo_path(seed: int, frames: int = 17, held_out: bool = False, augment: bool = False) -> CameraPath:
+    """The camera path of `sample_photo_clip(seed)`, without rendering it. `augment` adds a random
+    look (`sample_look`), drawn after the path: the same seed keeps its photograph and motion."""
     rng = np.random.default_rng(seed)
     names = list(HELD_OUT if held_out else TRAIN)
-    return sample_path(rng, names[int(rng.integers(len(names)))], frames)
+    path = sample_path(rng, names[int(rng.integers(len(names)))], frames)
+    if not augment:
+        return path
+    mirror, colour = sample_look(rng, path.photo)
+    return dataclasses.replace(path, mirror=mirror, colour=colour)
 
 
-def sample_photo_clip(seed: int, frames: int = 17, size: int = 64, held_out: bool = False) -> tuple[np.ndarray, CameraPath]:
+def sample_photo_clip(seed: int, frames: int = 17, size: int = 64, held_out: bool = False,
+                      augment: bool = False) -> tuple[np.ndarray, CameraPath]:
     """One clip from a seed: uint8 [T, size, size, 3] and its camera path."""
-    path = photo_path(seed, frames, held_out)
+    path = photo_path(seed, frames, held_out, augment)
     return render(path, size), path
 
 

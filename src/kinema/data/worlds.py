@@ -25,13 +25,15 @@ def check_vae_world(world: str) -> None:
         raise ValueError(f"unknown VAE world {bad[0]!r}; choose from {', '.join(VAE_WORLDS)}, or mix them with '+'")
 
 
-def render_clip(world: str, seed: int, frames: int = 17, size: int = 64) -> np.ndarray:
-    """uint8 [T, H, W, 3] of one training clip (seen combinations, training photographs) drawn from `seed`."""
+def render_clip(world: str, seed: int, frames: int = 17, size: int = 64, augment: bool = False) -> np.ndarray:
+    """uint8 [T, H, W, 3] of one training clip (seen combinations, training photographs) drawn from `seed`.
+    `augment`: each photograph in a random look (mirror, colours: kinema.data.photos.sample_look);
+    the other worlds are left as they are."""
     if "+" in world:
         parts = world.split("+")
-        return render_clip(parts[seed % len(parts)], seed // len(parts), frames, size)
+        return render_clip(parts[seed % len(parts)], seed // len(parts), frames, size, augment)
     if world == "photos":
-        return photos.sample_photo_clip(seed, frames=frames, size=size)[0]
+        return photos.sample_photo_clip(seed, frames=frames, size=size, augment=augment)[0]
     if world == "shapes":
         return shapes.sample_clip(seed, frames=frames, size=size)[0]
     if world == "scenes":

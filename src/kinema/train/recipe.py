@@ -130,6 +130,9 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
             check_vae_world(recipe.vae.world)
         except ValueError as e:
             raise KinemaError(f"vae.world: {e}") from None
+    if recipe.vae.photo_augment and "photos" not in (recipe.vae.world or recipe.world).split("+"):
+        raise KinemaError(f"vae.photo_augment: the VAE's world {recipe.vae.world or recipe.world!r} has no photographs; "
+                          f"set vae.world to photos or a mix such as shapes+photos, or drop photo_augment")
     check_sizes(recipe)
     runtime = resolve_runtime(recipe.device, recipe.precision)  # a bad device or precision fails before any work
     if recipe.threads:
@@ -144,6 +147,8 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
         if dist.is_main():
             identity = {"seed": recipe.seed, "world": recipe.world, "vae_world": recipe.vae.world,
                         "model": to_dict(recipe.model), "data": recipe.dit.data}
+            if recipe.vae.photo_augment:  # recorded only when on: runs from before it resume as they were
+                identity["vae_photo_augment"] = True
             check_identity(run_dir, identity, resume)
             (run_dir / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2))
         return _run(recipe, run_dir, log, runtime, resume, stage)
@@ -156,7 +161,7 @@ def _run(recipe: Recipe, run_dir: Path, log: Log, runtime, resume: bool, stage: 
     mc = recipe.model
     common = dict(seed=recipe.seed, runtime=runtime, resume=resume, log=log, world=recipe.world)
 
-    vae_common = {**common, "world": recipe.vae.world or recipe.world}
+    vae_common = {**common, "world": recipe.vae.world or recipe.world, "augment": recipe.vae.photo_augment}
     vae = train_vae(mc.vae, recipe.vae, run_dir=run_dir / "vae", size=mc.height, **vae_common)
     if recipe.vae_decoder.steps:
         vae = tune_decoder(vae, recipe.vae_decoder, run_dir=run_dir / "vae_decoder", size=mc.height, **vae_common)

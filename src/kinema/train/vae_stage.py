@@ -46,6 +46,10 @@ class VAEStage:
     # the clips trained on, if not the recipe's world: "photos", or a mix such as "shapes+photos"
     # (each clip from one world in turn); the decoder fine-tune follows it
     world: str | None = None
+    # each photograph in a random look: mirrored or not, colours reordered, hue-turned and saturated
+    # (grey ones tinted): 15 photographs teach a VAE their own colours and textures, not a photo's;
+    # the decoder fine-tune follows it
+    photo_augment: bool = False
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, warmup=100))
     loss: VAELossConfig = field(default_factory=lambda: VAELossConfig(foreground_weight=20.0))
     log_every: int = 25
@@ -93,13 +97,13 @@ def clip_shape(stage: VAEStage, step: int) -> tuple[int, int]:
 
 
 def shapes_batch(seed: int, step: int, batch_size: int, frames: int, size: int, stream: int = 0,
-                 world: str = "shapes", share: bool = True) -> torch.Tensor:
+                 world: str = "shapes", share: bool = True, augment: bool = False) -> torch.Tensor:
     """A batch of seen-combination clips of `world` that depends only on (seed, step, stream): [B, 3, T, H, W].
     Under torchrun, this process's share of it (kinema.train.dist), unless `share` is False."""
     rng = np.random.default_rng([seed, step] if stream == 0 else [seed, step, stream])
     seeds = rng.integers(0, 2**62, size=batch_size)
     seeds = seeds[dist.share(batch_size)] if share else seeds
-    return torch.stack([shapes.to_tensor(render_clip(world, int(s), frames, size)) for s in seeds])
+    return torch.stack([shapes.to_tensor(render_clip(world, int(s), frames, size, augment)) for s in seeds])
 
 
 def clips_and_images(reconstruct, clips: torch.Tensor, images: torch.Tensor | None):
@@ -113,7 +117,7 @@ def clips_and_images(reconstruct, clips: torch.Tensor, images: torch.Tensor | No
 
 
 def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size: int,
-              runtime: Runtime, resume: bool, log: Log, world: str = "shapes") -> CausalVAE:
+              runtime: Runtime, resume: bool, log: Log, world: str = "shapes", augment: bool = False) -> CausalVAE:
     torch.manual_seed(seed)
     device = runtime.device
     for b in (stage.batch_size, stage.image_batch_size, *(b for _, _, b in stage.length_schedule)):
@@ -153,9 +157,10 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
     def loss_fn(model, step: int):
         g = seeded(seed, step, stream=1)
         frames, batch_size = clip_shape(stage, step)
-        images = shapes_batch(seed, step, stage.image_batch_size, 1, size, 1, world) if stage.image_batch_size else None
+        images = (shapes_batch(seed, step, stage.image_batch_size, 1, size, 1, world, augment=augment)
+                  if stage.image_batch_size else None)
         return clips_and_images(lambda x: reconstruction_loss(model, x, g, step),
-                                shapes_batch(seed, step, batch_size, frames, size, 0, world), images)
+                                shapes_batch(seed, step, batch_size, frames, size, 0, world, augment=augment), images)
 
     fit(vae, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(cfg),
         log=log, resume=resume, runtime=runtime, log_every=stage.log_every, ckpt_every=stage.ckpt_every,
@@ -165,7 +170,7 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
 
 
 def tune_decoder(vae: CausalVAE, stage: DecoderStage, *, run_dir: Path, seed: int, size: int,
-                 runtime: Runtime, resume: bool, log: Log, world: str = "shapes") -> CausalVAE:
+                 runtime: Runtime, resume: bool, log: Log, world: str = "shapes", augment: bool = False) -> CausalVAE:
     """Train `vae.decoder` to decode the frozen encoder's posterior means; the encoder is untouched."""
     if stage.loss.adversarial:
         raise KinemaError("vae_decoder.loss.adversarial: the decoder fine-tune has no discriminator yet; "
@@ -179,9 +184,11 @@ def tune_decoder(vae: CausalVAE, stage: DecoderStage, *, run_dir: Path, seed: in
 
     def loss_fn(model, step: int):
         # streams 2 and 3: clips the VAE stage never drew
-        images = shapes_batch(seed, step, stage.image_batch_size, 1, size, 3, world) if stage.image_batch_size else None
+        images = (shapes_batch(seed, step, stage.image_batch_size, 1, size, 3, world, augment=augment)
+                  if stage.image_batch_size else None)
         return clips_and_images(lambda x: reconstruct(model, x),
-                                shapes_batch(seed, step, stage.batch_size, stage.frames, size, 2, world), images)
+                                shapes_batch(seed, step, stage.batch_size, stage.frames, size, 2, world, augment=augment),
+                                images)
 
     fit(vae, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(vae.cfg),
         log=log, resume=resume, runtime=runtime, log_every=stage.log_every, ckpt_every=stage.ckpt_every,
