@@ -167,6 +167,28 @@ def test_eval_vae_on_held_out_photographs(capsys, tiny_model_dir, tmp_path):
     assert 0 < r["baseline_psnr"] < 60 and np.isfinite(r["psnr"])
 
 
+
+def test_eval_vae_on_training_photographs(capsys, tiny_model_dir, tmp_path, monkeypatch):
+    """--world photos-train codes new camera paths over the training photographs (the held-out
+    world's counterpart), and never a held-out one."""
+    from kinema.data import photos
+
+    drawn = []
+    real = photos.sample_photo_clip
+
+    def spy(*a, **k):
+        clip, path = real(*a, **k)
+        drawn.append(path)
+        return clip, path
+
+    monkeypatch.setattr(photos, "sample_photo_clip", spy)
+    out_json = tmp_path / "train.json"
+    code, _, _ = run_cli(capsys, "eval", "vae", "--model", tiny_model_dir, "--world", "photos-train", "--clips", 3,
+                         "--json", out_json)
+    r = json.loads(out_json.read_text())[0]
+    assert code == 0 and r["world"] == "photos-train" and np.isfinite(r["psnr"])
+    assert len(drawn) == 3 and {p.photo for p in drawn} <= set(photos.TRAIN)
+
 def test_unknown_stage(capsys, tmp_path):
     cfg = tmp_path / "r.yaml"
     cfg.write_text(f"run_dir: {tmp_path / 'run'}\n")

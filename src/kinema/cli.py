@@ -466,9 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", nargs="+", default=[DEFAULT_MODEL],
                     help="model directories, VAE run directories (runs/x/vae) or checkpoints; several are compared")
     ev.add_argument("--clips", type=int, default=64)
-    ev.add_argument("--world", default="shapes", choices=("shapes", "scenes", "photos"),
+    ev.add_argument("--world", default="shapes", choices=("shapes", "scenes", "photos", "photos-train"),
                     help="shapes: level-1 clips and oracle; scenes: level 2 (two objects, pace, binding); "
-                         "photos: held-out photographs under a moving camera (no oracle)")
+                         "photos: held-out photographs under a moving camera (no oracle); photos-train: new "
+                         "camera paths over the training photographs (against photos: the generalisation gap)")
     ev.add_argument("--json", default=None)
     _runtime_args(ev)
     ev.set_defaults(func=_eval_vae)

@@ -3,7 +3,8 @@
 PSNR and SSIM over whole frames (scikit-image), PSNR over object pixels only (the background is
 black and easy: whole-frame PSNR hides a VAE that smears the objects), and the Shapes oracle on
 the reconstructions: does the round trip keep colour, shape, direction and a single object?
-World "photos" codes held-out photo-world clips (a camera over photographs never trained on).
+World "photos" codes held-out photo-world clips (a camera over photographs never trained on);
+"photos-train" new clips over the training photographs, for the generalisation gap.
 
 Every figure comes with a naive baseline that keeps as many numbers as the latent does: the clip
 trilinearly downsampled (time by the VAE's factor, space by s / sqrt(Cz / 3)) and upsampled back.
@@ -90,11 +91,13 @@ def level2_case(i: int, frames: int, size: int):
     return ref, scores
 
 
-def photo_case(i: int, frames: int, size: int):
-    """Held-out photo-world clip i (a scikit-learn photograph); no oracle."""
+def photo_case(i: int, frames: int, size: int, held_out: bool = True):
+    """Held-out photo-world clip i (a scikit-learn photograph), or, with `held_out` False, clip i
+    over the training photographs (new camera paths over photographs trained on: the gap between
+    the two says how much of a photo VAE's quality is its own photographs); no oracle."""
     from kinema.data.photos import sample_photo_clip
 
-    return sample_photo_clip(50_000 + i, frames=frames, size=size, held_out=True)[0], lambda rec: {}
+    return sample_photo_clip(50_000 + i, frames=frames, size=size, held_out=held_out)[0], lambda rec: {}
 
 
 def baseline_size(cfg: VAEConfig, frames: int, h: int, w: int) -> tuple[int, int, int]:
@@ -131,7 +134,8 @@ def evaluate_vae(path: str | Path, clips: int = 64, batch_size: int = 8, frames:
     rows = []
     for start in range(0, clips, batch_size):
         case = {"shapes": lambda i: level1_case(i, picks, frames, size), "scenes": lambda i: level2_case(i, frames, size),
-                "photos": lambda i: photo_case(i, frames, size)}[world]
+                "photos": lambda i: photo_case(i, frames, size),
+                "photos-train": lambda i: photo_case(i, frames, size, held_out=False)}[world]
         cases = [case(i) for i in range(start, min(start + batch_size, clips))]
         x = torch.stack([shapes.to_tensor(ref) for ref, _ in cases])
         with runtime.autocast():
