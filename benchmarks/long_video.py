@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=1, help="forcing's new latent frames per chunk")
     ap.add_argument("--stride", type=int, default=16, help="keyframe's and coarse2fine's coarse stride (257 = 1 + 16 x 16)")
     ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--strength", type=float, default=0.5, help="coarse2fine: how far each fine clip is re-noised")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--json", default=None)
@@ -76,7 +77,7 @@ def main() -> None:
         scores, turns = [], []  # [prompt][window] -> dict; [prompt] -> bounce_report
         for combo in combos:
             video = generate_long(pipe, canonical_caption(*combo), args.frames, route, context=args.context,
-                                  chunk=args.chunk, stride=args.stride, seed=0, steps=args.steps)
+                                  chunk=args.chunk, stride=args.stride, strength=args.strength, seed=0, steps=args.steps)
             row = []
             for w in windows(video, f, c):
                 v = judge(w)
