@@ -183,9 +183,9 @@ def test_vae_length_schedule_switches_clip_length_and_batch(tmp_path, monkeypatc
     seen = []
     real = vae_stage.shapes_batch
 
-    def spy(seed, step, batch_size, frames, size, *rest):
+    def spy(seed, step, batch_size, frames, size, *rest, **kw):
         seen.append((step, batch_size, frames))
-        return real(seed, step, batch_size, frames, size, *rest)
+        return real(seed, step, batch_size, frames, size, *rest, **kw)
 
     monkeypatch.setattr(vae_stage, "shapes_batch", spy)
     vae_stage.train_vae(recipe.model.vae, recipe.vae, run_dir=tmp_path, seed=0, size=32, runtime=cpu_runtime("bf16"),
