@@ -47,8 +47,8 @@ class VAEStage:
     # (each clip from one world in turn); the decoder fine-tune follows it
     world: str | None = None
     # each photograph in a random look: mirrored or not, colours reordered, hue-turned and saturated
-    # (grey ones tinted): 15 photographs teach a VAE their own colours and textures, not a photo's;
-    # the decoder fine-tune follows it
+    # (grey ones tinted), so 15 photographs look like more; the decoder fine-tune follows it. On the
+    # photo VAE it did not help held-out photographs (docs/vae.md: 18.77 against 18.93 dB)
     photo_augment: bool = False
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, warmup=100))
     loss: VAELossConfig = field(default_factory=lambda: VAELossConfig(foreground_weight=20.0))
