@@ -168,7 +168,7 @@ def looked(photo: np.ndarray, path: CameraPath) -> np.ndarray:
         photo = photo[:, ::-1]
     if path.colour is not None:
         photo = np.clip(np.rint(photo.astype(np.float64) @ path.colour.T), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(photo)
+    return photo
 
 
 def render(path: CameraPath, size: int = 64, photo: np.ndarray | None = None) -> np.ndarray:
