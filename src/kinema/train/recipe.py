@@ -49,6 +49,11 @@ class Recipe:
     vae_decoder: DecoderStage = field(default_factory=DecoderStage)  # steps 0: no decoder fine-tune
     dit: DiTStage = field(default_factory=DiTStage)
 
+    @property
+    def vae_world(self) -> str:
+        """The world the VAE stages train on: vae.world where it is set, else the recipe's."""
+        return self.vae.world or self.world
+
 
 def load_recipe_dict(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
     """A recipe may start with `base: other.yaml` (relative to its own file) and list only what differs."""
@@ -130,8 +135,8 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
             check_vae_world(recipe.vae.world)
         except ValueError as e:
             raise KinemaError(f"vae.world: {e}") from None
-    if recipe.vae.photo_augment and "photos" not in (recipe.vae.world or recipe.world).split("+"):
-        raise KinemaError(f"vae.photo_augment: the VAE's world {recipe.vae.world or recipe.world!r} has no photographs; "
+    if recipe.vae.photo_augment and "photos" not in recipe.vae_world.split("+"):
+        raise KinemaError(f"vae.photo_augment: the VAE's world {recipe.vae_world!r} has no photographs; "
                           f"set vae.world to photos or a mix such as shapes+photos, or drop photo_augment")
     check_sizes(recipe)
     runtime = resolve_runtime(recipe.device, recipe.precision)  # a bad device or precision fails before any work
@@ -161,7 +166,7 @@ def _run(recipe: Recipe, run_dir: Path, log: Log, runtime, resume: bool, stage: 
     mc = recipe.model
     common = dict(seed=recipe.seed, runtime=runtime, resume=resume, log=log, world=recipe.world)
 
-    vae_common = {**common, "world": recipe.vae.world or recipe.world, "augment": recipe.vae.photo_augment}
+    vae_common = {**common, "world": recipe.vae_world, "augment": recipe.vae.photo_augment}
     vae = train_vae(mc.vae, recipe.vae, run_dir=run_dir / "vae", size=mc.height, **vae_common)
     if recipe.vae_decoder.steps:
         vae = tune_decoder(vae, recipe.vae_decoder, run_dir=run_dir / "vae_decoder", size=mc.height, **vae_common)
