@@ -3,7 +3,7 @@ machine: forward and forward+backward time and peak memory of the `wan` and `hun
 next to diffusers' WanTransformer3DModel and HunyuanVideoTransformer3DModel.
 
     python benchmarks/dit_speed.py [--dim 512] [--batch 4] [--runs 5] [--precision auto] [--latent 5 16 16]
-                                   [--families wan hunyuan] [--no-fp32] [--one-process]
+                                   [--families wan hunyuan] [--no-fp32] [--one-process] [--compile]
 
 Each (family, implementation, precision) runs in a fresh process that builds the diffusers model,
 converts its weights with kinema.adapters (so both compute the same function, checked to 1e-4),
@@ -47,9 +47,12 @@ def reference(family: str, dim: int, heads: int):
                                                                         3 * head_dim // 8), rope_theta=256.0)
 
 
-def pair(family: str, precision: str, dim: int, heads: int, batch: int, latent: tuple[int, int, int]):
+def pair(family: str, precision: str, dim: int, heads: int, batch: int, latent: tuple[int, int, int],
+         compile: bool = False):
     """(runtime, kinema model, diffusers model, run_kinema, run_diffusers): the same weights through
-    the adapter, the same inputs; in fp32 the two outputs are checked to agree first."""
+    the adapter, the same inputs; in fp32 the two outputs are checked to agree first. With
+    `compile`, both models are then torch.compile'd alike (in place), and the timings' warm-up
+    pays for the compile."""
     import torch
 
     from kinema.adapters import hunyuan_video, wan
@@ -91,15 +94,19 @@ def pair(family: str, precision: str, dim: int, heads: int, batch: int, latent: 
         del a, b
         if rt.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
+    if compile:  # after the check: it compares the eager functions
+        mine.compile()
+        ref.compile()
     return rt, mine, ref, run_mine, run_ref
 
 
-def timed(rt, fn, mode: str, runs: int, models) -> float:
-    """The median of `runs` steps after one warm-up: forward, or forward + backward ("train")."""
+def timed(rt, fn, mode: str, runs: int, models, warmup: int = 1) -> float:
+    """The median of `runs` steps after `warmup` ones: forward, or forward + backward ("train").
+    Compiled models take 3 warm-ups: the first call compiles, and guards may recompile once more."""
     import torch
 
     times = []
-    for i in range(runs + 1):
+    for i in range(runs + warmup):
         with torch.set_grad_enabled(mode == "train"):
             rt.synchronize()
             t0 = time.perf_counter()
@@ -108,7 +115,7 @@ def timed(rt, fn, mode: str, runs: int, models) -> float:
             if mode == "train":
                 out.float().pow(2).mean().backward()
             rt.synchronize()
-        if i:
+        if i >= warmup:
             times.append(time.perf_counter() - t0)
         for m in models:
             for p in m.parameters():
@@ -117,11 +124,11 @@ def timed(rt, fn, mode: str, runs: int, models) -> float:
 
 
 def child(family: str, impl: str, precision: str, mode: str, dim: int, heads: int, batch: int, runs: int,
-          latent: tuple[int, int, int]) -> None:
+          latent: tuple[int, int, int], compile: bool = False) -> None:
     import torch
 
-    rt, mine, ref, run_mine, run_ref = pair(family, precision, dim, heads, batch, latent)
-    seconds = timed(rt, run_mine if impl == "kinema" else run_ref, mode, runs, (mine, ref))
+    rt, mine, ref, run_mine, run_ref = pair(family, precision, dim, heads, batch, latent, compile)
+    seconds = timed(rt, run_mine if impl == "kinema" else run_ref, mode, runs, (mine, ref), 3 if compile else 1)
     gpu = torch.cuda.max_memory_allocated() / 2**20 if rt.device.type == "cuda" else None
     print(json.dumps({"seconds": seconds, "gpu_mib": gpu, "precision": rt.precision}))
 
@@ -134,10 +141,12 @@ def one_process(args, precisions: list[str]) -> None:
     print("|---|---|---|---:|---:|---:|")
     for family in args.families:
         for prec in precisions:
-            rt, mine, ref, run_mine, run_ref = pair(family, prec, args.dim, args.heads, args.batch, tuple(args.latent))
+            rt, mine, ref, run_mine, run_ref = pair(family, prec, args.dim, args.heads, args.batch, tuple(args.latent),
+                                                    args.compile)
             for mode in ("forward", "train"):
-                rounds = [(timed(rt, run_mine, mode, args.runs, (mine, ref)), timed(rt, run_ref, mode, args.runs, (mine, ref)))
-                          for _ in range(args.rounds)]
+                warm = 3 if args.compile else 1
+                rounds = [(timed(rt, run_mine, mode, args.runs, (mine, ref), warm),
+                           timed(rt, run_ref, mode, args.runs, (mine, ref), warm)) for _ in range(args.rounds)]
                 k, d = (statistics.median(r[i] for r in rounds) for i in (0, 1))
                 ratios = [b / a for a, b in rounds]
                 print(f"| {family} | {prec} | {'forward+backward' if mode == 'train' else 'forward'} | {1000 * k:.1f} ms | "
@@ -147,6 +156,7 @@ def one_process(args, precisions: list[str]) -> None:
 def measure(args, family: str, impl: str, precision: str, mode: str) -> dict:
     cmd = [sys.executable, __file__, "--child", family, impl, precision, mode, "--dim", str(args.dim), "--heads",
            str(args.heads), "--batch", str(args.batch), "--runs", str(args.runs), "--latent", *map(str, args.latent)]
+    cmd += ["--compile"] if args.compile else []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -204,11 +214,13 @@ def main() -> None:
     p.add_argument("--families", nargs="+", default=FAMILIES, choices=FAMILIES)
     p.add_argument("--no-fp32", action="store_true", help="only the policy's precision (a GPU's time is short)")
     p.add_argument("--one-process", action="store_true", help="time both implementations in this process (no memory)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile both models alike (fuses the elementwise kernels that take much of a GPU step)")
     p.add_argument("--json", default=None)
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        return child(*args.child, args.dim, args.heads, args.batch, args.runs, tuple(args.latent))
+        return child(*args.child, args.dim, args.heads, args.batch, args.runs, tuple(args.latent), args.compile)
     import torch
 
     from kinema.adapters import hunyuan_video, wan
@@ -220,7 +232,7 @@ def main() -> None:
     lt, lh, lw = args.latent
     grid = (lt, lh // 2, lw // 2)
     print(f"models: width {args.dim}, {args.heads} heads, batch {args.batch}, {4 * (lt - 1) + 1} x {8 * lh} x {8 * lw} frames "
-          f"-> {grid[0] * grid[1] * grid[2]} video tokens + 24 text")
+          f"-> {grid[0] * grid[1] * grid[2]} video tokens + 24 text{'; both torch.compiled' if args.compile else ''}")
     precisions = ([] if args.no_fp32 and rt.precision != "fp32" else ["fp32"]) + ([rt.precision] if rt.precision != "fp32" else [])
     if args.one_process:
         return one_process(args, precisions)
