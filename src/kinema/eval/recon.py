@@ -20,33 +20,10 @@ import torch
 import torch.nn.functional as F
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from kinema.config import VAEConfig, from_dict
+from kinema.config import VAEConfig
 from kinema.data import shapes
-from kinema.errors import KinemaError
 from kinema.eval.oracle import judge
-from kinema.io.weights import load_json, load_weights
-from kinema.train.checkpoint import latest_checkpoint
-from kinema.vae.autoencoder import CausalVAE
-
-
-def load_vae(path: str | Path) -> CausalVAE:
-    """A model directory (vae.safetensors + config.json), or a VAE checkpoint directory / run."""
-    from kinema.pipelines.registry import resolve
-
-    path = resolve(path)
-    if (path / "vae.safetensors").is_file():
-        root = path
-        cfg = from_dict(VAEConfig, load_json(root / "config.json")["vae"])
-        weights = root / "vae.safetensors"
-    else:
-        root = latest_checkpoint(path) or latest_checkpoint(path / "ckpt") or path
-        if not (root / "model.safetensors").is_file():
-            raise KinemaError(f"{path} is neither a model directory nor a VAE checkpoint")
-        cfg = from_dict(VAEConfig, load_json(root / "config.json"))
-        weights = root / "model.safetensors"
-    vae = CausalVAE(cfg)
-    vae.load_state_dict(load_weights(weights))
-    return vae.eval()
+from kinema.train.vae_stage import load_vae
 
 
 def foreground_psnr(ref: np.ndarray, out: np.ndarray) -> float:

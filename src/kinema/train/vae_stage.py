@@ -15,13 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kinema.config import VAEConfig, to_dict
+from kinema.config import VAEConfig, from_dict, to_dict
 from kinema.data import shapes
 from kinema.data.worlds import render_clip
 from kinema.errors import KinemaError, at_least, require
 from kinema.io.video import write_gif
+from kinema.io.weights import load_json, load_weights
 from kinema.runtime import Runtime, to_device
 from kinema.train import dist
+from kinema.train.checkpoint import latest_checkpoint
 from kinema.train.trainer import Log, OptimConfig, fit, seeded
 from kinema.vae.autoencoder import CausalVAE
 from kinema.vae.discriminator import PatchDiscriminator3D, adaptive_weight, generator_loss, hinge_d
@@ -116,6 +118,26 @@ def clips_and_images(reconstruct, clips: torch.Tensor, images: torch.Tensor | No
     return loss, terms
 
 
+def load_vae(path: str | Path) -> CausalVAE:
+    """A model directory (vae.safetensors + config.json), or a VAE checkpoint directory / run."""
+    from kinema.pipelines.registry import resolve
+
+    path = resolve(path)
+    if (path / "vae.safetensors").is_file():
+        root = path
+        cfg = from_dict(VAEConfig, load_json(root / "config.json")["vae"])
+        weights = root / "vae.safetensors"
+    else:
+        root = latest_checkpoint(path) or latest_checkpoint(path / "ckpt") or path
+        if not (root / "model.safetensors").is_file():
+            raise KinemaError(f"{path} is neither a model directory nor a VAE checkpoint")
+        cfg = from_dict(VAEConfig, load_json(root / "config.json"))
+        weights = root / "model.safetensors"
+    vae = CausalVAE(cfg)
+    vae.load_state_dict(load_weights(weights))
+    return vae.eval()
+
+
 def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size: int,
               runtime: Runtime, resume: bool, log: Log, world: str = "shapes", augment: bool = False) -> CausalVAE:
     torch.manual_seed(seed)
@@ -124,8 +146,6 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
         dist.check_batch(b, "vae.batch_size (and image_batch_size, length_schedule)", stage.optim.accumulate)
     vae = CausalVAE(cfg)
     if stage.init_from:
-        from kinema.eval.recon import load_vae
-
         start = load_vae(stage.init_from)
         unstated = dict(latent_mean=None, latent_std=None)  # statistics, not architecture
         if dataclasses.replace(start.cfg, **unstated) != dataclasses.replace(cfg, **unstated):
