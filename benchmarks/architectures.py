@@ -170,7 +170,19 @@ def table(rows: list[dict], world: str) -> str:
             s = e["seen"]
             lines.append(f"| {r['arch']} | {r['steps']} | {pct(s['colour'])} | {pct(s['shape'])} | {pct(s['direction'])} | "
                          f"{pct(s['all_three'])} | {pct(s['one_object_frames'])} | {cost} |")
+    judged = [r["eval"] for r in rows if "eval" in r]
+    if world == "scenes" and judged:
+        n = judged[0]["one_object"]["clips"]
+        lines += ["", f"Each split has {n} clips: a share's 95% interval is about "
+                  + ", ".join(f"±{100 * half_width(p, n):.0f} points at {p:.0%}" for p in (0.5, 0.8, 0.9))
+                  + " (binomial); a difference between two rows needs about 1.4 times that (independent shares) "
+                  "to lie beyond sampling noise."]
     return "\n".join(lines)
+
+
+def half_width(p: float, n: int) -> float:
+    """Half-width of the normal-approximation 95% interval of a share p measured on n clips."""
+    return 1.96 * (p * (1 - p) / n) ** 0.5
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ def test_architectures_benchmark_trains_judges_times_and_resumes(tmp_path, tiny_
         assert r["steps"] == 2 and r["eval"]["two_objects"]["clips"] == 2 and r["step_s"] > 0 and r["sample_s"] > 0
         assert (tmp_path / "root" / f"{r['arch']}-steps2" / "model" / "dit.safetensors").is_file()
     assert "| wan-tiny | 2 |" in out and "binding" in out
+    assert "Each split has 2 clips" in out and "±69 points at 50%" in out  # 1.96 sqrt(0.25 / 2)
     log = (tmp_path / "root" / "wan-tiny-steps2" / "train_log.txt").read_text()
     assert "[cache]" not in log  # the shared cache, not a new one
 
