@@ -152,8 +152,8 @@ def table(rows: list[dict], world: str) -> str:
                  "| step s | sample s |", "|---|" + "---:|" * 10]
     pct = "{:.0%}".format
     for r in rows:
-        cost = (f"{r['params'] / 1e6:.2f} M | {r['train_flops'] / 1e9:,.0f} | "
-                f"{r.get('step_s', float('nan')):.3f} | {r.get('sample_s', float('nan')):.2f}")
+        timing = (f"{r['step_s']:.3f} | {r['sample_s']:.2f}" if "step_s" in r else "not timed | not timed")  # --no-timing
+        cost = f"{r['params'] / 1e6:.2f} M | {r['train_flops'] / 1e9:,.0f} | {timing}"
         e = r.get("eval")
         if e is None:
             lines.append(f"| {r['arch']} | {r['steps']} | " + " | ".join(["not run"] * (11 if world == "scenes" else 5))

@@ -37,7 +37,8 @@ def test_architectures_benchmark_trains_judges_times_and_resumes(tmp_path, tiny_
     log = (tmp_path / "root" / "wan-tiny-steps2" / "train_log.txt").read_text()
     assert "[cache]" not in log  # the shared cache, not a new one
 
-    bench(*common, "--steps", 2, "--no-timing")  # everything is done: nothing trains again
+    out = bench(*common, "--steps", 2, "--no-timing")  # everything is done: nothing trains again
+    assert "| not timed | not timed |" in out
     assert (tmp_path / "root" / "wan-tiny-steps2" / "train_log.txt").read_text() == log
 
     bench(*common, "--steps", 4, "--match-flops", "sd3-tiny", "--time-only", "--json", tmp_path / "t.json")
