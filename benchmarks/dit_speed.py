@@ -100,9 +100,14 @@ def pair(family: str, precision: str, dim: int, heads: int, batch: int, latent: 
     return rt, mine, ref, run_mine, run_ref
 
 
+def warmups(compile: bool) -> int:
+    """Untimed steps before the timed ones: the first call of a compiled model compiles, and its
+    guards may recompile once more."""
+    return 3 if compile else 1
+
+
 def timed(rt, fn, mode: str, runs: int, models, warmup: int = 1) -> float:
-    """The median of `runs` steps after `warmup` ones: forward, or forward + backward ("train").
-    Compiled models take 3 warm-ups: the first call compiles, and guards may recompile once more."""
+    """The median of `runs` steps after `warmup` ones (`warmups`): forward, or forward + backward ("train")."""
     import torch
 
     times = []
@@ -128,7 +133,7 @@ def child(family: str, impl: str, precision: str, mode: str, dim: int, heads: in
     import torch
 
     rt, mine, ref, run_mine, run_ref = pair(family, precision, dim, heads, batch, latent, compile)
-    seconds = timed(rt, run_mine if impl == "kinema" else run_ref, mode, runs, (mine, ref), 3 if compile else 1)
+    seconds = timed(rt, run_mine if impl == "kinema" else run_ref, mode, runs, (mine, ref), warmups(compile))
     gpu = torch.cuda.max_memory_allocated() / 2**20 if rt.device.type == "cuda" else None
     print(json.dumps({"seconds": seconds, "gpu_mib": gpu, "precision": rt.precision}))
 
@@ -144,7 +149,7 @@ def one_process(args, precisions: list[str]) -> None:
             rt, mine, ref, run_mine, run_ref = pair(family, prec, args.dim, args.heads, args.batch, tuple(args.latent),
                                                     args.compile)
             for mode in ("forward", "train"):
-                warm = 3 if args.compile else 1
+                warm = warmups(args.compile)
                 rounds = [(timed(rt, run_mine, mode, args.runs, (mine, ref), warm),
                            timed(rt, run_ref, mode, args.runs, (mine, ref), warm)) for _ in range(args.rounds)]
                 k, d = (statistics.median(r[i] for r in rounds) for i in (0, 1))
