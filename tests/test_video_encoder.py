@@ -41,6 +41,40 @@ def test_encoder_batches_mix_both_levels_from_their_own_seeds():
     assert np.array_equal(videos, again) and not np.array_equal(videos, encoder_batch(1, 4)[0])
 
 
+class _KnownRetrieval:
+    """Clip i's feature is one-hot at `index[i]`, and prompt p's is one-hot at p: prompt p ranks
+    first the first clip whose index is p (ties go to the lowest clip), or clip 0 if none is."""
+
+    def __init__(self, index, dim):
+        self.index, self.dim = index, dim
+
+    def __call__(self, videos):
+        return np.eye(self.dim)[self.index]
+
+    def text(self, pooled):
+        return np.eye(self.dim)[pooled.astype(int)]
+
+
+class _IndexText:
+    def __call__(self, prompts):
+        return type("Out", (), {"pooled": np.array([int(p.split()[1]) for p in prompts])})()
+
+
+def test_retrieval_known_r_at_1_and_its_interval():
+    """8 distinct prompts; clips 0-5 carry their own prompt's feature, clips 6 and 7 carry prompt 0's.
+    So prompts 0-5 retrieve a clip with their prompt and 6, 7 do not: R@1 = 6 / 8, with a bootstrap
+    interval over the 8 queries that holds it and is wide (8 queries); all right gives [1, 1]."""
+    from kinema.eval.video_encoder import retrieval
+
+    prompts = [f"prompt {i}" for i in range(8)]
+    videos = np.zeros((8, 1))
+    r = retrieval(_KnownRetrieval([0, 1, 2, 3, 4, 5, 0, 0], 8), videos, prompts, _IndexText())
+    assert r["r_at_1"] == 0.75
+    assert r["r_at_1_low"] < 0.75 < r["r_at_1_high"] and r["r_at_1_high"] - r["r_at_1_low"] > 0.3
+    right = retrieval(_KnownRetrieval(list(range(8)), 8), videos, prompts, _IndexText())
+    assert (right["r_at_1"], right["r_at_1_low"], right["r_at_1_high"]) == (1.0, 1.0, 1.0)
+
+
 def test_train_export_load_and_extract(tmp_path):
     out = train_encoder(tmp_path / "enc", steps=3, batch_size=4, device="cpu", precision="fp32", cfg=TINY)
     extractor = load_encoder(out)

@@ -159,6 +159,7 @@ def format_suite(result: dict) -> str:
             lines += [f"| {name} | " + " | ".join(f"{x:.4f}" for x in d.values()) + " |" for name, d in result[key].items()]
     if "retrieval" in result:
         r = result["retrieval"]
-        lines += ["", f"text-video retrieval on the generated clips: R@1 {r['r_at_1']:.1%}, cosine to own prompt "
+        ci = f" [{r['r_at_1_low']:.1%} - {r['r_at_1_high']:.1%}]" if "r_at_1_low" in r else ""
+        lines += ["", f"text-video retrieval on the generated clips: R@1 {r['r_at_1']:.1%}{ci}, cosine to own prompt "
                       f"{r['cos_own']:.3f} against {r['cos_other']:.3f} to the others"]
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from kinema.data import scenes, shapes
 from kinema.data.captions import canonical_caption
 from kinema.errors import KinemaError
 from kinema.eval.features import FeatureSpec, fit_clip, sha256_of
+from kinema.eval.videos import mean_ci
 
 ENCODER_SEED = 7_000_000_000  # clip seeds from here: apart from every generator recipe's draws
 NAME = "kinema-shapes-video-encoder"
@@ -173,13 +174,15 @@ def train_encoder(out: str | Path, steps: int = 2000, batch_size: int = 32, lr: 
 
 def retrieval(extractor: EncoderExtractor, videos: np.ndarray, prompts: list[str], text_encoder) -> dict[str, float]:
     """Text-to-video retrieval within a set of clips and their prompts: R@1 (the prompt's own clip
-    ranks first among all clips; clips sharing a prompt count as one), and the mean cosine of each
-    clip to its prompt against the mean to the others."""
+    ranks first among all clips; clips sharing a prompt count as one) with its bootstrap 95%
+    interval over the queries (the clips stay fixed), and the mean cosine of each clip to its prompt
+    against the mean to the others."""
     v = extractor(videos)
     t = extractor.text(text_encoder(prompts).pooled)
     v, t = v / np.linalg.norm(v, axis=1, keepdims=True), t / np.linalg.norm(t, axis=1, keepdims=True)
     sim = t @ v.T  # [prompts, clips]
     same = np.array([[a == b for b in prompts] for a in prompts])
-    r1 = float(np.mean([same[i, int(np.argmax(sim[i]))] for i in range(len(prompts))]))
-    return {"r_at_1": r1, "cos_own": float(sim[same].mean()),
+    hits = same[np.arange(len(prompts)), sim.argmax(axis=1)]  # [prompts]: its top clip has its prompt
+    r1, low, high = mean_ci(hits)
+    return {"r_at_1": r1, "r_at_1_low": low, "r_at_1_high": high, "cos_own": float(sim[same].mean()),
             "cos_other": float(sim[~same].mean()) if (~same).any() else float("nan")}
