@@ -92,6 +92,31 @@ def test_a_stride_recipe_draws_bouncing_clips_at_each_stride(stride_model_dir):
     assert np.array_equal(clip, shapes.sample_bouncing_clip(seed, seen[int(combo[i])], frames=17, size=32)[0][::2])
 
 
+def test_stride_one_clips_come_from_the_world_the_recipe_names():
+    """stride_one_world: plain draws stride-1 clips from the plain world (straight lines) and keeps
+    the other strides bouncing; bouncing (the default) draws stride 1 bouncing too."""
+    from kinema.config import ModelConfig
+    from kinema.train.dit_stage import DiTStage, training_clips
+
+    mc = from_dict(ModelConfig, {"frames": 17, "height": 32, "width": 32})
+    rng = np.random.default_rng([0, 7])
+    seen = shapes.combos(held_out=False)
+    rng.integers(len(seen), size=16)
+    seeds = rng.integers(0, 2**62, size=16)
+    for world in ("plain", "bouncing"):
+        stage = DiTStage(num_clips=16, captions_per_combo=2, strides=(1, 4), stride_one_world=world)
+        render, combo, _, _, strides = training_clips("shapes", stage, mc, seed=0)
+        one, four = (int(np.flatnonzero(strides == s)[0]) for s in (1, 4))
+        c1, c4 = seen[int(combo[one])], seen[int(combo[four])]
+        plain = shapes.sample_clip(int(seeds[one]), c1, frames=17, size=32)[0]
+        bouncing = shapes.sample_bouncing_clip(int(seeds[one]), c1, frames=17, size=32)[0]
+        assert not np.array_equal(plain, bouncing)
+        assert np.array_equal(render(one), plain if world == "plain" else bouncing)
+        assert np.array_equal(render(four), shapes.sample_bouncing_clip(int(seeds[four]), c4, frames=65, size=32)[0][::4])
+    with pytest.raises(KinemaError, match="stride_one_world"):
+        DiTStage(strides=(1, 4), stride_one_world="straight")
+
+
 def spied_pipeline(model_dir, monkeypatch):
     """The pipeline, and the list of (keyword arguments, output) of each of its calls."""
     pipe = load_pipeline(model_dir, device="cpu", precision="fp32")

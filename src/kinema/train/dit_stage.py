@@ -87,8 +87,13 @@ class DiTStage:
     train_only: str | None = None
     # frame strides to train at (model.dit.frame_stride): each clip is drawn at one of them, from
     # the bouncing Shapes world (objects reflect off the walls, so a clip of 1 + 16 s real frames
-    # stays in view), every s-th frame kept; (1,) is the plain world at its own rate
+    # stays in view), every s-th frame kept (stride 1: see stride_one_world); (1,) is the plain
+    # world at its own rate
     strides: tuple[int, ...] = (1,)
+    # where a strided recipe draws its stride-1 clips: "bouncing" (the same world as the other
+    # strides, where an object may turn within one clip) or "plain" (the plain world, straight
+    # lines, which the text-to-video and image-to-video models trained on)
+    stride_one_world: str = "bouncing"
 
     def __post_init__(self):
         at_least(self, 1, "steps", "batch_size", "num_clips", "captions_per_combo", "log_every", "ckpt_every")
@@ -101,6 +106,8 @@ class DiTStage:
                 "per-frame noise (frame_noise) is not packed yet; set pack_tokens to 0")
         require(not (self.pack_tokens and (self.first_frame or self.last_frame)), "pack_tokens", self.pack_tokens,
                 "given frames (first_frame, last_frame) are not packed yet; set pack_tokens to 0")
+        require(self.stride_one_world in ("bouncing", "plain"), "stride_one_world", self.stride_one_world,
+                "use bouncing or plain")
         require(self.train_only in (None, "motion"), "train_only", self.train_only, "use motion, or leave it unset")
         fractions(self, "ema_decay", below_one=True)
         for entry in self.curriculum:
@@ -136,8 +143,8 @@ def training_clips(world: str, stage: DiTStage, mc: ModelConfig, seed: int):
         clip_strides = np.asarray(stage.strides)[rng.integers(len(stage.strides), size=n)] if strided else None
 
         def render(i: int) -> np.ndarray:
-            if strided:
-                s = int(clip_strides[i])
+            s = int(clip_strides[i]) if strided else 1
+            if s > 1 or (strided and stage.stride_one_world == "bouncing"):
                 return shapes.sample_bouncing_clip(int(clip_seeds[i]), seen[int(combo_idx[i])], frames=1 + (mc.frames - 1) * s,
                                                    size=mc.height)[0][::s]
             return shapes.sample_clip(int(clip_seeds[i]), seen[int(combo_idx[i])], frames=mc.frames, size=mc.height)[0]
