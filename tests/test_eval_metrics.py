@@ -319,6 +319,24 @@ def test_the_html_report_renders_in_headless_chromium(tmp_path):
 
 # -- kinema eval suite ---------------------------------------------------------------------------
 
+def test_a_world_set_draws_each_clip_from_its_own_seed():
+    """The suite's world sets (the ceiling, the reference and the real-versus-real floor): every clip
+    its own size, speed and start, so a set is as varied as its size allows. With seeds offset + s,
+    all 162 clips of one s had one size and speed, and the floor compared 4 sizes with 4 others."""
+    from kinema.data import shapes
+    from kinema.eval.report import world_seed
+    from kinema.eval.suite import world_set
+
+    jobs = [(c, s) for c in shapes.combos()[:27] for s in range(2)]  # 3 shapes x 9 directions, 2 seeds
+    seeds = [world_seed(30_000, c, s) for c, s in jobs]
+    assert len(set(seeds)) == len(jobs) and world_seed(30_000, *jobs[0]) == seeds[0]  # distinct, repeatable
+    assert not set(seeds) & {world_seed(31_000, c, s) for c, s in jobs}  # the two sets share no clip
+    sizes = {round(shapes.sample_clip(k, c, frames=2, size=64)[1][0].size, 6) for k, (c, _) in zip(seeds, jobs)}
+    assert len(sizes) == len(jobs)
+    clips = world_set(jobs[:2], 30_000)
+    assert np.array_equal(clips[1], shapes.sample_clip(seeds[1], jobs[1][0], frames=17, size=64)[0])
+
+
 def test_the_shapes_suite_on_the_world_with_an_encoder(tmp_path, capsys, monkeypatch):
     """The world's own clips: the oracle's ceiling and distances at the real-versus-real floor."""
     import json

@@ -20,9 +20,19 @@ from kinema.eval.oracle import judge
 METRICS = ("colour", "shape", "direction", "all_three", "one_object_frames")
 
 
+def world_seed(offset: int, combo: tuple[str, str, str], s: int) -> int:
+    """The world's seed for clip (combo, s) of the set named by `offset`: one of its own per clip.
+    (offset + s alone would give every combination the same size, speed and start for a given s:
+    a set of 162 x 4 clips would hold 4 object sizes.)"""
+    c, sh, d = combo
+    key = [offset, s, list(shapes.COLOURS).index(c), shapes.SHAPES.index(sh), list(shapes.DIRECTIONS).index(d)]
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
+
+
 def _world_generator(frames: int, size: int) -> Callable[[list[tuple[str, str, str]], list[int]], np.ndarray]:
     def generate(batch, seeds):
-        return np.stack([shapes.sample_clip(10_000 + s, combo, frames=frames, size=size)[0] for combo, s in zip(batch, seeds)])
+        return np.stack([shapes.sample_clip(world_seed(10_000, combo, s), combo, frames=frames, size=size)[0]
+                         for combo, s in zip(batch, seeds)])
     return generate
 
 

@@ -37,8 +37,11 @@ def summarise(rows: list[dict], keys) -> dict[str, dict[str, float]]:
 
 
 def world_set(jobs, offset: int) -> np.ndarray:
-    """World clips of the suite's prompts, from seeds offset + s (apart from the ceiling's 10 000 + s)."""
-    return np.stack([shapes.sample_clip(offset + s, combo, frames=17, size=64)[0] for combo, s in jobs])
+    """World clips of the suite's prompts, each from its own seed in `offset`'s set (the ceiling's
+    is 10 000): kinema.eval.report.world_seed."""
+    from kinema.eval.report import world_seed
+
+    return np.stack([shapes.sample_clip(world_seed(offset, combo, s), combo, frames=17, size=64)[0] for combo, s in jobs])
 
 
 def world_distances(extractor, generated: np.ndarray, jobs) -> dict[str, dict[str, float]]:
