@@ -93,6 +93,7 @@ def test_bad_input_gets_one_line(tiny_clip, tmp_path, capsys):
 def test_the_shapes_suite_scores_each_clip_against_its_own_prompt(tiny_clip, tmp_path, monkeypatch):
     from kinema.cli import main
     from kinema.data import shapes as world
+    from kinema.eval.report import world_seed
 
     every = world.combos
     monkeypatch.setattr(world, "combos", lambda held_out=None: every(held_out)[::9])  # 18 prompts, held-out ones among them
@@ -102,7 +103,7 @@ def test_the_shapes_suite_scores_each_clip_against_its_own_prompt(tiny_clip, tmp
     result = json.loads(out.read_text())
     row = result["rows"][3]
     combo = next(c for c in every() if _caption(c) == row["prompt"])
-    video = world.sample_clip(10_000 + row["seed"], combo, frames=17, size=64)[0]  # the world's clip of that row
+    video = world.sample_clip(world_seed(10_000, combo, row["seed"]), combo, frames=17, size=64)[0]  # that row's clip
     assert row["clipsim_v"] == pytest.approx(reference(tiny_clip, video, row["prompt"]), abs=1e-5)
     assert "clipsim_v" in result["summary"] and result["settings"]["clip"] == str(tiny_clip)
 
