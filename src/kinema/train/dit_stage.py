@@ -92,7 +92,8 @@ class DiTStage:
     strides: tuple[int, ...] = (1,)
     # where a strided recipe draws its stride-1 clips: "bouncing" (the same world as the other
     # strides, where an object may turn within one clip) or "plain" (the plain world, straight
-    # lines, which the text-to-video and image-to-video models trained on)
+    # lines, which the text-to-video and image-to-video models trained on). A recipe with strides
+    # (1,) draws the plain world whatever this says.
     stride_one_world: str = "bouncing"
 
     def __post_init__(self):
