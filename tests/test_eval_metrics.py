@@ -337,6 +337,20 @@ def test_a_world_set_draws_each_clip_from_its_own_seed():
     assert np.array_equal(clips[1], shapes.sample_clip(seeds[1], jobs[1][0], frames=17, size=64)[0])
 
 
+def test_the_given_frames_of_an_image_to_video_eval_vary_over_prompts():
+    """`kinema eval shapes --given first`: each prompt's given frame comes from its own world clip.
+    With seed 20 000 + s for every prompt, all 162 given frames of --seeds 1 had one object size."""
+    from kinema.data import shapes
+    from kinema.eval.report import true_clip, world_seed
+
+    combos = shapes.combos()[:9]
+    sizes = {int((true_clip(c, 0, frames=1)[0] != 0).any(-1).sum()) for c in combos}
+    assert len(sizes) >= 5  # object areas in pixels (the old seeds gave 2 areas for these 9 prompts)
+    combo = combos[3]
+    assert np.array_equal(true_clip(combo, 1), shapes.sample_clip(world_seed(20_000, combo, 1), combo)[0])
+    assert not np.array_equal(true_clip(combo, 1), true_clip(combo, 0))
+
+
 def test_the_shapes_suite_on_the_world_with_an_encoder(tmp_path, capsys, monkeypatch):
     """The world's own clips: the oracle's ceiling and distances at the real-versus-real floor."""
     import json

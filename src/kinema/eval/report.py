@@ -80,11 +80,11 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 @functools.lru_cache(maxsize=64)  # generation and scoring both read a clip's frames: rendered once
 def true_clip(combo: tuple[str, str, str], seed: int, frames: int = 17, size: int = 64) -> np.ndarray:
-    """The clip whose first (and last) frame an image-to-video eval gives: seeds 20 000 + s, apart
-    from the world ceiling's (world_seed) and from training's draws. (One seed for every prompt:
-    with --seeds 1 all given frames share one object size and speed. The committed given-frame
-    figures were measured so; moving to world_seed changes them all. docs/evaluation.md.)"""
-    return shapes.sample_clip(20_000 + seed, combo, frames=frames, size=size)[0]
+    """The clip whose first (and last) frame an image-to-video eval gives: the set 20 000 of
+    `world_seed`, apart from the world ceiling's (10 000) and from training's draws. Each prompt
+    and seed draws its own object size, speed and start. (Until 2026-12 it was seed 20 000 + s for
+    every prompt, so with --seeds 1 all 162 given frames had one size; docs/evaluation.md.)"""
+    return shapes.sample_clip(world_seed(20_000, combo, seed), combo, frames=frames, size=size)[0]
 
 
 def evaluate_shapes(model: str = "shapes", seeds: int = 4, steps: int = 25, guidance: float = 5.0,
