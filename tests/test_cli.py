@@ -239,3 +239,24 @@ def test_output_cut_short_by_the_reader_is_no_error():
                           text=True, timeout=120)
     os.close(write)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_every_command_prints_its_help():
+    """`--help` on every command and subcommand: a bare % in a help string (argparse formats it)
+    crashed `kinema eval --help` with a TypeError."""
+    import argparse
+
+    from kinema.cli import build_parser
+
+    def walk(parser, path):
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, [*path, name])
+
+    seen = 0
+    for path, parser in walk(build_parser(), []):
+        assert parser.format_help().startswith("usage:"), path
+        seen += 1
+    assert seen > 10

@@ -480,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--html", default=None, help="also write a self-contained HTML report here")
     _oracle_eval_args(ec, "world")
     ec.set_defaults(func=_eval_camera)
-    su = esub.add_parser("suite", help="a named suite (shapes, photos): every applicable metric with 95% intervals, "
+    su = esub.add_parser("suite", help="a named suite (shapes, photos): every applicable metric with 95%% intervals, "
                                        "JSON and an HTML report (docs/evaluation.md)")
     su.add_argument("name", help="shapes (the Shapes prompts: oracle, temporal metrics, distances) or photos "
                                  "(image-to-video and camera control on held-out photographs)")
