@@ -29,10 +29,14 @@ def world_seed(offset: int, combo: tuple[str, str, str], s: int) -> int:
     return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
+def world_clip(offset: int, combo: tuple[str, str, str], s: int, frames: int = 17, size: int = 64) -> np.ndarray:
+    """Clip (combo, s) of the world set named by `offset`: uint8 [frames, size, size, 3]."""
+    return shapes.sample_clip(world_seed(offset, combo, s), combo, frames=frames, size=size)[0]
+
+
 def _world_generator(frames: int, size: int) -> Callable[[list[tuple[str, str, str]], list[int]], np.ndarray]:
     def generate(batch, seeds):
-        return np.stack([shapes.sample_clip(world_seed(10_000, combo, s), combo, frames=frames, size=size)[0]
-                         for combo, s in zip(batch, seeds)])
+        return np.stack([world_clip(10_000, combo, s, frames, size) for combo, s in zip(batch, seeds)])
     return generate
 
 
@@ -84,7 +88,7 @@ def true_clip(combo: tuple[str, str, str], seed: int, frames: int = 17, size: in
     `world_seed`, apart from the world ceiling's (10 000) and from training's draws. Each prompt
     and seed draws its own object size, speed and start. (Until 2026-12 it was seed 20 000 + s for
     every prompt, so with --seeds 1 all 162 given frames had one size; docs/evaluation.md.)"""
-    return shapes.sample_clip(world_seed(20_000, combo, seed), combo, frames=frames, size=size)[0]
+    return world_clip(20_000, combo, seed, frames, size)
 
 
 def evaluate_shapes(model: str = "shapes", seeds: int = 4, steps: int = 25, guidance: float = 5.0,

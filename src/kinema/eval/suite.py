@@ -22,10 +22,10 @@ import time
 
 import numpy as np
 
-from kinema.data import shapes
 from kinema.data.captions import canonical_caption
 from kinema.errors import KinemaError
 from kinema.eval import temporal
+from kinema.eval.report import world_clip
 from kinema.eval.videos import mean_ci
 
 SUITES = ("shapes", "photos")
@@ -38,10 +38,8 @@ def summarise(rows: list[dict], keys) -> dict[str, dict[str, float]]:
 
 def world_set(jobs, offset: int) -> np.ndarray:
     """World clips of the suite's prompts, each from its own seed in `offset`'s set (the ceiling's
-    is 10 000): kinema.eval.report.world_seed."""
-    from kinema.eval.report import world_seed
-
-    return np.stack([shapes.sample_clip(world_seed(offset, combo, s), combo, frames=17, size=64)[0] for combo, s in jobs])
+    is 10 000)."""
+    return np.stack([world_clip(offset, combo, s) for combo, s in jobs])
 
 
 def world_distances(extractor, generated: np.ndarray, jobs) -> dict[str, dict[str, float]]:
