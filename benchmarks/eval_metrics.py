@@ -1,6 +1,8 @@
 """Validation of kinema's offline temporal metrics (kinema.eval.temporal): each metric's mean over
 world clips, clean and under each controlled corruption (kinema.eval.corruptions), with the
-Shapes oracle's direction accuracy beside them (it must flip under time reversal).
+Shapes oracle beside them: its direction accuracy (it must flip under time reversal), attribute
+constancy over time (it must fall when the object changes colour halfway) and speed error (it
+must rise when the clip runs at twice the speed, or stands still).
 
     python benchmarks/eval_metrics.py [--clips 32] [--json docs/eval_metrics_validation.json]
 
@@ -23,7 +25,7 @@ import numpy as np
 
 from kinema.data import photos, scenes, shapes
 from kinema.eval import camera_oracle, corruptions, temporal
-from kinema.eval.oracle import judge
+from kinema.eval.oracle import judge, speed_error
 
 
 def world_clips(world: str, n: int) -> list[tuple[np.ndarray, str | None]]:
@@ -42,16 +44,19 @@ def world_clips(world: str, n: int) -> list[tuple[np.ndarray, str | None]]:
 
 def row(clips, corruption: str | None) -> dict[str, float]:
     scores = {name: [] for name in temporal.METRICS}
-    right = []
+    oracle = {"oracle_direction": [], "oracle_constancy": [], "oracle_speed_error": []}
     for i, (video, direction) in enumerate(clips):
         v = video if corruption is None else corruptions.CORRUPTIONS[corruption](video, seed=i)
         for name, value in temporal.temporal_scores(v).items():
             scores[name].append(value)
         if direction is not None:
-            right.append(judge(v).direction == direction)
+            verdict = judge(v)
+            oracle["oracle_direction"].append(verdict.direction == direction)
+            oracle["oracle_constancy"].append(verdict.constancy)
+            oracle["oracle_speed_error"].append(speed_error(verdict.speed, direction))
     out = {name: float(np.mean(vals)) for name, vals in scores.items()}
-    if right:
-        out["oracle_direction"] = float(np.mean(right))
+    if oracle["oracle_direction"]:
+        out.update({name: float(np.nanmean(vals)) for name, vals in oracle.items()})
     return out
 
 
@@ -187,7 +192,7 @@ def main() -> None:
         clips = world_clips(world, args.clips)
         rows = {c or "clean": row(clips, c) for c in (None, *corruptions.CORRUPTIONS)}
         result["worlds"][world] = rows
-        cols = names + (["oracle_direction"] if world == "shapes" else [])
+        cols = names + (["oracle_direction", "oracle_constancy", "oracle_speed_error"] if world == "shapes" else [])
         print(f"\n{world} ({args.clips} clips, 17 x 64 x 64)\n")
         print("| corruption | " + " | ".join(cols) + " |")
         print("|---|" + "---:|" * len(cols))

@@ -197,6 +197,22 @@ def test_frame_consistency_falls_when_the_subject_changes():
     assert temporal.frame_consistency(cut) < temporal.frame_consistency(a) - 0.01
 
 
+def test_the_oracle_answers_the_corruptions_made_for_it():
+    """Recolouring halfway costs constancy (the direction holds); twice the speed and a frozen clip
+    cost speed; the plain clip costs neither."""
+    from kinema.eval.oracle import judge, speed_error
+
+    for i, combo in enumerate([("red", "circle", "left"), ("blue", "triangle", "down-right"), ("cyan", "square", "up")]):
+        video = shapes.sample_clip(i, combo)[0]
+        plain, recoloured = judge(video), judge(corruptions.recolour_halfway(video))
+        assert plain.constancy == 1.0 and speed_error(plain.speed, combo[2]) < 0.02
+        assert recoloured.constancy == 9 / 17 and recoloured.direction == combo[2]
+        fast = judge(corruptions.fast_forward(video))
+        assert len(corruptions.fast_forward(video)) == 9 and fast.direction == combo[2]
+        assert fast.speed == pytest.approx(2 * plain.speed, rel=0.02) and speed_error(fast.speed, combo[2]) > 0.4
+        assert speed_error(judge(corruptions.freeze(video)).speed, combo[2]) == pytest.approx(1.5)  # standing: the 1.5 px minimum short
+
+
 def test_colour_histogram_rows_give_the_bhattacharyya_coefficient():
     frame = np.zeros((1, 2, 2, 3), np.uint8)
     other = frame.copy()
@@ -222,6 +238,8 @@ def test_mean_ci_brackets_the_mean_and_collapses_for_constants():
     mean, low, high = mean_ci(np.arange(100.0))
     assert mean == 49.5 and low < mean < high
     assert high - low == pytest.approx(2 * 1.96 * np.arange(100.0).std() / 10, rel=0.15)  # the normal interval's width
+    assert mean_ci([1.0, float("nan"), 3.0])[0] == 2.0  # a clip with no speed to judge is left out
+    assert all(np.isnan(mean_ci([float("nan")] * 3)))
 
 
 def test_eval_temporal_cli_on_a_folder(tmp_path, capsys):
@@ -368,6 +386,7 @@ def test_the_shapes_suite_on_the_world_with_an_encoder(tmp_path, capsys, monkeyp
                  "--html", str(tmp_path / "s.html")]) == 0
     result = json.loads(out.read_text())
     assert result["summary"]["colour"]["mean"] == 1.0 and result["summary"]["direction"]["mean"] == 1.0
+    assert result["summary"]["constancy"]["mean"] == 1.0 and result["summary"]["speed_error"]["high"] < 0.02
     assert set(result["distances"]) == {"generated", "real vs real"} and len(result["rows"]) == 18
     assert "motion_smoothness" in result["summary"] and (tmp_path / "s.html").is_file()
     # without --encoder, the shipped one; "none" skips the distances

@@ -76,6 +76,36 @@ def test_oracle_catches_colour_swaps_and_time_reversal():
         assert judge(clip[::-1]).direction == flipped[combo[2]]
 
 
+def test_oracle_reads_the_world_speed_and_flags_speeds_outside_it():
+    from kinema.eval.oracle import speed_error
+
+    for i, combo in enumerate(shapes.combos()):
+        clip, (obj,) = shapes.sample_clip(i, combo)
+        v = judge(clip)
+        assert abs(v.speed - obj.speed) < 0.05, (combo, v.speed, obj.speed)  # px / frame at 64x64
+        assert speed_error(v.speed, combo[2]) < 0.02, combo
+        if combo[2] == "still":
+            continue
+        rng = np.random.default_rng(i)
+        # speeds the world never draws (it draws 1.5-2.5): too fast and too slow, by about 0.5
+        fast = shapes.sample_object(rng, *combo, size_range=(12, 13), speed_range=(2.95, 3.0))
+        slow = shapes.sample_object(rng, *combo, speed_range=(0.95, 1.0))
+        assert 0.4 < speed_error(judge(shapes.render([fast])).speed, combo[2]) < 0.55, combo
+        assert 0.45 < speed_error(judge(shapes.render([slow])).speed, combo[2]) < 0.6, combo
+    assert speed_error(None, "left") != speed_error(None, "left")  # NaN: no track to measure
+
+
+def test_oracle_constancy_drops_when_an_object_changes_halfway():
+    for i, combo in enumerate(shapes.combos()[::7]):
+        clip, (obj,) = shapes.sample_clip(i, combo)
+        assert judge(clip).constancy == 1.0
+        other = next(s for s in shapes.SHAPES if s != combo[1])
+        turned = shapes.render([shapes.ObjectSpec(obj.colour, other, obj.direction, obj.size, obj.speed, obj.start)])
+        assert judge(np.concatenate([clip[:9], turned[9:]])).constancy == 9 / 17, combo  # shape from frame 9
+        assert judge(np.concatenate([clip[:9], clip[9:, ..., [1, 2, 0]]])).constancy == 9 / 17, combo  # colour
+    assert judge(np.zeros((17, 64, 64, 3), np.uint8)).constancy == 0.0
+
+
 def test_oracle_counts_objects():
     two = shapes.render([shapes.ObjectSpec("red", "circle", "still", 14, 0, (15, 15)),
                          shapes.ObjectSpec("green", "square", "right", 14, 2, (20, 48))])
@@ -108,9 +138,12 @@ def test_eval_report_direction_confusion():
     assert reversed_["direction_confusion"]["seen"]["up-left"]["down-right"] == 16
     result["settings"] = {"model": "world", "seeds": 1, "steps": 0, "sampler": "-", "guidance": 0}
     assert "| left | 16 | 0 |" in format_table(result)
+    assert result["seen"]["constancy"] == 1.0 and result["seen"]["speed_error"] < 0.01
+    assert "| 100.0% | 100.0% | 0.00 |" in format_table(result)  # one-object frames, constancy, speed error
     assert "none" not in format_table(result)  # the column shows only when some clip had no object
 
     blank = score(lambda combos, seeds: np.zeros((len(combos), 17, 64, 64, 3), np.uint8), seeds=1, progress=False)
     assert blank["direction_confusion"]["seen"]["left"]["none"] == 16  # no object to track: counted, not a KeyError
     blank["settings"] = result["settings"]
     assert "| left | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 16 |" in format_table(blank)
+    assert blank["seen"]["constancy"] == 0.0 and np.isnan(blank["seen"]["speed_error"])  # no track: not a speed of 0

@@ -206,6 +206,22 @@ def test_ssim_matches_scikit_image():
     assert abs(ours - ref) < 1e-5 and 0.1 < ours < 0.9
 
 
+def test_ms_ssim_matches_pytorch_msssim():
+    """Five-scale MS-SSIM against pytorch-msssim's, number for number. It averages each channel's
+    MS-SSIM, kinema the channels at each scale, so one channel at a time is the same figure."""
+    pytorch_msssim = pytest.importorskip("pytorch_msssim", reason="the MS-SSIM reference (the dev extra installs it)")
+    from kinema.vae.perceptual import ms_ssim
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 176, 176, generator=g)  # 176 px: all five scales (11 px at the coarsest)
+    y = (x + 0.2 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    ref = pytorch_msssim.ms_ssim(x, y, data_range=1.0, size_average=False)  # [2]
+    ours = torch.stack([ms_ssim(x[:, c:c + 1, None], y[:, c:c + 1, None], data_range=1.0) for c in range(3)]).mean(0)
+    assert torch.allclose(ours, ref, atol=1e-5) and (0.3 < ours).all() and (ours < 0.95).all()
+    one = torch.rand(1, 1, 1, 64, 64, generator=g)  # 64 px: three scales
+    assert ms_ssim(one, one.flip(-1), data_range=1.0) < ms_ssim(one, (one + 0.05).clamp(0, 1), data_range=1.0)
+
+
 def test_ms_ssim_term_is_zero_for_a_perfect_recon_and_has_gradients():
     from kinema.vae.perceptual import ms_ssim
 

@@ -49,7 +49,20 @@ def freeze(video: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.repeat(video[:1], len(video), axis=0)
 
 
+def recolour_halfway(video: np.ndarray, seed: int = 0) -> np.ndarray:
+    """From the middle frame on, RGB -> GBR (every hue turned by 120 degrees): an object that
+    changes colour partway, which attribute constancy must catch."""
+    out = video.copy()
+    out[len(video) // 2:] = video[len(video) // 2:, ..., [1, 2, 0]]
+    return out
+
+
+def fast_forward(video: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Every second frame: the same motion at twice the speed, in half the frames."""
+    return np.ascontiguousarray(video[::2])
+
+
 CORRUPTIONS: dict[str, Callable[..., np.ndarray]] = {
     "noise": noise, "blur": blur, "colour swap": colour_swap, "shuffle": shuffle, "reverse": reverse,
-    "flicker": flicker, "freeze": freeze,
+    "flicker": flicker, "freeze": freeze, "recolour halfway": recolour_halfway, "fast forward": fast_forward,
 }

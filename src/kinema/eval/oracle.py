@@ -7,6 +7,11 @@ how many frames exactly one object is visible.
   by the world's own SDFs into the object's bounding box; the majority over frames wins
 - direction: least-squares velocity of the object's centroid; "still" if it travels less than
   `still_px` over the clip (scaled with frame size), else the nearest of the 8 compass directions
+- speed: the length of that velocity, in px / frame at 64x64 (`speed_error` scores it against
+  the speeds the world draws)
+- constancy: the share of one-object frames whose own (colour, shape) is the most common one: 1
+  when the object keeps its attributes over time, about 0.5 when it turns into another shape or
+  colour halfway
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from kinema.data.shapes import COLOURS, DIRECTIONS, SHAPES, sdf
+from kinema.data.shapes import COLOURS, DIRECTIONS, SHAPES, SPEED_RANGE, sdf
 
 THRESHOLD = 0.35
 MIN_AREA = 3
@@ -34,6 +39,8 @@ class Verdict:
     direction: str | None
     one_object_frac: float  # share of frames with exactly one object
     objects_per_frame: list[int]
+    speed: float | None = None  # px / frame at 64x64; None without a centroid track
+    constancy: float = 0.0  # share of one-object frames showing the most common (colour, shape)
 
 
 def objects(frame: np.ndarray, threshold: float = THRESHOLD) -> tuple[np.ndarray, int]:
@@ -78,7 +85,7 @@ def nearest_direction(vx: float, vy: float, travel: float, still_px: float) -> s
 def judge(frames: np.ndarray) -> Verdict:
     """frames: uint8 [T, H, W, 3] -> Verdict."""
     t_count, height = frames.shape[0], frames.shape[1]
-    counts, colours, shape_votes, track = [], [], [], []
+    counts, colours, shape_votes, track, single = [], [], [], [], []  # single: (colour, shape) per one-object frame
     for t, frame in enumerate(frames):
         labels, n = objects(frame)
         counts.append(n)
@@ -88,16 +95,31 @@ def judge(frames: np.ndarray) -> Verdict:
         if n == 1:
             mask = labels > 0
             shape_votes.append(best_shape(mask))
+            single.append((nearest_colour(colours[-1].mean(axis=0)), shape_votes[-1]))
             weights = frame.max(axis=-1).astype(np.float64) * mask
             ys, xs = np.mgrid[0:height, 0:frame.shape[1]]
             track.append((t, (xs * weights).sum() / weights.sum(), (ys * weights).sum() / weights.sum()))
     colour = nearest_colour(np.concatenate(colours).mean(axis=0)) if colours else None
     shape = Counter(shape_votes).most_common(1)[0][0] if shape_votes else None
-    direction = None
+    direction = speed = None
     if len(track) >= max(2, t_count // 2):
         ts, xs, ys = (np.array(v) for v in zip(*track))
         vx, vy = np.polyfit(ts, xs, 1)[0], np.polyfit(ts, ys, 1)[0]
         travel = math.hypot(vx, vy) * (t_count - 1)
         direction = nearest_direction(vx, vy, travel, STILL_PX * height / 64)
+        speed = float(math.hypot(vx, vy) * 64 / height)
     one = sum(c == 1 for c in counts) / t_count
-    return Verdict(colour, shape, direction, one, counts)
+    constancy = Counter(single).most_common(1)[0][1] / len(single) if single else 0.0
+    return Verdict(colour, shape, direction, one, counts, speed, constancy)
+
+
+def speed_error(speed: float | None, direction: str, speed_range: tuple[float, float] = SPEED_RANGE) -> float:
+    """How far a judged speed (px / frame at 64x64) lies outside the speeds the world draws for
+    `direction`: 0 inside `speed_range` (a still object: 0 at rest), NaN when there was no track
+    to measure (a clip without a steady single object; its `one_object_frames` says so)."""
+    if speed is None:
+        return float("nan")
+    if direction == "still":
+        return speed
+    lo, hi = speed_range
+    return max(lo - speed, speed - hi, 0.0)

@@ -6,6 +6,10 @@ the reconstructions: does the round trip keep colour, shape, direction and a sin
 World "photos" codes held-out photo-world clips (a camera over photographs never trained on);
 "photos-train" new clips over the training photographs, for the generalisation gap.
 
+The perceptual figure is MS-SSIM (kinema.vae.perceptual: at 64 px, three of its five scales, their
+weights renormalised), which needs no network weights; LPIPS would need VGG or AlexNet weights,
+which nothing here ships.
+
 Every figure comes with a naive baseline that keeps as many numbers as the latent does: the clip
 trilinearly downsampled (time by the VAE's factor, space by s / sqrt(Cz / 3)) and upsampled back.
 """
@@ -90,10 +94,13 @@ def naive_baseline(x: torch.Tensor, cfg: VAEConfig) -> torch.Tensor:
     return F.interpolate(small, size=tuple(x.shape[2:]), mode="trilinear", align_corners=False)
 
 
-def quality(ref: np.ndarray, rec: np.ndarray) -> tuple[float, float]:
-    """(PSNR, mean SSIM over frames) of uint8 [T, H, W, 3] clips."""
+def quality(ref: np.ndarray, rec: np.ndarray) -> tuple[float, float, float]:
+    """(PSNR, mean SSIM over frames, mean MS-SSIM over frames) of uint8 [T, H, W, 3] clips."""
+    from kinema.vae.perceptual import ms_ssim
+
     ssim = np.mean([structural_similarity(a, b, channel_axis=-1, data_range=255) for a, b in zip(ref, rec)])
-    return float(peak_signal_noise_ratio(ref, rec, data_range=255)), float(ssim)
+    ms = ms_ssim(*(torch.from_numpy(v).float().permute(3, 0, 1, 2)[None] for v in (ref, rec)), data_range=255.0)
+    return float(peak_signal_noise_ratio(ref, rec, data_range=255)), float(ssim), float(ms.mean())
 
 
 @torch.no_grad()
@@ -119,9 +126,9 @@ def evaluate_vae(path: str | Path, clips: int = 64, batch_size: int = 8, frames:
             out = vae.decode(vae.encode(to_device(x, runtime.device))[0])
         for (ref, scores), rec, base in zip(cases, out, naive_baseline(x, vae.cfg)):
             rec = shapes.to_uint8(rec)
-            (psnr, ssim), (base_psnr, base_ssim) = quality(ref, rec), quality(ref, shapes.to_uint8(base))
-            rows.append({"psnr": psnr, "ssim": ssim, "fg_psnr": foreground_psnr(ref, rec), "baseline_psnr": base_psnr,
-                         "baseline_ssim": base_ssim, **scores(rec)})
+            (psnr, ssim, ms), (base_psnr, base_ssim, base_ms) = quality(ref, rec), quality(ref, shapes.to_uint8(base))
+            rows.append({"psnr": psnr, "ssim": ssim, "ms_ssim": ms, "fg_psnr": foreground_psnr(ref, rec),
+                         "baseline_psnr": base_psnr, "baseline_ssim": base_ssim, "baseline_ms_ssim": base_ms, **scores(rec)})
     cfg = vae.cfg
     result = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
     result.update({"clips": clips, "compression": f"{cfg.time_compression}x{cfg.space_compression}x{cfg.space_compression}",
@@ -135,11 +142,13 @@ def format_vae_table(results: list[dict]) -> str:
     oracle = [k for k in ("colour", "shape", "direction", "pace", "binding", "one_object_frames", "count_frames")
               if k in results[0]]
     names = {"one_object_frames": "one-object frames", "count_frames": "right object count"}
-    head = ["model", "world", "compression", "PSNR", "SSIM", "object PSNR", "naive PSNR / SSIM", *(names.get(k, k) for k in oracle)]
+    head = ["model", "world", "compression", "PSNR", "SSIM", "MS-SSIM", "object PSNR", "naive PSNR / SSIM / MS-SSIM",
+            *(names.get(k, k) for k in oracle)]
     lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
     for r in results:
         cells = [r["model"], r["world"], f"{r['compression']}x{r['latent_channels']}", f"{r['psnr']:.2f}", f"{r['ssim']:.4f}",
-                 f"{r['fg_psnr']:.2f}", f"{r['baseline_psnr']:.2f} / {r['baseline_ssim']:.4f}",
+                 f"{r['ms_ssim']:.4f}", f"{r['fg_psnr']:.2f}",
+                 f"{r['baseline_psnr']:.2f} / {r['baseline_ssim']:.4f} / {r['baseline_ms_ssim']:.4f}",
                  *(f"{100 * r[k]:.1f}%" for k in oracle)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -15,9 +15,17 @@ from tqdm import tqdm
 
 from kinema.data import shapes
 from kinema.data.captions import canonical_caption, parse_canonical
-from kinema.eval.oracle import judge
+from kinema.eval.oracle import judge, speed_error
 
-METRICS = ("colour", "shape", "direction", "all_three", "one_object_frames")
+METRICS = ("colour", "shape", "direction", "all_three", "one_object_frames", "constancy")  # shares
+SPEED = "speed_error"  # px / frame at 64x64 outside the world's speeds; NaN for a clip with no track
+
+
+def finite_mean(values) -> float:
+    """The mean of the finite values (a speed error is NaN where no track was found); NaN if none."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else float("nan")
 
 
 def world_seed(offset: int, combo: tuple[str, str, str], s: int) -> int:
@@ -55,14 +63,15 @@ def score(generate: Callable[[list[tuple[str, str, str]], list[int]], np.ndarray
             ok = {"colour": v.colour == combo[0], "shape": v.shape == combo[1], "direction": v.direction == combo[2]}
             rows.append({"prompt": canonical_caption(*combo), "seed": s, "held_out": (combo[0], combo[1]) in shapes.HELD_OUT,
                          **{k: float(x) for k, x in ok.items()}, "all_three": float(all(ok.values())),
-                         "one_object_frames": v.one_object_frac,
-                         "judged": {"colour": v.colour, "shape": v.shape, "direction": v.direction},
+                         "one_object_frames": v.one_object_frac, "constancy": v.constancy,
+                         SPEED: speed_error(v.speed, combo[2]),
+                         "judged": {"colour": v.colour, "shape": v.shape, "direction": v.direction, "speed": v.speed},
                          **(extra(combo, s, video) if extra else {})})
     result = {}
-    metrics = [m for m in rows[0] if m in METRICS or m in GIVEN_METRICS]
+    metrics = [m for m in rows[0] if m in METRICS or m in GIVEN_METRICS or m == SPEED]
     for split, held in (("seen", False), ("held_out", True)):
         part = [r for r in rows if r["held_out"] == held]
-        result[split] = {m: float(np.mean([r[m] for r in part])) for m in metrics}
+        result[split] = {m: finite_mean([r[m] for r in part]) for m in metrics}
         result[split]["clips"] = len(part)
     result["direction_confusion"] = {"seen": direction_confusion(rows), "held_out": direction_confusion(rows, held_out=True)}
     result["rows"] = rows
@@ -171,11 +180,13 @@ def format_table(result: dict) -> str:
         head += f", given {s['given']} frame{'s' if s['given'] == 'ends' else ''}"
     if s.get("device"):
         head += f", {s['device']} {s['precision']}"
-    lines = [head, "", "| split | clips | colour | shape | direction | all three | one-object frames |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [head, "", "| split | clips | colour | shape | direction | all three | one-object frames | constancy | speed error (px / frame) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for split in ("seen", "held_out"):
         r = result[split]
-        lines.append(f"| {split.replace('_', '-')} | {r['clips']} | " + " | ".join(f"{100 * r[m]:.1f}%" for m in METRICS) + " |")
+        shares = " | ".join(f"{100 * r[m]:.1f}%" if m in r else "-" for m in METRICS)
+        speed = f"{r[SPEED]:.2f}" if SPEED in r else "-"
+        lines.append(f"| {split.replace('_', '-')} | {r['clips']} | {shares} | {speed} |")
     if s.get("given"):
         names = {"first_psnr": "first frame to the image", "first_psnr_recon": "first frame to the VAE's reconstruction",
                  "last_psnr": "last frame to the end image", "clip_psnr": "whole clip to the rendered clip"}

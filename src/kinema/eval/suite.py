@@ -2,7 +2,8 @@
 each with a bootstrap 95% interval over the clips, a JSON and an HTML report.
 
 shapes: the 162 canonical Shapes prompts x `seeds` (kinema.eval.report's jobs), each clip judged
-    by the oracle (colour, shape, direction, all three, one-object frames) and by the temporal
+    by the oracle (colour, shape, direction, all three, one-object frames, attribute constancy over
+    time, speed error) and by the temporal
     metrics (kinema.eval.temporal); with a video encoder (the shipped one unless `encoder` names
     another from `kinema eval train-encoder`, or is "none"), the distances
     (FD, KVD, JEDi's form) of the generated clips to world clips of the same prompts, beside the
@@ -29,7 +30,7 @@ from kinema.eval.report import world_clip
 from kinema.eval.videos import mean_ci
 
 SUITES = ("shapes", "photos")
-ORACLE = ("colour", "shape", "direction", "all_three", "one_object_frames")
+ORACLE = ("colour", "shape", "direction", "all_three", "one_object_frames", "constancy", "speed_error")
 
 
 def summarise(rows: list[dict], keys) -> dict[str, dict[str, float]]:

@@ -36,8 +36,12 @@ def video_files(paths: list[str]) -> list[Path]:
 
 
 def mean_ci(values, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high): the percentile bootstrap's 95% interval of the mean."""
+    """(mean, low, high): the percentile bootstrap's 95% interval of the mean, over the finite
+    values (a speed error is NaN for a clip with no track); all NaN if there are none."""
     values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return float("nan"), float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
     return float(values.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))

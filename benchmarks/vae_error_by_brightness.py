@@ -1,0 +1,85 @@
+"""Where a VAE loses to the naive baseline on photographs: PSNR by the target pixel's brightness,
+and by frame, for each VAE beside the naive baseline (kinema.eval.recon's: as many numbers as the
+latent, trilinear down and up).
+
+    python benchmarks/vae_error_by_brightness.py --model runs/vae_photos/vae_decoder [--world photos] [--clips 32]
+
+The Shapes VAE loss weighs a pixel 1 + 20 x its brightness (`vae.loss.foreground_weight`), which
+suits objects on black and could cost a photograph's dark regions. If that weighting were why a
+photo VAE trails the baseline, it would trail in the dark bins and not in the bright ones; if it
+trails in every bin and every frame, the cause is elsewhere (capacity, training length).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from kinema.data import shapes
+from kinema.eval.recon import naive_baseline, photo_case
+from kinema.runtime import resolve_runtime, to_device
+from kinema.train.vae_stage import load_vae
+
+BINS = np.linspace(0.0, 1.0, 6)  # brightness (max over RGB) of the target pixel, in fifths
+
+
+def psnr(mse: np.ndarray) -> np.ndarray:
+    return 10 * np.log10(1.0 / np.maximum(mse, 1e-12))
+
+
+def measure(model: str, clips: int, world: str, batch: int = 8) -> dict:
+    runtime = resolve_runtime("auto", "auto")
+    vae = load_vae(model).to(runtime.device)
+    held_out = world == "photos"
+    err = {"vae": np.zeros(len(BINS) - 1), "naive": np.zeros(len(BINS) - 1)}
+    per_frame = {"vae": np.zeros(17), "naive": np.zeros(17)}
+    count = np.zeros(len(BINS) - 1)
+    for start in range(0, clips, batch):
+        cases = [photo_case(i, 17, 64, held_out=held_out)[0] for i in range(start, min(start + batch, clips))]
+        x = torch.stack([shapes.to_tensor(ref) for ref in cases])
+        with torch.no_grad(), runtime.autocast():
+            out = vae.decode(vae.encode(to_device(x, runtime.device))[0]).float().cpu()
+        for ref, rec, base in zip(cases, out, naive_baseline(x, vae.cfg)):
+            target = ref.astype(np.float64) / 255
+            which = np.clip(np.digitize(target.max(-1), BINS) - 1, 0, len(BINS) - 2)  # [T, H, W]
+            for name, clip in (("vae", rec), ("naive", base)):
+                sq = ((shapes.to_uint8(clip).astype(np.float64) / 255 - target) ** 2).mean(-1)
+                err[name] += np.bincount(which.ravel(), weights=sq.ravel(), minlength=len(BINS) - 1)
+                per_frame[name] += sq.mean(axis=(1, 2))
+            count += np.bincount(which.ravel(), minlength=len(BINS) - 1)
+    return {"model": model, "world": world, "clips": clips, "pixel_share": (count / count.sum()).tolist(),
+            "psnr_by_brightness": {k: psnr(v / np.maximum(count, 1)).tolist() for k, v in err.items()},
+            "psnr_by_frame": {k: psnr(v / clips).tolist() for k, v in per_frame.items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", nargs="+", required=True, help="VAE run directories or model names")
+    ap.add_argument("--world", default="photos", choices=("photos", "photos-train"))
+    ap.add_argument("--clips", type=int, default=32)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    results = [measure(m, args.clips, args.world) for m in args.model]
+    bins = [f"{a:.1f}-{b:.1f}" for a, b in zip(BINS[:-1], BINS[1:])]
+    print(f"\nPSNR (dB) by the target pixel's brightness, {args.clips} {args.world} clips\n")
+    print("| model | " + " | ".join(bins) + " |\n|---|" + "---:|" * len(bins))
+    print("| share of pixels | " + " | ".join(f"{v:.0%}" for v in results[0]["pixel_share"]) + " |")
+    print("| naive baseline | " + " | ".join(f"{v:.2f}" for v in results[0]["psnr_by_brightness"]["naive"]) + " |")
+    for r in results:
+        print(f"| {r['model']} | " + " | ".join(f"{v:.2f}" for v in r["psnr_by_brightness"]["vae"]) + " |")
+    print(f"\nPSNR (dB) by frame (frame 0 is coded alone; then 4 frames per latent frame)\n")
+    print("| model | " + " | ".join(str(t) for t in range(17)) + " |\n|---|" + "---:|" * 17)
+    print("| naive baseline | " + " | ".join(f"{v:.1f}" for v in results[0]["psnr_by_frame"]["naive"]) + " |")
+    for r in results:
+        print(f"| {r['model']} | " + " | ".join(f"{v:.1f}" for v in r["psnr_by_frame"]["vae"]) + " |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
