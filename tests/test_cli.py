@@ -157,6 +157,16 @@ def test_eval_vae_on_a_model_and_a_vae_run(capsys, tiny_model_dir):
     assert_one_line_error(code, err, "neither")
 
 
+def test_eval_vae_codes_each_vae_at_its_own_frame_rule(capsys, tiny_model_dir):
+    from kinema.eval.recon import default_frames
+
+    assert [default_frames(r) for r in (1, 4, 6, 8)] == [17, 17, 13, 17]  # Mochi's 6x: 1 + 6k
+    code, out, _ = run_cli(capsys, "eval", "vae", "--model", tiny_model_dir, "--clips", 1, "--frames", 9)
+    assert code == 0 and "| 9 | 4x4x4x4 |" in out
+    code, _, err = run_cli(capsys, "eval", "vae", "--model", tiny_model_dir, "--clips", 1, "--frames", 16)
+    assert_one_line_error(code, err, "pass --frames 17")
+
+
 def test_eval_vae_on_held_out_photographs(capsys, tiny_model_dir, tmp_path):
     pytest.importorskip("sklearn", reason="the held-out photographs ship with scikit-learn")
     out_json = tmp_path / "photos.json"

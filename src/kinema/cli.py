@@ -219,8 +219,8 @@ def _eval_scenes(args: argparse.Namespace) -> None:
 def _eval_vae(args: argparse.Namespace) -> None:
     from kinema.eval.recon import evaluate_vae, format_vae_table
 
-    results = [evaluate_vae(m, clips=args.clips, device=args.device, precision=args.precision, world=args.world)
-               for m in args.model]
+    results = [evaluate_vae(m, clips=args.clips, frames=args.frames, device=args.device, precision=args.precision,
+                            world=args.world) for m in args.model]
     print(format_vae_table(results))
     _write_json(args.json, results)
 
@@ -466,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", nargs="+", default=[DEFAULT_MODEL],
                     help="model directories, VAE run directories (runs/x/vae) or checkpoints; several are compared")
     ev.add_argument("--clips", type=int, default=64)
+    ev.add_argument("--frames", type=int, default=None,
+                    help="frames per clip (default: each VAE's longest up to 17, 1 + r k: 17 at 4x and 8x, 13 at 6x)")
     ev.add_argument("--world", default="shapes", choices=("shapes", "scenes", "photos", "photos-train"),
                     help="shapes: level-1 clips and oracle; scenes: level 2 (two objects, pace, binding); "
                          "photos: held-out photographs under a moving camera (no oracle); photos-train: new "

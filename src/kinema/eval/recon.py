@@ -26,6 +26,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from kinema.config import VAEConfig
 from kinema.data import shapes
+from kinema.errors import KinemaError
 from kinema.eval.oracle import judge
 from kinema.train.vae_stage import load_vae
 
@@ -104,15 +105,26 @@ def quality(ref: np.ndarray, rec: np.ndarray) -> tuple[float, float, float]:
 
 
 @torch.no_grad()
-def evaluate_vae(path: str | Path, clips: int = 64, batch_size: int = 8, frames: int = 17, size: int = 64,
+def default_frames(time_compression: int, most: int = 17) -> int:
+    """The longest clip of at most `most` frames that a VAE with this time factor codes (1 + r k):
+    17 for 4x and 8x, 13 for Mochi's 6x."""
+    return 1 + time_compression * ((most - 1) // time_compression)
+
+
+def evaluate_vae(path: str | Path, clips: int = 64, batch_size: int = 8, frames: int | None = None, size: int = 64,
                  device: str = "auto", precision: str = "auto", world: str = "shapes") -> dict:
     """Encode and decode under the runtime's autocast (as training does), on its device. world
     "scenes" reconstructs Shapes level-2 clips and scores them with the scene oracle; "photos"
-    held-out photo-world clips."""
+    held-out photo-world clips. `frames`: the VAE's longest clip up to 17 frames unless given."""
     from kinema.runtime import resolve_runtime, to_device
 
     runtime = resolve_runtime(device, precision)
     vae = load_vae(path).to(runtime.device)
+    frames = default_frames(vae.cfg.time_compression) if frames is None else frames
+    try:
+        vae.check_frames(frames)
+    except ValueError as e:
+        raise KinemaError(f"{path}: {e}; pass --frames {default_frames(vae.cfg.time_compression)}") from None
     t0 = time.time()
     picks = eval_combos(clips)
     rows = []
@@ -131,7 +143,7 @@ def evaluate_vae(path: str | Path, clips: int = 64, batch_size: int = 8, frames:
                          "baseline_psnr": base_psnr, "baseline_ssim": base_ssim, "baseline_ms_ssim": base_ms, **scores(rec)})
     cfg = vae.cfg
     result = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
-    result.update({"clips": clips, "compression": f"{cfg.time_compression}x{cfg.space_compression}x{cfg.space_compression}",
+    result.update({"clips": clips, "frames": frames, "compression": f"{cfg.time_compression}x{cfg.space_compression}x{cfg.space_compression}",
                    "latent_channels": cfg.latent_channels, "params_m": sum(p.numel() for p in vae.parameters()) / 1e6,
                    "seconds": round(time.time() - t0, 1), "model": str(path), "world": world,
                    "device": str(runtime.device), "precision": runtime.precision})
@@ -142,11 +154,11 @@ def format_vae_table(results: list[dict]) -> str:
     oracle = [k for k in ("colour", "shape", "direction", "pace", "binding", "one_object_frames", "count_frames")
               if k in results[0]]
     names = {"one_object_frames": "one-object frames", "count_frames": "right object count"}
-    head = ["model", "world", "compression", "PSNR", "SSIM", "MS-SSIM", "object PSNR", "naive PSNR / SSIM / MS-SSIM",
+    head = ["model", "world", "frames", "compression", "PSNR", "SSIM", "MS-SSIM", "object PSNR", "naive PSNR / SSIM / MS-SSIM",
             *(names.get(k, k) for k in oracle)]
-    lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---:|---|" + "---:|" * (len(head) - 4)]
     for r in results:
-        cells = [r["model"], r["world"], f"{r['compression']}x{r['latent_channels']}", f"{r['psnr']:.2f}", f"{r['ssim']:.4f}",
+        cells = [r["model"], r["world"], str(r.get("frames", 17)), f"{r['compression']}x{r['latent_channels']}", f"{r['psnr']:.2f}", f"{r['ssim']:.4f}",
                  f"{r['ms_ssim']:.4f}", f"{r['fg_psnr']:.2f}",
                  f"{r['baseline_psnr']:.2f} / {r['baseline_ssim']:.4f} / {r['baseline_ms_ssim']:.4f}",
                  *(f"{100 * r[k]:.1f}%" for k in oracle)]
