@@ -158,9 +158,9 @@ def test_eval_vae_on_a_model_and_a_vae_run(capsys, tiny_model_dir):
 
 
 def test_eval_vae_codes_each_vae_at_its_own_frame_rule(capsys, tiny_model_dir):
-    from kinema.eval.recon import default_frames
+    from kinema.config import VAE_PRESETS
 
-    assert [default_frames(r) for r in (1, 4, 6, 8)] == [17, 17, 13, 17]  # Mochi's 6x: 1 + 6k
+    assert [VAE_PRESETS[p].longest_clip() for p in ("4x8x8", "6x8x8", "8x16x16", "8x32x32")] == [17, 13, 17, 17]
     code, out, _ = run_cli(capsys, "eval", "vae", "--model", tiny_model_dir, "--clips", 1, "--frames", 9)
     assert code == 0 and "| 9 | 4x4x4x4 |" in out
     code, _, err = run_cli(capsys, "eval", "vae", "--model", tiny_model_dir, "--clips", 1, "--frames", 16)

@@ -147,6 +147,16 @@ def test_every_compression_streams_exactly(name):
         torch.testing.assert_close(vae.decode(z, CodingPlan(chunk)), vae.decode(z, CodingPlan()), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", OTHER_COMPRESSIONS)
+def test_every_compression_writes_its_training_samples(name, tmp_path):
+    """The VAE stage's sample GIFs use the preset's own frame rule (13 frames at 6x, not 17)."""
+    from kinema.train.vae_stage import recon_samples
+
+    vae = vae_of(name)
+    recon_samples(tmp_path, seed=0, size=vae.cfg.space_compression * 2)(vae, None, 5)
+    assert (tmp_path / "samples" / "recon_0000005.gif").is_file()
+
+
 @torch.no_grad()
 def test_a_patched_dual_path_compression_tiles_exactly():
     """Space folded into channels (patch 2) and the dual path, on a grid wider than two halos."""

@@ -58,6 +58,11 @@ class VAEConfig:
     def space_compression(self) -> int:
         return self.patch * 2 ** (len(self.channel_mult) - 1)
 
+    def longest_clip(self, most: int = 17) -> int:
+        """The most frames up to `most` that this VAE codes (1 + r k): 17 at 4x and 8x, 13 at Mochi's 6x."""
+        r = self.time_compression
+        return 1 + r * ((most - 1) // r)
+
 
 POSITIONS = ("rope", "sincos", "sincos-2d", "sincos-3d", "learned")
 

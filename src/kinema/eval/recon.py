@@ -105,12 +105,6 @@ def quality(ref: np.ndarray, rec: np.ndarray) -> tuple[float, float, float]:
 
 
 @torch.no_grad()
-def default_frames(time_compression: int, most: int = 17) -> int:
-    """The longest clip of at most `most` frames that a VAE with this time factor codes (1 + r k):
-    17 for 4x and 8x, 13 for Mochi's 6x."""
-    return 1 + time_compression * ((most - 1) // time_compression)
-
-
 def evaluate_vae(path: str | Path, clips: int = 64, batch_size: int = 8, frames: int | None = None, size: int = 64,
                  device: str = "auto", precision: str = "auto", world: str = "shapes") -> dict:
     """Encode and decode under the runtime's autocast (as training does), on its device. world
@@ -120,11 +114,11 @@ def evaluate_vae(path: str | Path, clips: int = 64, batch_size: int = 8, frames:
 
     runtime = resolve_runtime(device, precision)
     vae = load_vae(path).to(runtime.device)
-    frames = default_frames(vae.cfg.time_compression) if frames is None else frames
+    frames = vae.cfg.longest_clip() if frames is None else frames
     try:
         vae.check_frames(frames)
     except ValueError as e:
-        raise KinemaError(f"{path}: {e}; pass --frames {default_frames(vae.cfg.time_compression)}") from None
+        raise KinemaError(f"{path}: {e}; pass --frames {vae.cfg.longest_clip()}") from None
     t0 = time.time()
     picks = eval_combos(clips)
     rows = []

@@ -219,10 +219,11 @@ def tune_decoder(vae: CausalVAE, stage: DecoderStage, *, run_dir: Path, seed: in
 
 
 def recon_samples(run_dir: Path, seed: int, size: int, world: str = "shapes"):
-    """A sample_fn writing a fixed batch of full-length clips (top) over their reconstructions."""
+    """A sample_fn writing a fixed batch of full-length clips (top) over their reconstructions: the
+    VAE's longest clip up to 17 frames (13 at 6x)."""
     def sample_fn(model: CausalVAE, _ema, step: int):
         model.eval()
-        x = shapes_batch(seed + 1, 0, 4, 17, size, 0, world, share=False)
+        x = shapes_batch(seed + 1, 0, 4, model.cfg.longest_clip(), size, 0, world, share=False)
         with torch.no_grad():
             recon = model.decode(model.encode(x.to(next(model.parameters()).device))[0])
         top = np.concatenate([shapes.to_uint8(v) for v in x], axis=2)
