@@ -659,3 +659,17 @@ def test_the_optimizer_state_holds_frozen_parameters_too(tmp_path):
     state = torch.load(tmp_path / "ckpt" / "step_0000002" / "trainer.pt", weights_only=True)
     assert len(state["optimizer"]["param_groups"][0]["params"]) == 4  # both layers' weight and bias
     assert torch.equal(model[0].weight, frozen)
+
+
+def test_a_setting_added_after_a_run_began_reads_as_its_default_on_resume(tmp_path):
+    """run.json written before a setting existed lacks it: resuming with the setting at its default
+    is the same run; with it changed, it is not."""
+    from kinema.train.run_dir import check_identity
+
+    check_identity(tmp_path, {"seed": 0, "model": {"vae": {"patch": 1}}}, resume=False)
+    defaults = {"model": {"vae": {"patch": 1, "linear_path": False}}}
+    check_identity(tmp_path, {"seed": 0, "model": {"vae": {"patch": 1, "linear_path": False}}}, True, defaults)
+    with pytest.raises(KinemaError, match="model.vae.linear_path: False then, True now"):
+        check_identity(tmp_path, {"seed": 0, "model": {"vae": {"patch": 1, "linear_path": True}}}, True, defaults)
+    with pytest.raises(KinemaError, match="model.vae.linear_path: None then, False now"):  # no defaults given
+        check_identity(tmp_path, {"seed": 0, "model": {"vae": {"patch": 1, "linear_path": False}}}, True)

@@ -36,6 +36,10 @@ class VAEConfig:
     # summed (the upsampling mirrors it)
     downsample: str = "conv"
     num_res_blocks: int = 1
+    # a linear coder beside the encoder and decoder (kinema.vae.linear_path): each latent position
+    # a linear map of its own patch of pixels, and back, added to the networks' outputs, which then
+    # start at zero; the VAE stage sets it to PCA of training clips (vae.linear_init_clips)
+    linear_path: bool = False
     # per-channel statistics of the latents over the training data, set after VAE training
     latent_mean: tuple[float, ...] | None = None
     latent_std: tuple[float, ...] | None = None

@@ -154,7 +154,7 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
                         "model": to_dict(recipe.model), "data": recipe.dit.data}
             if recipe.vae.photo_augment:  # recorded only when on: runs from before it resume as they were
                 identity["vae_photo_augment"] = True
-            check_identity(run_dir, identity, resume)
+            check_identity(run_dir, identity, resume, defaults={"model": to_dict(type(recipe.model)())})
             (run_dir / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2))
         return _run(recipe, run_dir, log, runtime, resume, stage)
 

@@ -76,13 +76,17 @@ def _take(f, run_dir: Path) -> None:
                           f"wait for it to end, or train in another --run-dir") from None
 
 
-def check_identity(run_dir: Path, identity: dict, resume: bool) -> None:
+def check_identity(run_dir: Path, identity: dict, resume: bool, defaults: dict | None = None) -> None:
     """Record `identity` (what fixes the run's results) in run_dir/run.json at a fresh start; on
-    --resume, refuse a recipe whose identity differs from the recorded one."""
+    --resume, refuse a recipe whose identity differs from the recorded one. `defaults`: the
+    identity's default values (the same layout): a setting added to kinema after the run began is
+    missing from its record, and reads as its default there."""
     path = run_dir / "run.json"
     identity = json.loads(json.dumps(identity))  # as it reads back (tuples become lists)
     if resume and path.is_file():
+        fallback = _leaves(json.loads(json.dumps(defaults or {})))
         before, now = _leaves(json.loads(path.read_text())), _leaves(identity)
+        before = {**{k: fallback[k] for k in now.keys() - before.keys() if k in fallback}, **before}
         changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         if changed:
             shown = "; ".join(f"{k}: {before.get(k)} then, {now.get(k)} now" for k in changed[:3])

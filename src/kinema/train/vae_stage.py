@@ -27,6 +27,7 @@ from kinema.train.checkpoint import latest_checkpoint
 from kinema.train.trainer import Log, OptimConfig, fit, seeded
 from kinema.vae.autoencoder import CausalVAE
 from kinema.vae.discriminator import PatchDiscriminator3D, adaptive_weight, generator_loss, hinge_d
+from kinema.vae.linear_path import fit_pca
 from kinema.vae.losses import VAELossConfig, vae_loss
 
 
@@ -52,6 +53,9 @@ class VAEStage:
     # (grey ones tinted), so 15 photographs look like more; the decoder fine-tune follows it. On the
     # photo VAE it did not help held-out photographs (docs/vae.md: 18.77 against 18.93 dB)
     photo_augment: bool = False
+    # with model.vae.linear_path and no init_from: the linear path starts as PCA of this many
+    # training clips of the VAE's longest length (kinema.vae.linear_path.fit_pca); 0 leaves it random
+    linear_init_clips: int = 200
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, warmup=100))
     loss: VAELossConfig = field(default_factory=lambda: VAELossConfig(foreground_weight=20.0))
     log_every: int = 25
@@ -60,6 +64,7 @@ class VAEStage:
 
     def __post_init__(self):
         check_stage(self)
+        at_least(self, 0, "linear_init_clips")
 
 
 @dataclass
@@ -153,6 +158,13 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
                               f"copy the model directory's config.json vae section into the recipe")
         vae.load_state_dict(start.state_dict())
         log(f"[vae] starts from {stage.init_from}")
+    elif cfg.linear_path and stage.linear_init_clips:
+        # stream 4: clips no training step draws; every process fits the same clips (share=False)
+        clips = shapes_batch(seed, 0, stage.linear_init_clips, cfg.longest_clip(), size, 4, world, share=False,
+                             augment=augment)
+        kept = fit_pca(vae.encoder.linear, vae.decoder.linear, clips)
+        log(f"[vae] linear path: PCA of {len(clips)} clips keeps {kept['first']:.1%} of frame 0's patch variance, "
+            f"{kept['rest']:.1%} of the later frames'")
     vae = vae.to(device)
     disc = PatchDiscriminator3D(cfg.in_channels, stage.loss.disc_channels).to(device) if stage.loss.adversarial else None
 

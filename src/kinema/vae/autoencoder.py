@@ -23,6 +23,7 @@ from kinema.config import VAEConfig
 from kinema.nn.norms import RMSNorm
 from kinema.vae.causal_conv import CausalCache, CausalConv3d
 from kinema.vae.coding import CodingPlan, halo, plan_coding, run_tiled
+from kinema.vae.linear_path import LinearPath
 
 
 def _norm(c: int) -> RMSNorm:
@@ -143,9 +144,15 @@ class Encoder(nn.Module):
         # mean, the decoder learns the average frame (black) and the latent carries nothing
         with torch.no_grad():
             self.conv_out.conv.bias[cfg.latent_channels:].fill_(-6.0)
+        self.linear = LinearPath(cfg, encoder=True) if cfg.linear_path else None
+        if self.linear is not None:  # the mean starts as the linear path's alone
+            with torch.no_grad():
+                self.conv_out.conv.weight[:cfg.latent_channels].zero_()
+                self.conv_out.conv.bias[:cfg.latent_channels].zero_()
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         """x: [B, 3, T, H, W] -> moments [B, 2*Cz, t, h, w]"""
+        linear = self.linear(x, clip_start(self.linear, cache)) if self.linear is not None else None
         if self.patch > 1:  # [B, 3, T, H, W] -> [B, 3 p p, T, H / p, W / p]
             x = rearrange(x, "b c t (h p) (w q) -> b (c p q) t h w", p=self.patch, q=self.patch)
         h = self.conv_in(x, cache)
@@ -153,7 +160,11 @@ class Encoder(nn.Module):
             for block in level:
                 h = block(h, cache)
         h = self.mid(h, cache)
-        return self.conv_out(F.silu(self.norm_out(h)), cache)
+        moments = self.conv_out(F.silu(self.norm_out(h)), cache)
+        if linear is None:
+            return moments
+        mean, logvar = moments.chunk(2, dim=1)
+        return torch.cat([mean + linear, logvar], dim=1)
 
 
 class Decoder(nn.Module):
@@ -171,10 +182,15 @@ class Decoder(nn.Module):
         self.norm_out = _norm(chans[0])
         self.patch = cfg.patch
         self.conv_out = CausalConv3d(chans[0], cfg.in_channels * cfg.patch ** 2)
+        self.linear = LinearPath(cfg, encoder=False) if cfg.linear_path else None
+        if self.linear is not None:  # the output starts as the linear path's alone
+            nn.init.zeros_(self.conv_out.conv.weight)
+            nn.init.zeros_(self.conv_out.conv.bias)
 
     def forward(self, z: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         """z: [B, Cz, t, h, w] -> [B, 3, T, H, W]"""
-        return self.levels_from(self.mid(self.conv_in(z, cache), cache), 0, 0, cache)
+        out = self.levels_from(self.mid(self.conv_in(z, cache), cache), 0, 0, cache)
+        return out if self.linear is None else out + self.linear(z, clip_start(self.linear, cache))
 
     def levels_from(self, h: torch.Tensor, level: int, block: int, cache: CausalCache | None) -> torch.Tensor:
         """Run `h` from levels[level][block] to the output. Streaming (a cache), each upsampler's
