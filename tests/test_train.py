@@ -673,3 +673,15 @@ def test_a_setting_added_after_a_run_began_reads_as_its_default_on_resume(tmp_pa
         check_identity(tmp_path, {"seed": 0, "model": {"vae": {"patch": 1, "linear_path": True}}}, True, defaults)
     with pytest.raises(KinemaError, match="model.vae.linear_path: None then, False now"):  # no defaults given
         check_identity(tmp_path, {"seed": 0, "model": {"vae": {"patch": 1, "linear_path": False}}}, True)
+
+
+def test_vae_stage_keeps_as_many_checkpoints_as_asked(tmp_path):
+    from kinema.train.checkpoint import step_dirs
+    from kinema.train.vae_stage import VAEStage, train_vae
+
+    cfg = tiny_model_config().vae
+    for keep in (2, 3):
+        stage = VAEStage(steps=3, batch_size=1, frames=5, ckpt_every=1, keep_checkpoints=keep, sample_every=0)
+        train_vae(cfg, stage, run_dir=tmp_path / str(keep), seed=0, size=16, runtime=cpu_runtime("fp32"), resume=False,
+                  log=Log(tmp_path / f"{keep}.txt"))
+        assert sorted(step for step, _ in step_dirs(tmp_path / str(keep) / "ckpt")) == [1, 2, 3][-keep:]

@@ -221,6 +221,7 @@ def fit(
     aux: nn.Module | None = None,
     shard: bool = False,
     sequence: bool = False,
+    keep: int = 2,
 ) -> EMA | None:
     """Train `model` (already on runtime.device) for `steps` optimizer steps; returns the EMA (None
     when ema_decay is None). `loss_fn` returns its loss on that device.
@@ -233,7 +234,8 @@ def fit(
     whole tensors either way, so a run resumes on any number of processes. A sharded model's EMA
     is sharded like it; the returned EMA's state_dict() gives sharded tensors (dist.full gathers).
     `sequence`: every process takes the same samples and a share of each sample's tokens
-    (kinema.nn.sequence_parallel); DDP still averages the gradients."""
+    (kinema.nn.sequence_parallel); DDP still averages the gradients. `keep`: how many of the newest
+    checkpoints stay on disk."""
     runtime = runtime or cpu_runtime("fp32")
     # fp16 overflows without loss scaling; bf16 and fp32 have fp32's range and need none
     scaler = torch.amp.GradScaler(runtime.device.type) if runtime.precision == "fp16" else None
@@ -299,7 +301,7 @@ def fit(
             return
         state = {"step": step, "optimizer": optimizer, "ema_updates": ema.updates if ema is not None else 0,
                  "scaler": scaler.state_dict() if scaler is not None else {}, "runtime": _runtime_tag(runtime)}
-        save_checkpoint(run_dir, step, weights, config, state)
+        save_checkpoint(run_dir, step, weights, config, state, keep=keep)
         dist.barrier()
 
     model.train()

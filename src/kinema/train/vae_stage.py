@@ -60,11 +60,13 @@ class VAEStage:
     loss: VAELossConfig = field(default_factory=lambda: VAELossConfig(foreground_weight=20.0))
     log_every: int = 25
     ckpt_every: int = 250
+    keep_checkpoints: int = 2  # the newest kept on disk (more: a curve over training can be measured afterwards)
     sample_every: int = 500
 
     def __post_init__(self):
         check_stage(self)
         at_least(self, 0, "linear_init_clips")
+        at_least(self, 1, "keep_checkpoints")
 
 
 @dataclass
@@ -196,7 +198,8 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
 
     fit(vae, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(cfg),
         log=log, resume=resume, runtime=runtime, log_every=stage.log_every, ckpt_every=stage.ckpt_every,
-        sample_fn=recon_samples(run_dir, seed, size, world), sample_every=stage.sample_every, desc="vae", aux=disc)
+        sample_fn=recon_samples(run_dir, seed, size, world), sample_every=stage.sample_every, desc="vae", aux=disc,
+        keep=stage.keep_checkpoints)
     vae.eval()
     return vae
 
