@@ -7,6 +7,8 @@ Mochi's 6x is 2 x 3), and temporal upsampling that repeats each latent frame f t
 the first f - 1 copies of the clip's first frame. A `T=1` image is a one-frame video.
 `downsample: dual` adds Step-Video's parameter-free path beside each strided conv: space (and
 time) folded into channels, averaged down to the new width; upsampling mirrors it.
+`linear_path` adds a linear coder of each latent position's own patch beside both networks
+(kinema.vae.linear_path), whose output convolutions then start at zero.
 
 Every forward takes an optional `CausalCache`: then its input is the next time chunk of a clip
 (kinema.vae.coding streams and tiles with it).
