@@ -151,10 +151,11 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
     with locked(run_dir, log) if dist.is_main() else contextlib.nullcontext():  # one training per directory
         if dist.is_main():
             identity = {"seed": recipe.seed, "world": recipe.world, "vae_world": recipe.vae.world,
-                        "model": to_dict(recipe.model), "data": recipe.dit.data}
-            if recipe.vae.photo_augment:  # recorded only when on: runs from before it resume as they were
-                identity["vae_photo_augment"] = True
-            check_identity(run_dir, identity, resume, defaults={"model": to_dict(type(recipe.model)())})
+                        "model": to_dict(recipe.model), "data": recipe.dit.data,
+                        "vae_photo_augment": recipe.vae.photo_augment}
+            # what a run recorded before a setting existed reads as that setting's default
+            defaults = {"model": to_dict(type(recipe.model)()), "vae_photo_augment": False}
+            check_identity(run_dir, identity, resume, defaults=defaults)
             (run_dir / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2))
         return _run(recipe, run_dir, log, runtime, resume, stage)
 
