@@ -9,6 +9,8 @@ motion:
 - first-frame fidelity: PSNR of the first generated frame to the given image and to the VAE's own
   reconstruction of it (the clamp holds when the latter is the cap)
 - PSNR of the whole clip to the true clip, averaged over frames
+- the VAE's ceiling: its own reconstruction of the true clip, its PSNR to the true clip and what
+  the camera oracle reads off it (a denoiser that made the true latents would score this)
 - the camera oracle (kinema.eval.camera_oracle) on the generated clip: the motions it reads
   against the path's, and the path error in pixels
 
@@ -35,6 +37,11 @@ def eval_clips(clips: int, frames: int, size: int) -> list[tuple[np.ndarray, pho
     return [photos.sample_photo_clip(EVAL_SEED + i, frames=frames, size=size, held_out=True) for i in range(clips)]
 
 
+def clip_psnr(video: np.ndarray, clip: np.ndarray) -> float:
+    """PSNR of each frame to the true one, averaged over frames."""
+    return float(np.mean([psnr(a, b) for a, b in zip(video, clip)]))
+
+
 def evaluate_camera(model: str, clips: int = 32, steps: int = 25, guidance: float = 5.0, sampler: str = "euler",
                     shift: float | None = None, device: str = "auto", precision: str = "auto",
                     use_camera: bool = True, progress: bool = True, keep: int = 0) -> tuple[dict, dict]:
@@ -59,16 +66,19 @@ def evaluate_camera(model: str, clips: int = 32, steps: int = 25, guidance: floa
             video = pipe(subject, num_frames=frames, steps=steps, guidance=guidance, sampler=sampler, shift=shift,
                          seed=i, image=clip[0], camera=cam)
             recon = pipe.frames(pipe.video_latents(clip[:1], 1))[0, 0]
+            recon_clip = pipe.frames(pipe.video_latents(clip, frames))[0]
             row.update(first_psnr=psnr(video[0], clip[0]), first_psnr_recon=psnr(video[0], recon),
-                       recon_psnr=psnr(recon, clip[0]))
-        row["clip_psnr"] = float(np.mean([psnr(a, b) for a, b in zip(video, clip)]))
+                       recon_psnr=psnr(recon, clip[0]), recon_clip_psnr=clip_psnr(recon_clip, clip),
+                       recon_right=float(judge_camera(recon_clip, path)["right"]))
+        row["clip_psnr"] = clip_psnr(video, clip)
         if i < keep:
             kept[f"{i}: {path.photo}, {' + '.join(path.motions)} (generated)"] = video
             kept[f"{i}: the true camera path"] = clip
         judged = judge_camera(video, path)
         row.update(found=judged["motions"], right=float(judged["right"]), path_error=judged["path_error"])
         rows.append(row)
-    keys = [k for k in ("first_psnr", "first_psnr_recon", "recon_psnr", "clip_psnr", "right", "path_error") if k in rows[0]]
+    keys = [k for k in ("first_psnr", "first_psnr_recon", "recon_psnr", "clip_psnr", "right", "path_error",
+                        "recon_clip_psnr", "recon_right") if k in rows[0]]
     summary = {k: dict(zip(("mean", "low", "high"), mean_ci([r[k] for r in rows]))) for k in keys}
     per_motion = {}
     for m in photos.MOTIONS:
@@ -87,7 +97,9 @@ def format_camera_table(result: dict) -> str:
     s = result["summary"]
     names = {"first_psnr": "first frame to the image (dB)", "first_psnr_recon": "first frame to the VAE's reconstruction (dB)",
              "recon_psnr": "the VAE's reconstruction to the image (dB)", "clip_psnr": "clip to the true camera path (dB)",
-             "right": "motions right (camera oracle)", "path_error": "path error (px)"}
+             "right": "motions right (camera oracle)", "path_error": "path error (px)",
+             "recon_clip_psnr": "the VAE's reconstruction of the true clip to it (dB): the ceiling",
+             "recon_right": "motions right in the VAE's reconstruction of the true clip"}
     lines = [f"{result['settings']['clips']} held-out photo clips; mean [95% bootstrap interval]", "",
              "| figure | mean | 95% interval |", "|---|---:|---:|"]
     lines += [f"| {names[k]} | {v['mean']:.3f} | {v['low']:.3f} - {v['high']:.3f} |" for k, v in s.items()]
