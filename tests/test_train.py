@@ -90,6 +90,28 @@ def test_interrupted_run_resumes_exactly(tmp_path):
         assert torch.equal(straight_ema.state_dict()[k], resumed_ema.state_dict()[k])
 
 
+def test_a_signal_stops_training_after_the_current_step(tmp_path):
+    """A signal during step 5 (kinema.cli's handler calls STOP.ask) lets the step finish, then saves
+    step 6 and stops: the handler never raises inside the step (e.g. in tqdm's lock)."""
+    from kinema.train.trainer import STOP
+
+    assert not STOP.ask()  # no loop running: the handler must interrupt at once
+    model = torch.nn.Linear(4, 1)
+    seen = []
+
+    def loss_fn(m, step):
+        seen.append(step)
+        if step == 5:
+            assert STOP.ask() and not STOP.ask()  # the first signal waits for the step; a second would not
+        return m(torch.ones(2, 4)).pow(2).mean(), {}
+
+    with pytest.raises(KinemaError, match="interrupted after step 6"):
+        fit(model, loss_fn, steps=20, optim=OptimConfig(lr=1e-2, warmup=1), run_dir=tmp_path, config={},
+            log=Log(tmp_path / "log.txt"), runtime=cpu_runtime("fp32"), ckpt_every=1000)
+    assert seen == list(range(6)) and (tmp_path / "latest").is_file()
+    assert not STOP.armed and not STOP.ask()  # the loop disarms on the way out
+
+
 def test_killed_recipe_resumes_exactly(tmp_path):
     """Kill = lose everything after the last periodic checkpoint; --resume must give the same model."""
     full = run(from_dict(Recipe, tiny_recipe_dict(tmp_path / "full", vae_steps=4, dit_steps=4)))

@@ -78,14 +78,18 @@ def _generate(args: argparse.Namespace) -> None:
 def _stop_on_signals():
     """SIGTERM (`kill`, schedulers preempting a job) and SIGINT stop training the way Ctrl-C does:
     a checkpoint of the current step, then a one-line message. A shell starts background jobs with
-    SIGINT ignored; `kill -INT` should still stop them cleanly. The previous handlers come back after."""
+    SIGINT ignored; `kill -INT` should still stop them cleanly. Inside a training loop the signal
+    asks the loop to stop after its current step (kinema.train.trainer.STOP); elsewhere, or at a
+    second signal, it interrupts at once. The previous handlers come back after."""
     import signal
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
+    from kinema.train.trainer import STOP
 
-    previous = {sig: signal.signal(sig, handler) for sig, handler in
-                ((signal.SIGTERM, interrupt), (signal.SIGINT, signal.default_int_handler))}
+    def interrupt(signum, frame):
+        if not STOP.ask():
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:

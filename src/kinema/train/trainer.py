@@ -58,6 +58,36 @@ def lr_at(cfg: OptimConfig, step: int, steps: int) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+class StopRequest:
+    """A stop asked for by a signal (kinema.cli's SIGINT / SIGTERM handler), honoured by `fit` between
+    steps. Raising KeyboardInterrupt from the handler itself could land anywhere, e.g. inside
+    tqdm.write while it holds its lock, and end in a traceback instead of a checkpoint. Signals are
+    process-wide, so this is one object per process."""
+
+    def __init__(self):
+        self.armed = False  # a training loop is running and checks `requested` between steps
+        self.requested = False
+
+    def ask(self) -> bool:
+        """Ask for a stop; False where no loop will see it (the caller then interrupts at once),
+        or when a stop was already asked for (a second Ctrl-C does not wait for the step)."""
+        if not self.armed or self.requested:
+            return False
+        self.requested = True
+        return True
+
+    @contextlib.contextmanager
+    def between_steps(self):
+        self.armed, self.requested = True, False
+        try:
+            yield
+        finally:
+            self.armed = False
+
+
+STOP = StopRequest()
+
+
 def seeded(seed: int, step: int, stream: int = 0) -> torch.Generator:
     """A generator that depends only on (seed, step, stream): the key to exact resume."""
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 17 + stream)
@@ -314,9 +344,11 @@ def fit(
     done = start  # optimizer steps completed
     bad = 0  # non-finite losses in a row
     scope = sequence_parallel.scope() if split else contextlib.nullcontext()
-    with scope:
+    with scope, STOP.between_steps():
         try:
             for step in bar:
+                if dist.any_true(STOP.requested):  # every process stops at the same step
+                    raise KeyboardInterrupt
                 lr = lr_at(optim, step, steps)
                 for group in opt.param_groups:
                     group["lr"] = lr
@@ -368,6 +400,8 @@ def fit(
                         with sequence_parallel.off():
                             sample_fn(model, whole, done)
                     model.train()
+            if dist.any_true(STOP.requested):  # asked for during the last step
+                raise KeyboardInterrupt
         except KeyboardInterrupt:
             save(done)
             raise KinemaError(f"[{desc}] interrupted after step {done}; checkpoint saved, continue with --resume") from None
