@@ -3,6 +3,7 @@
     python benchmarks/vae_speed.py                 # memory table and the speed ratio
     python benchmarks/vae_speed.py --memory-only   # decode peak memory alone
     python benchmarks/vae_speed.py --json docs/vae_speed_cpu.json
+    python benchmarks/vae_speed.py --target        # issue 10's flat-memory target alone (three decodes)
 
 Memory: every configuration decodes in a fresh process (random weights: memory does not depend on
 them), which reports its peak resident memory (ru_maxrss) and its resident memory just before the
@@ -40,7 +41,7 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def build(impl: str):
+def build(impl: str, preset: str = "4x8x8"):
     torch.manual_seed(0)
     if impl == "wan":
         from diffusers import AutoencoderKLWan
@@ -49,7 +50,7 @@ def build(impl: str):
     from kinema.config import VAE_PRESETS
     from kinema.vae.autoencoder import CausalVAE
 
-    return CausalVAE(VAE_PRESETS["4x8x8"]).eval()
+    return CausalVAE(VAE_PRESETS[preset]).eval()
 
 
 def child(spec: dict) -> dict:
@@ -57,7 +58,7 @@ def child(spec: dict) -> dict:
     from kinema.vae.coding import CodingPlan
 
     torch.set_num_threads(spec["threads"])
-    vae = build(spec["impl"])
+    vae = build(spec["impl"], spec.get("preset", "4x8x8"))
     t, h = 1 + (spec["frames"] - 1) // 4, spec["size"] // 8
     z = torch.randn(1, 16, t, h, h)
     before = rss_mb()
@@ -115,6 +116,24 @@ def memory_table(args) -> list[dict]:
     return rows
 
 
+def target(args) -> dict:
+    """Issue 10's flat-memory target: a streamed 257-frame 256x256 decode (the size policy's own
+    plan, streamed) should peak no higher than a whole 17-frame 64x64 decode plus the output
+    buffer plus 10% (of that decode's peak); both in fresh processes, same allocator settings."""
+    small = measure({"impl": "kinema", "frames": 17, "size": 64, "plan": {}, "threads": args.threads, "preset": args.preset})
+    shapes = {"impl": "kinema", "frames": 257, "size": 256, "threads": args.threads, "preset": args.preset}
+    big = measure({**shapes, "plan": None})
+    limit = small["peak_mb"] * 1.1 + big["output_mb"]
+    row = {"whole_17x64_peak_mb": small["peak_mb"], "streamed_257x256_peak_mb": big["peak_mb"],
+           "output_mb": big["output_mb"], "limit_mb": limit, "met": big["peak_mb"] <= limit,
+           "streamed_257x256_activations_mb": big["activations_mb"], "streamed_257x256_s": big["seconds"]}
+    print(f"whole 17 x 64px: peak {small['peak_mb']:.0f} MB; streamed 257 x 256px: peak {big['peak_mb']:.0f} MB "
+          f"(activations {big['activations_mb']:.0f} MB, output {big['output_mb']:.0f} MB, {big['seconds']:.0f} s); "
+          f"limit {small['peak_mb']:.0f} x 1.1 + {big['output_mb']:.0f} = {limit:.0f} MB: "
+          f"{'met' if row['met'] else 'not met'} ({big['peak_mb'] / limit:.3f} of the limit)", flush=True)
+    return row
+
+
 def speed(args) -> list[dict]:
     kin, wan = build("kinema"), build("wan")
     rows = []
@@ -144,6 +163,8 @@ def main() -> None:
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--memory-only", action="store_true")
     p.add_argument("--speed-only", action="store_true")
+    p.add_argument("--target", action="store_true", help="only issue 10's flat-memory target")
+    p.add_argument("--preset", default="4x8x8", help="the VAE preset --target measures (4x8x8-3d: the layout before)")
     p.add_argument("--no-wan", dest="wan", action="store_false", help="leave diffusers out of the memory table")
     p.add_argument("--wan-max-frames", type=int, default=65, help="Wan's decode is slow: its longest clip")
     p.add_argument("--max-whole-gb", type=float, default=4.0, help="skip whole-clip decodes needing more")
@@ -154,10 +175,12 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
-    out = {"threads": args.threads}
-    if not args.speed_only:
+    out = {"threads": args.threads, "preset": args.preset, "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_")}
+    if args.target:
+        out["target"] = target(args)
+    elif not args.speed_only:
         out["memory"] = memory_table(args)
-    if not args.memory_only:
+    if not args.memory_only and not args.target:
         out["speed"] = speed(args)
     if args.json:
         with open(args.json, "w") as f:

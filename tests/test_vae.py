@@ -89,7 +89,7 @@ def test_frame_count_must_be_one_plus_4k():
 def test_4x8x8_16_channel_configuration():
     cfg = VAE_PRESETS["4x8x8"]
     assert (cfg.time_compression, cfg.space_compression, cfg.latent_channels) == (4, 8, 16)
-    vae = CausalVAE(VAEConfig(base_channels=8, channel_mult=cfg.channel_mult, temporal_down=cfg.temporal_down))
+    vae = CausalVAE(VAE_PRESETS["4x8x8-tiny"])
     mean, logvar = vae.encode(torch.randn(1, 3, 17, 32, 32))
     assert mean.shape == logvar.shape == (1, 16, 5, 4, 4)
     assert vae.decode(mean).shape == (1, 3, 17, 32, 32)

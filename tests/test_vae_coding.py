@@ -7,7 +7,7 @@ from conftest import randomize_
 
 from kinema.config import VAE_PRESETS, VAEConfig
 from kinema.vae.autoencoder import CausalVAE
-from kinema.vae.causal_conv import CausalCache
+from kinema.vae.causal_conv import CausalCache, CausalConv3d
 from kinema.vae.coding import CodingPlan, halo, plan_coding
 
 
@@ -110,7 +110,8 @@ def test_frame_size_must_divide_by_the_spatial_factor():
         vae.encode(torch.zeros(1, 3, 5, 10, 12))
 
 
-OTHER_COMPRESSIONS = ["8x16x16-tiny", "8x32x32-tiny", "6x8x8-tiny"]  # Step-Video's dual path, LTX's patch, 2 x 3 in time
+# the default's layout (2D at full resolution), Step-Video's dual path, LTX's patch, 2 x 3 in time
+OTHER_COMPRESSIONS = ["4x8x8-tiny", "8x16x16-tiny", "8x32x32-tiny", "6x8x8-tiny"]
 
 
 @pytest.mark.parametrize("name", OTHER_COMPRESSIONS)
@@ -120,7 +121,7 @@ def test_every_compression_is_causal_and_round_trips(name):
     the image property (a frame alone has the latent a video starting with it has first)."""
     vae = vae_of(name)
     r, s = vae.cfg.time_compression, vae.cfg.space_compression
-    assert {"8x16x16-tiny": (8, 16), "8x32x32-tiny": (8, 32), "6x8x8-tiny": (6, 8)}[name] == (r, s)
+    assert {"4x8x8-tiny": (4, 8), "8x16x16-tiny": (8, 16), "8x32x32-tiny": (8, 32), "6x8x8-tiny": (6, 8)}[name] == (r, s)
     x, z = clip(vae, (3, 2, 3))
     mean, _ = vae.encode(x)
     assert mean.shape == (2, vae.cfg.latent_channels, 3, 2, 3) and vae.decode(z).shape == x.shape
@@ -175,3 +176,55 @@ def test_bad_compression_configs_say_what_is_wrong():
         VAEConfig(downsample="shuffle")
     with pytest.raises(ValueError, match="1 downsamplings .* need as many temporal_down / temporal_factors entries, got 3"):
         CausalVAE(VAEConfig(channel_mult=(1, 2)))
+    with pytest.raises(KinemaError, match=r"vae.time_kernel \(1, 3\): one temporal kernel \(>= 1\) per level, 3 levels"):
+        VAEConfig(channel_mult=(1, 2, 4), temporal_down=(False, True), time_kernel=(1, 3))
+    with pytest.raises(KinemaError, match="levels 0-1 are all 2D, but the decoder repeats frames in time into level 1"):
+        VAEConfig(channel_mult=(1, 2, 4), temporal_down=(False, True), time_kernel=(1, 1, 3))
+
+
+def two_d_top() -> CausalVAE:
+    """The default's layout, small: time x2 at the lower downsampling only, 2D convs at full resolution."""
+    return randomize_(CausalVAE(VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 2, 2), temporal_down=(False, True),
+                                          time_kernel=(1, 3, 3))).eval(), std=0.2)
+
+
+@torch.no_grad()
+def test_a_2d_level_has_no_temporal_kernel_and_caches_nothing():
+    """time_kernel 1 makes the full-resolution convs 2D (encoder and decoder), and a streamed decode
+    carries no frames for them; the levels below keep their 3-frame kernels and their caches."""
+    vae = two_d_top()
+    full = [vae.encoder.conv_in, *vae.encoder.levels[0][0].modules(), vae.decoder.conv_out,
+            *vae.decoder.levels[-1][0].modules(), vae.decoder.levels[-2][-1].conv]  # the last upsampler's conv runs at full res
+    full = [m for m in full if isinstance(m, CausalConv3d)]
+    assert len(full) == 7 and all(m.conv.kernel_size == (1, 3, 3) for m in full)
+    assert vae.encoder.levels[0][-1].conv.conv.kernel_size == (3, 3, 3)  # the strided downsampling keeps 3
+    assert vae.decoder.levels[0][0].conv1.conv.kernel_size == (3, 3, 3)
+    _, z = clip(vae, (3, 3, 3))
+    cache = CausalCache()
+    vae.decoder(z[:1, :, :1], cache)
+    assert cache.frames and not any(m in cache.frames for m in full)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+@torch.no_grad()
+def test_the_2d_tail_in_strips_equals_the_whole(rows, monkeypatch):
+    """A streamed decode runs everything after the last upsampler with a temporal kernel in strips of
+    rows (here 1 and 3 input rows, ragged): equal to the whole decode. Its halo is the tail's true
+    reach: the gradient of a middle output row reaches input rows exactly that far, not further."""
+    import kinema.vae.autoencoder as ae
+
+    vae = two_d_top()
+    assert vae.decoder.tail == (1, 2, 2, 3)  # level 1 (of 0 lowest .. 2), its upsampler, x2, 3 rows of halo
+    _, z = clip(vae, (3, 5, 4))
+    whole = vae.decode(z, CodingPlan())
+    monkeypatch.setattr(ae, "TAIL_ROWS", 2 * rows)
+    torch.testing.assert_close(vae.decode(z, CodingPlan(latent_chunk=1)), whole, atol=1e-5, rtol=1e-5)
+    with torch.enable_grad():
+        i, j, scale, halo_rows = vae.decoder.tail
+        f = torch.randn(1, vae.decoder.levels[i][j].conv.conv.in_channels, 1, 15, 4, requires_grad=True)
+        out = vae.decoder.levels_from(f, i, j, None)
+        c = out.shape[3] // 2  # output row 15 of 30: input row 7
+        out[:, :, :, c].sum().backward()
+    rows = (f.grad.abs().sum(dim=(0, 1, 2, 4)) > 0).nonzero().flatten()
+    assert max(c // scale - rows.min().item(), rows.max().item() - c // scale) == halo_rows
+

@@ -36,6 +36,11 @@ class VAEConfig:
     # summed (the upsampling mirrors it)
     downsample: str = "conv"
     num_res_blocks: int = 1
+    # the temporal kernel of the convs at each resolution level (level 0: full resolution), None: 3
+    # everywhere. 1 makes a level's convs 2D: a streamed decode then caches nothing at that level
+    # (two input frames per conv otherwise, 17 MB each at 256x256 with 32 channels); the strided
+    # downsampling convs keep 3. Time is still mixed at the levels below.
+    time_kernel: tuple[int, ...] | None = None
     # a linear coder beside the encoder and decoder (kinema.vae.linear_path): each latent position
     # a linear map of its own patch of pixels, and back, added to the networks' outputs, which then
     # start at zero; the VAE stage sets it to PCA of training clips (vae.linear_init_clips)
@@ -47,8 +52,24 @@ class VAEConfig:
     def __post_init__(self):
         if any(f < 1 for f in self.factors()) or self.patch < 1:
             raise KinemaError("vae.temporal_factors and vae.patch must be at least 1")
+        if self.time_kernel is not None and (len(self.time_kernel) != len(self.channel_mult)
+                                             or any(k < 1 for k in self.time_kernel)):
+            raise KinemaError(f"vae.time_kernel {tuple(self.time_kernel)}: one temporal kernel (>= 1) per level, "
+                              f"{len(self.channel_mult)} levels as in channel_mult")
+        if self.time_kernel is not None:
+            # frames an upsampler repeats in time stay equal through 2D levels: some level at or
+            # above the last temporal upsampling must mix time, or the decoder emits repeated frames
+            last = max((i for i, f in enumerate(self.factors()) if f > 1), default=-1)
+            if last >= 0 and all(self.time_kernel[j] == 1 for j in range(last + 1)):
+                raise KinemaError(f"vae.time_kernel {tuple(self.time_kernel)}: levels 0-{last} are all 2D, but the decoder "
+                                  f"repeats frames in time into level {last}, so its output frames would come in equal "
+                                  f"runs; give one of them a temporal kernel > 1, or move the time factors down a level")
         if self.downsample not in ("conv", "dual"):
             raise KinemaError(f"vae.downsample {self.downsample!r}: use 'conv' or 'dual'")
+
+    def kernel_t(self, level: int) -> int:
+        """The temporal kernel of the convs at resolution `level` (0: full resolution)."""
+        return self.time_kernel[level] if self.time_kernel else 3
 
     def factors(self) -> tuple[int, ...]:
         """The time factor of each downsampling (1: space only)."""
@@ -280,8 +301,12 @@ class ModelConfig:
 
 
 VAE_PRESETS: dict[str, VAEConfig] = {
-    # HunyuanVideo / Wan / CogVideoX class: 4x8x8, 16 latent channels
-    "4x8x8": VAEConfig(),
+    # HunyuanVideo / Wan / CogVideoX class: 4x8x8, 16 latent channels. Time x2 at the two lower
+    # downsamplings (Wan's layout) and 2D convs at full resolution: a streamed decode caches
+    # nothing at full resolution and codes it in strips, so 256 px decodes in flat memory
+    # (docs/vae.md). The shipped Shapes VAE ("shapes") keeps 3D convs everywhere.
+    "4x8x8": VAEConfig(temporal_down=(False, True, True), time_kernel=(1, 3, 3, 3)),
+    "4x8x8-3d": VAEConfig(),  # the layout before: 3D convs everywhere, time x2 at the two upper downsamplings
     "4x4x4": VAEConfig(channel_mult=(1, 2, 4), temporal_down=(True, True)),
     # the shipped 64x64 Shapes model (configs/shapes.yaml) and its 4x4x4 alternative
     "shapes": VAEConfig(base_channels=16, channel_mult=(1, 2, 4, 8)),
@@ -294,7 +319,7 @@ VAE_PRESETS: dict[str, VAEConfig] = {
     "8x32x32": VAEConfig(latent_channels=128, channel_mult=(1, 2, 4, 4), temporal_factors=(2, 2, 2), patch=4),
     "6x8x8": VAEConfig(latent_channels=12, channel_mult=(1, 2, 4, 4), temporal_factors=(2, 3, 1)),
 }
-for _name in ("8x16x16", "8x32x32", "6x8x8"):  # test sizes: width 8
+for _name in ("4x8x8", "8x16x16", "8x32x32", "6x8x8"):  # test sizes: width 8
     VAE_PRESETS[f"{_name}-tiny"] = dataclasses.replace(VAE_PRESETS[_name], base_channels=8)
 
 DIT_PRESETS: dict[str, DiTConfig] = {

@@ -16,6 +16,8 @@ Every forward takes an optional `CausalCache`: then its input is the next time c
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -24,7 +26,9 @@ from torch import nn
 from kinema.config import VAEConfig
 from kinema.nn.norms import RMSNorm
 from kinema.vae.causal_conv import CausalCache, CausalConv3d
-from kinema.vae.coding import CodingPlan, halo, plan_coding, run_tiled
+from kinema.vae.coding import CodingPlan, halo, in_strips, plan_coding, reach, run_tiled
+
+TAIL_ROWS = 64  # a streamed decode's 2D tail runs in strips of about this many output rows
 from kinema.vae.linear_path import LinearPath
 
 
@@ -33,10 +37,10 @@ def _norm(c: int) -> RMSNorm:
 
 
 class ResBlock(nn.Module):
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, kt: int = 3):
         super().__init__()
-        self.norm1, self.conv1 = _norm(cin), CausalConv3d(cin, cout)
-        self.norm2, self.conv2 = _norm(cout), CausalConv3d(cout, cout)
+        self.norm1, self.conv1 = _norm(cin), CausalConv3d(cin, cout, (kt, 3, 3))
+        self.norm2, self.conv2 = _norm(cout), CausalConv3d(cout, cout, (kt, 3, 3))
         self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:  # [B, C, T, H, W] -> [B, C', T, H, W]
@@ -96,52 +100,59 @@ class Upsample(nn.Module):
 
     upsamples_space = True  # kinema.vae.coding.halo: the layers after it run at twice the resolution
 
-    def __init__(self, cin: int, cout: int, factor: int, dual: bool = False):
+    def __init__(self, cin: int, cout: int, factor: int, dual: bool = False, kt: int = 3):
         super().__init__()
         self.factor, self.dual, self.cout = factor, dual, cout
-        self.conv = CausalConv3d(cin, cout)
+        self.conv = CausalConv3d(cin, cout, (kt, 3, 3))  # runs at the output's resolution
         if dual and (4 * factor * cout) % cin:
             raise ValueError(f"the dual path unfolds {cin} channels into {4 * factor * cout}, not a multiple of {cin}")
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         if cache is not None:  # streaming: one output frame at a time, never the whole upsampled chunk
-            return torch.cat([self.frame(x[:, :, t:t + 1], cache) for t in range(x.shape[2])], dim=2)
+            return torch.cat(list(self.frames(x, cache)), dim=2)
         h = F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")  # [B, C, T, 2H, 2W]
         if self.factor > 1:  # the whole clip: its first frame keeps one copy
             h = h.repeat_interleave(self.factor, dim=2)[:, :, self.factor - 1:]
         return self.plus_dual(self.conv(h), x, first=True)
 
-    def frame(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
-        """One input frame [B, C, 1, H, W] of a stream -> its f output frames (one for the clip's
-        first), each through the conv alone: the same windows the whole pass computes."""
-        first = clip_start(self, cache)
-        h = F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")  # [B, C, 1, 2H, 2W]
-        y = torch.cat([self.conv(h, cache) for _ in range(1 if first else self.factor)], dim=2)
-        return self.plus_dual(y, x, first)
+    def frames(self, x: torch.Tensor, cache: CausalCache):
+        """Stream a chunk [B, C, T, H, W]: yield its output frames [B, C', 1, 2H, 2W] one by one (f
+        per input frame, one for the clip's first), each through the conv alone: the windows the
+        whole pass computes. The conv upsamples each frame as it reads it (`lift`), so its cache
+        keeps input frames at this resolution, a quarter of the size, and a repeated frame once."""
+        for t in range(x.shape[2]):
+            xt = x[:, :, t:t + 1]
+            first = clip_start(self, cache)
+            copies = 1 if first else self.factor
+            dual = self.plus_dual(None, xt, first) if self.dual else None  # [B, C', copies, 2H, 2W]
+            for c in range(copies):
+                y = self.conv(xt, cache, lift="nearest_2x")
+                yield y if dual is None else y.add_(dual[:, :, c:c + 1])
 
-    def plus_dual(self, y: torch.Tensor, x: torch.Tensor, first: bool) -> torch.Tensor:
-        """y, plus (`dual`) the input x's channels repeated up to 4 f cout and unfolded."""
+    def plus_dual(self, y: torch.Tensor | None, x: torch.Tensor, first: bool) -> torch.Tensor:
+        """y, plus (`dual`) the input x's channels repeated up to 4 f cout and unfolded (that alone for y None)."""
         if not self.dual:
             return y
         repeats = 4 * self.factor * self.cout // x.shape[1]
-        return y + unfold(x.repeat_interleave(repeats, dim=1), self.factor, first)
-
+        path = unfold(x.repeat_interleave(repeats, dim=1), self.factor, first)
+        return path if y is None else y + path
 
 class Encoder(nn.Module):
     def __init__(self, cfg: VAEConfig):
         super().__init__()
         chans = [cfg.base_channels * m for m in cfg.channel_mult]
         self.patch = cfg.patch
-        self.conv_in = CausalConv3d(cfg.in_channels * cfg.patch ** 2, chans[0])
+        kt, last = cfg.kernel_t, len(chans) - 1  # temporal kernel per level (cfg.time_kernel)
+        self.conv_in = CausalConv3d(cfg.in_channels * cfg.patch ** 2, chans[0], (kt(0), 3, 3))
         self.levels = nn.ModuleList()
         for i, c in enumerate(chans):
-            blocks = [ResBlock(c, c) for _ in range(cfg.num_res_blocks)]
+            blocks = [ResBlock(c, c, kt(i)) for _ in range(cfg.num_res_blocks)]
             if i < len(chans) - 1:
                 blocks.append(Downsample(c, chans[i + 1], cfg.factors()[i], cfg.downsample == "dual"))
             self.levels.append(nn.ModuleList(blocks))
-        self.mid = ResBlock(chans[-1], chans[-1])
+        self.mid = ResBlock(chans[-1], chans[-1], kt(last))
         self.norm_out = _norm(chans[-1])
-        self.conv_out = CausalConv3d(chans[-1], 2 * cfg.latent_channels)
+        self.conv_out = CausalConv3d(chans[-1], 2 * cfg.latent_channels, (kt(last), 3, 3))
         # start with a narrow posterior (std e^-3): with logvar = 0 the sampling noise drowns the
         # mean, the decoder learns the average frame (black) and the latent carries nothing
         with torch.no_grad():
@@ -173,21 +184,38 @@ class Decoder(nn.Module):
     def __init__(self, cfg: VAEConfig):
         super().__init__()
         chans = [cfg.base_channels * m for m in cfg.channel_mult]
-        self.conv_in = CausalConv3d(cfg.latent_channels, chans[-1])
-        self.mid = ResBlock(chans[-1], chans[-1])
+        kt, last = cfg.kernel_t, len(chans) - 1  # temporal kernel per level (cfg.time_kernel)
+        self.conv_in = CausalConv3d(cfg.latent_channels, chans[-1], (kt(last), 3, 3))
+        self.mid = ResBlock(chans[-1], chans[-1], kt(last))
         self.levels = nn.ModuleList()
         for i in reversed(range(len(chans))):
-            blocks = [ResBlock(chans[i], chans[i]) for _ in range(cfg.num_res_blocks + 1)]
+            blocks = [ResBlock(chans[i], chans[i], kt(i)) for _ in range(cfg.num_res_blocks + 1)]
             if i > 0:
-                blocks.append(Upsample(chans[i], chans[i - 1], cfg.factors()[i - 1], cfg.downsample == "dual"))
+                blocks.append(Upsample(chans[i], chans[i - 1], cfg.factors()[i - 1], cfg.downsample == "dual", kt(i - 1)))
             self.levels.append(nn.ModuleList(blocks))
         self.norm_out = _norm(chans[0])
         self.patch = cfg.patch
-        self.conv_out = CausalConv3d(chans[0], cfg.in_channels * cfg.patch ** 2)
+        self.conv_out = CausalConv3d(chans[0], cfg.in_channels * cfg.patch ** 2, (kt(0), 3, 3))
         self.linear = LinearPath(cfg, encoder=False) if cfg.linear_path else None
         if self.linear is not None:  # the output starts as the linear path's alone
             nn.init.zeros_(self.conv_out.conv.weight)
             nn.init.zeros_(self.conv_out.conv.bias)
+        self.tail = self.spatial_tail()
+
+    def spatial_tail(self) -> tuple[int, int, int, int] | None:
+        """Where the decoder's 2D tail starts: the first upsampler from which on every conv is 2D
+        (temporal kernel 1, cfg.time_kernel) and nothing repeats frames in time, so each output
+        frame is a spatial function of one frame of the upsampler's input, and needs no cache.
+        -> (level, block, output pixels per input pixel, halo in input pixels), or None."""
+        spots = [(i, j) for i, blocks in enumerate(self.levels) for j, b in enumerate(blocks) if isinstance(b, Upsample)]
+        for i, j in spots:
+            rest = [*self.levels[i][j:], *(b for blocks in self.levels[i + 1:] for b in blocks), self.conv_out]
+            mods = [m for r in rest for m in r.modules()]
+            if all(c.time_pad == 0 for c in mods if isinstance(c, CausalConv3d)) and \
+                    all(u.factor == 1 for u in mods if isinstance(u, Upsample)):
+                scale = self.patch * 2 ** sum(isinstance(u, Upsample) for u in mods)
+                return i, j, scale, math.ceil(reach(mods, float(scale)) / scale)
+        return None
 
     def forward(self, z: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         """z: [B, Cz, t, h, w] -> [B, 3, T, H, W]"""
@@ -201,9 +229,14 @@ class Decoder(nn.Module):
         for i in range(level, len(self.levels)):
             blocks = self.levels[i]
             for j in range(block if i == level else 0, len(blocks)):
+                if cache is not None and self.tail is not None and (i, j) == self.tail[:2]:  # the 2D rest, in strips
+                    _, _, scale, halo_rows = self.tail
+                    rest = lambda f: self.levels_from(f, i, j, None)  # noqa: E731  (no cache: nothing to carry)
+                    return torch.cat([in_strips(rest, f, scale, halo_rows, max(1, TAIL_ROWS // scale))
+                                      for f in h.split(1, dim=2)], dim=2)
+                if cache is not None and isinstance(blocks[j], Upsample):
+                    return torch.cat([self.levels_from(f, i, j + 1, cache) for f in blocks[j].frames(h, cache)], dim=2)
                 h = blocks[j](h, cache)
-                if cache is not None and isinstance(blocks[j], Upsample) and h.shape[2] > 1:
-                    return torch.cat([self.levels_from(f, i, j + 1, cache) for f in h.split(1, dim=2)], dim=2)
         out = self.conv_out(F.silu(self.norm_out(h), inplace=not torch.is_grad_enabled()), cache)
         if self.patch > 1:  # [B, 3 p p, T, h, w] -> [B, 3, T, h p, w p]
             out = rearrange(out, "b (c p q) t h w -> b c t (h p) (w q)", p=self.patch, q=self.patch)

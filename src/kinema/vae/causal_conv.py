@@ -32,15 +32,19 @@ class CausalCache:
         self.started: set[nn.Module] = set()
 
 
-def conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """`conv(x)`, but straight to oneDNN for fp32 on the CPU. PyTorch's CPU heuristic sends an fp32
-    conv whose B*C*T*H is under 20480 to its vol2col kernel, measured 9x slower per frame at
-    128x128 with 32 channels (70 ms against 8 ms), and a streamed chunk of a few frames is always
-    that small. Under autocast the conv goes through PyTorch as usual (bf16 takes oneDNN anyway)."""
+def conv3d(conv: nn.Conv3d, x: torch.Tensor, weight: torch.Tensor | None = None, bias: bool = True) -> torch.Tensor:
+    """`conv(x)` (with `weight` in place of conv's own if given, `bias` False to leave it out), but
+    straight to oneDNN for fp32 on the CPU. PyTorch's CPU heuristic sends an fp32 conv whose
+    B*C*T*H is under 20480 to its vol2col kernel, measured 9x slower per frame at 128x128 with 32
+    channels (70 ms against 8 ms), and a streamed chunk of a few frames is always that small. Under
+    autocast the conv goes through PyTorch as usual (bf16 takes oneDNN anyway)."""
+    weight = conv.weight if weight is None else weight
+    b = conv.bias if bias else None
+    dilation = conv.dilation if weight.shape[2] > 1 else (1, *conv.dilation[1:])
     if (x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
             and torch.backends.mkldnn.enabled and not torch.is_autocast_enabled("cpu")):
-        return torch.mkldnn_convolution(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups)
-    return conv(x)
+        return torch.mkldnn_convolution(x, weight, b, conv.padding, conv.stride, dilation, conv.groups)
+    return F.conv3d(x, weight, b, conv.stride, conv.padding, dilation, conv.groups)
 
 
 class CausalConv3d(nn.Module):
@@ -54,11 +58,16 @@ class CausalConv3d(nn.Module):
         self.conv = nn.Conv3d(in_channels, out_channels, (kt, kh, kw), stride=_triple(stride), dilation=(dt, dh, dw),
                               padding=(0, *self.space_pad))
 
-    def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
-        """x: [B, C, T, H, W] -> [B, C', T', H', W']; with `cache`, x is the clip's next chunk."""
-        if cache is None:
-            return conv3d(self.conv, F.pad(x, (0, 0, 0, 0, self.time_pad, 0)))  # (W, W, H, H, T past, T future)
-        past = cache.frames.get(self)
+    def forward(self, x: torch.Tensor, cache: CausalCache | None = None, lift=None) -> torch.Tensor:
+        """x: [B, C, T, H, W] -> [B, C', T', H', W']; with `cache`, x is the clip's next chunk.
+        `lift` "nearest_2x" (streaming only): x is to be upsampled 2x in space (nearest) first;
+        Upsample streams so, and the cache keeps the frames as they came, a quarter of the size."""
+        if cache is None or not self.time_pad and self.conv.stride[0] == 1:  # (a 2D conv has no past to carry)
+            x = _nearest_2x(x) if lift == "nearest_2x" else x
+            return conv3d(self.conv, F.pad(x, (0, 0, 0, 0, self.time_pad, 0)) if self.time_pad else x)  # (W, W, H, H, T past, T future)
+        if self.conv.stride[0] == 1:
+            return self.taps(x, cache, lift)
+        past = cache.frames.get(self)  # strided in time (the encoder's downsampling): whole windows
         if past is None:  # the clip's first chunk: the zero frames the whole pass pads with
             past = x.new_zeros(*x.shape[:2], self.time_pad, *x.shape[3:])
         x = torch.cat([past, x], dim=2)
@@ -69,3 +78,29 @@ class CausalConv3d(nn.Module):
                              f"{extent}; stream in chunks of whole latent frames")
         cache.frames[self] = x[:, :, stride * windows:].clone()  # where the next window starts (a copy frees x)
         return conv3d(self.conv, x)
+
+    def taps(self, x: torch.Tensor, cache: CausalCache, lift) -> torch.Tensor:
+        """A streamed chunk, frame by frame: output frame t = bias + sum over the kernel's temporal
+        taps k of a one-frame conv of input frame t - time_pad + k d_t with the weight's slice k. No
+        copy of the past and the chunk side by side, and the clip's leading zero frames (None in the
+        cache) are skipped: they add nothing. The cache keeps the last time_pad input frames."""
+        conv, (kt, dt) = self.conv, (self.conv.kernel_size[0], self.conv.dilation[0])
+        frames = cache.frames.get(self, [None] * self.time_pad) + list(x.split(1, dim=2))
+        weights = [conv.weight[:, :, k:k + 1] for k in range(kt)]  # [C', C, 1, kh, kw] per tap
+        out = []
+        def tap(f: torch.Tensor, k: int, bias: bool) -> torch.Tensor:
+            return conv3d(conv, _nearest_2x(f) if lift == "nearest_2x" else f, weights[k], bias)
+
+        for t in range(len(frames) - self.time_pad):
+            acc = tap(frames[t + self.time_pad], kt - 1, True)  # the newest tap, always a real frame; it brings the bias
+            for k in range(kt - 1):
+                if frames[t + k * dt] is not None:
+                    acc.add_(tap(frames[t + k * dt], k, False))
+            out.append(acc)
+        cache.frames[self] = frames[len(frames) - self.time_pad:]
+        return torch.cat(out, dim=2) if len(out) > 1 else out[0]
+
+
+def _nearest_2x(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")  # [B, C, T, H, W] -> [B, C, T, 2H, 2W]
+

@@ -50,20 +50,26 @@ class CodingPlan:
 
 def halo(net: nn.Module, space_compression: int, encoder: bool) -> int:
     """The receptive-field radius of an encoder or decoder in latent pixels: how far outside a
-    tile its interior's outputs can see. Each conv adds its padding at the scale it runs at
-    (modules are registered in the order they run)."""
+    tile its interior's outputs can see."""
     # video pixels per pixel of the current layer: the encoder starts at its patch (space folded
     # into channels), the decoder at the latent and halves it at each upsampler
     scale = float(net.patch) if encoder else float(space_compression)
-    radius = 0.0  # in output pixels (decoder) / input pixels (encoder)
-    for m in net.modules():
+    return math.ceil(reach(net.modules(), scale, encoder) / space_compression)
+
+
+def reach(modules, scale: float, encoder: bool = False) -> float:
+    """How far, in video pixels, the outputs of a run of `modules` (in the order they run) can see:
+    each conv adds its padding at the scale it runs at (`scale`: video pixels per pixel of the
+    first module's input; an upsampler halves it, a strided encoder conv doubles it)."""
+    radius = 0.0
+    for m in modules:
         if not encoder and getattr(m, "upsamples_space", False):
             scale /= 2
         if isinstance(m, CausalConv3d):
             radius += m.space_pad[0] * scale
             if encoder and m.conv.stride[1] == 2:
                 scale *= 2
-    return math.ceil(radius / space_compression)
+    return radius
 
 
 def activation_bytes(cfg: VAEConfig, frames: int, height: int, width: int) -> int:
@@ -145,3 +151,22 @@ def run_tiled(net: nn.Module, x: torch.Tensor, out_shape, plan: CodingPlan, cfg:
                 y[:, :, :, (y0 - ya) * up:(y1 - ya) * up, (x0 - xa) * up:(x1 - xa) * up]
             del y
     return out
+
+
+def in_strips(fn, x: torch.Tensor, scale: int, halo_rows: int, rows: int) -> torch.Tensor:
+    """`fn(x)` for a frame-local, spatially local `fn` ([B, C, T, h, w] -> [B, C', T, h s, w s],
+    seeing at most `halo_rows` input rows away), computed in strips of `rows` input rows, each
+    with its halo and cropped: equal to the whole (the interior of a strip sees what it sees in the
+    whole frame), in the memory of one strip."""
+    h = x.shape[3]
+    if rows >= h:
+        return fn(x)
+    out = []
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        a, b = max(0, r0 - halo_rows), min(h, r1 + halo_rows)
+        y = fn(x[:, :, :, a:b])
+        out.append(y[:, :, :, (r0 - a) * scale:(r1 - a) * scale])
+        del y
+    return torch.cat(out, dim=3)
+
