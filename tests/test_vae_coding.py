@@ -25,10 +25,15 @@ def clip(vae: CausalVAE, latent=(3, 6, 5), seed: int = 0):
             torch.randn(2, vae.cfg.latent_channels, t, h, w, generator=g))
 
 
+@pytest.mark.parametrize("taps", [False, True])
 @pytest.mark.parametrize("chunk", [1, 2, 3])
 @torch.no_grad()
-def test_streamed_equals_whole(chunk):
-    """Time chunks of 1, 2 and 3 latent frames (3 does not divide 5: a short last chunk)."""
+def test_streamed_equals_whole(chunk, taps, monkeypatch):
+    """Time chunks of 1, 2 and 3 latent frames (3 does not divide 5: a short last chunk), with the
+    convs fed the past and the chunk side by side (small frames) and tap by tap (large frames)."""
+    import kinema.vae.causal_conv as cc
+
+    monkeypatch.setattr(cc, "TAPS_FROM", 0 if taps else 2 ** 62)
     vae = vae_of()
     x, z = clip(vae, (5, 4, 3))
     whole_mean, whole_logvar = vae.encode(x, CodingPlan())
@@ -140,12 +145,17 @@ def test_every_compression_is_causal_and_round_trips(name):
 
 @pytest.mark.parametrize("name", OTHER_COMPRESSIONS)
 @torch.no_grad()
-def test_every_compression_streams_exactly(name):
+def test_every_compression_streams_exactly(name, monkeypatch):
+    """Chunks of 1 and 3 latent frames, with the convs fed whole windows and tap by tap."""
+    import kinema.vae.causal_conv as cc
+
     vae = vae_of(name)
     x, z = clip(vae, (4, 2, 2))
-    for chunk in (1, 3):
-        torch.testing.assert_close(vae.encode(x, CodingPlan(chunk))[0], vae.encode(x, CodingPlan())[0], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(vae.decode(z, CodingPlan(chunk)), vae.decode(z, CodingPlan()), atol=1e-5, rtol=1e-5)
+    for taps_from in (2 ** 62, 0):
+        monkeypatch.setattr(cc, "TAPS_FROM", taps_from)
+        for chunk in (1, 3):
+            torch.testing.assert_close(vae.encode(x, CodingPlan(chunk))[0], vae.encode(x, CodingPlan())[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(vae.decode(z, CodingPlan(chunk)), vae.decode(z, CodingPlan()), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", OTHER_COMPRESSIONS)
