@@ -27,9 +27,9 @@ from kinema.config import VAEConfig
 from kinema.nn.norms import RMSNorm
 from kinema.vae.causal_conv import CausalCache, CausalConv3d
 from kinema.vae.coding import CodingPlan, halo, in_strips, plan_coding, reach, run_tiled
+from kinema.vae.linear_path import LinearPath
 
 TAIL_ROWS = 64  # a streamed decode's 2D tail runs in strips of about this many output rows
-from kinema.vae.linear_path import LinearPath
 
 
 def _norm(c: int) -> RMSNorm:
@@ -136,6 +136,7 @@ class Upsample(nn.Module):
         repeats = 4 * self.factor * self.cout // x.shape[1]
         path = unfold(x.repeat_interleave(repeats, dim=1), self.factor, first)
         return path if y is None else y + path
+
 
 class Encoder(nn.Module):
     def __init__(self, cfg: VAEConfig):
