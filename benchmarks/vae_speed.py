@@ -3,14 +3,15 @@
     python benchmarks/vae_speed.py                 # memory table and the speed ratio
     python benchmarks/vae_speed.py --memory-only   # decode peak memory alone
     python benchmarks/vae_speed.py --json docs/vae_speed_cpu.json
-    python benchmarks/vae_speed.py --target        # issue 10's flat-memory target alone (three decodes)
+    python benchmarks/vae_speed.py --target        # issue 10's flat-memory target alone (two decodes)
+    python benchmarks/vae_speed.py --target --preset 4x8x8-flat   # any preset (default: 4x8x8)
 
 Memory: every configuration decodes in a fresh process (random weights: memory does not depend on
 them), which reports its peak resident memory (ru_maxrss) and its resident memory just before the
 decode (imports, weights, the latent). "activations" is the difference, less the output buffer.
 A whole-clip decode that would need more than --max-whole-gb is not run.
 
-Speed: the default preset (4x8x8, 16 channels, width 32) against diffusers' AutoencoderKLWan at the
+Speed: the --preset (default 4x8x8: 16 channels, width 32) against diffusers' AutoencoderKLWan at the
 same width (base_dim 32, one residual block per level as kinema's encoder has, Wan's default
 temporal layout), encode and decode of 17 frames at 64x64 and 33 frames at 128x128, the two
 alternating for --rounds rounds, each on its own output of the same input. Wan decodes one latent
@@ -89,7 +90,7 @@ def memory_table(args) -> list[dict]:
     from kinema.config import VAE_PRESETS
     from kinema.vae.coding import activation_bytes, plan_coding
 
-    cfg = VAE_PRESETS["4x8x8"]
+    cfg = VAE_PRESETS[args.preset]
     rows = []
     for size in SIZES:
         for frames in FRAMES:
@@ -100,7 +101,8 @@ def memory_table(args) -> list[dict]:
             for name, plan in plans.items():
                 if name == "whole" and activation_bytes(cfg, frames, size, size) > args.max_whole_gb * 2 ** 30:
                     continue
-                spec = {"impl": "kinema", "frames": frames, "size": size, "plan": plan, "threads": args.threads}
+                spec = {"impl": "kinema", "frames": frames, "size": size, "plan": plan, "threads": args.threads,
+                        "preset": args.preset}
                 r = measure(spec)
                 label = f"auto {auto}" if name == "auto" else name
                 rows.append({"impl": "kinema", "mode": label, "frames": frames, "size": size, **r})
@@ -135,7 +137,7 @@ def target(args) -> dict:
 
 
 def speed(args) -> list[dict]:
-    kin, wan = build("kinema"), build("wan")
+    kin, wan = build("kinema", args.preset), build("wan")
     rows = []
     for frames, size in ((17, 64), (33, 128)):
         x = torch.rand(1, 3, frames, size, size) * 2 - 1
@@ -164,7 +166,7 @@ def main() -> None:
     p.add_argument("--memory-only", action="store_true")
     p.add_argument("--speed-only", action="store_true")
     p.add_argument("--target", action="store_true", help="only issue 10's flat-memory target")
-    p.add_argument("--preset", default="4x8x8", help="the VAE preset --target measures (4x8x8-3d: the layout before)")
+    p.add_argument("--preset", default="4x8x8", help="the kinema VAE preset measured (4x8x8-flat: 2D at full resolution)")
     p.add_argument("--no-wan", dest="wan", action="store_false", help="leave diffusers out of the memory table")
     p.add_argument("--wan-max-frames", type=int, default=65, help="Wan's decode is slow: its longest clip")
     p.add_argument("--max-whole-gb", type=float, default=4.0, help="skip whole-clip decodes needing more")

@@ -115,8 +115,8 @@ def test_frame_size_must_divide_by_the_spatial_factor():
         vae.encode(torch.zeros(1, 3, 5, 10, 12))
 
 
-# the default's layout (2D at full resolution), Step-Video's dual path, LTX's patch, 2 x 3 in time
-OTHER_COMPRESSIONS = ["4x8x8-tiny", "8x16x16-tiny", "8x32x32-tiny", "6x8x8-tiny"]
+# the lean layout (2D at full resolution), Step-Video's dual path, LTX's patch, 2 x 3 in time
+OTHER_COMPRESSIONS = ["4x8x8-flat-tiny", "8x16x16-tiny", "8x32x32-tiny", "6x8x8-tiny"]
 
 
 @pytest.mark.parametrize("name", OTHER_COMPRESSIONS)
@@ -126,7 +126,7 @@ def test_every_compression_is_causal_and_round_trips(name):
     the image property (a frame alone has the latent a video starting with it has first)."""
     vae = vae_of(name)
     r, s = vae.cfg.time_compression, vae.cfg.space_compression
-    assert {"4x8x8-tiny": (4, 8), "8x16x16-tiny": (8, 16), "8x32x32-tiny": (8, 32), "6x8x8-tiny": (6, 8)}[name] == (r, s)
+    assert {"4x8x8-flat-tiny": (4, 8), "8x16x16-tiny": (8, 16), "8x32x32-tiny": (8, 32), "6x8x8-tiny": (6, 8)}[name] == (r, s)
     x, z = clip(vae, (3, 2, 3))
     mean, _ = vae.encode(x)
     assert mean.shape == (2, vae.cfg.latent_channels, 3, 2, 3) and vae.decode(z).shape == x.shape
@@ -193,7 +193,7 @@ def test_bad_compression_configs_say_what_is_wrong():
 
 
 def two_d_top() -> CausalVAE:
-    """The default's layout, small: time x2 at the lower downsampling only, 2D convs at full resolution."""
+    """The 4x8x8-flat layout, small: time x2 at the lower downsampling only, 2D convs at full resolution."""
     return randomize_(CausalVAE(VAEConfig(latent_channels=4, base_channels=8, channel_mult=(1, 2, 2), temporal_down=(False, True),
                                           time_kernel=(1, 3, 3))).eval(), std=0.2)
 
