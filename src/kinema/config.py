@@ -305,7 +305,7 @@ VAE_PRESETS: dict[str, VAEConfig] = {
     "4x8x8": VAEConfig(),
     # the same compression lean in memory: time x2 at the two lower downsamplings (Wan's layout) and
     # 2D convs at full resolution, so a streamed decode caches nothing there and codes it in strips
-    # (docs/vae.md: 601 MB against 772 MB for 257 frames at 256x256; motion measured weaker at 400 steps)
+    # (docs/vae.md: 607 MB against 793 MB for 257 frames at 256x256; motion measured weaker at 400 steps)
     "4x8x8-flat": VAEConfig(temporal_down=(False, True, True), time_kernel=(1, 3, 3, 3)),
     "4x4x4": VAEConfig(channel_mult=(1, 2, 4), temporal_down=(True, True)),
     # the shipped 64x64 Shapes model (configs/shapes.yaml) and its 4x4x4 alternative
