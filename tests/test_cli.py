@@ -270,3 +270,11 @@ def test_every_command_prints_its_help():
         assert parser.format_help().startswith("usage:"), path
         seen += 1
     assert seen > 10
+
+
+def test_info_presets_marks_2d_levels(capsys):
+    """`kinema info --presets` tells the flat VAE preset from the 3D one of the same compression."""
+    code, out, _ = run_cli(capsys, "info", "--presets")
+    lines = {line.split()[1]: line for line in out.splitlines() if line.startswith("vae ")}
+    assert code == 0 and lines["4x8x8-flat"].endswith("2D at levels [0]")
+    assert "2D" not in lines["4x8x8"] and "widths [32, 64, 128, 128]" in lines["4x8x8"]

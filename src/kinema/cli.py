@@ -318,8 +318,10 @@ def _info(args: argparse.Namespace) -> None:
         from kinema.config import DIT_PRESETS, VAE_PRESETS
 
         for name, v in VAE_PRESETS.items():
-            print(f"vae {name:8s} {v.time_compression}x{v.space_compression}x{v.space_compression}, "
-                  f"{v.latent_channels} channels, widths {[v.base_channels * m for m in v.channel_mult]}")
+            flat = [i for i in range(len(v.channel_mult)) if v.kernel_t(i) == 1]
+            print(f"vae {name:18s} {v.time_compression}x{v.space_compression}x{v.space_compression}, "
+                  f"{v.latent_channels} channels, widths {[v.base_channels * m for m in v.channel_mult]}"
+                  + (f", 2D at levels {flat}" if flat else ""))
         from kinema.dit.transformer import MMDiT
 
         for name, d in DIT_PRESETS.items():
