@@ -118,7 +118,7 @@ class Upsample(nn.Module):
     def frames(self, x: torch.Tensor, cache: CausalCache):
         """Stream a chunk [B, C, T, H, W]: yield its output frames [B, C', 1, 2H, 2W] one by one (f
         per input frame, one for the clip's first), each through the conv alone: the windows the
-        whole pass computes. The conv upsamples each frame as it reads it (`lift`), so its cache
+        whole pass computes. The conv upsamples each frame as it reads it (`upsample`), so its cache
         keeps input frames at this resolution, a quarter of the size, and a repeated frame once."""
         for t in range(x.shape[2]):
             xt = x[:, :, t:t + 1]
@@ -126,7 +126,7 @@ class Upsample(nn.Module):
             copies = 1 if first else self.factor
             dual = self.plus_dual(None, xt, first) if self.dual else None  # [B, C', copies, 2H, 2W]
             for c in range(copies):
-                y = self.conv(xt, cache, lift="nearest_2x")
+                y = self.conv(xt, cache, upsample=True)
                 yield y if dual is None else y.add_(dual[:, :, c:c + 1])
 
     def plus_dual(self, y: torch.Tensor | None, x: torch.Tensor, first: bool) -> torch.Tensor:

@@ -64,18 +64,18 @@ class CausalConv3d(nn.Module):
         self.conv = nn.Conv3d(in_channels, out_channels, (kt, kh, kw), stride=_triple(stride), dilation=(dt, dh, dw),
                               padding=(0, *self.space_pad))
 
-    def forward(self, x: torch.Tensor, cache: CausalCache | None = None, lift=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: CausalCache | None = None, upsample: bool = False) -> torch.Tensor:
         """x: [B, C, T, H, W] -> [B, C', T', H', W']; with `cache`, x is the clip's next chunk.
-        `lift` "nearest_2x" (streaming only): x is to be upsampled 2x in space (nearest) first;
-        Upsample streams so, and the cache keeps the frames as they came, a quarter of the size."""
+        `upsample` (streaming only): x is to be upsampled 2x in space (nearest) first; Upsample
+        streams so, and the cache keeps the frames as they came, a quarter of the size."""
         if cache is None or not self.time_pad and self.conv.stride[0] == 1:  # (a 2D conv has no past to carry)
-            x = _nearest_2x(x) if lift == "nearest_2x" else x
+            x = _nearest_2x(x, upsample)
             return conv3d(self.conv, F.pad(x, (0, 0, 0, 0, self.time_pad, 0)) if self.time_pad else x)  # (W, W, H, H, T past, T future)
-        if self.conv.stride[0] == 1 and x[:1, :, :1].numel() * (4 if lift else 1) >= TAPS_FROM:
-            return self.taps(x, cache, lift)
+        if self.conv.stride[0] == 1 and x[:1, :, :1].numel() * (4 if upsample else 1) >= TAPS_FROM:
+            return self.taps(x, cache, upsample)
         # small frames (where three conv calls a frame cost more than the copy) or strided in time
         # (the encoder's downsampling): the cached past and the chunk side by side, whole windows
-        x = _nearest_2x(x) if lift == "nearest_2x" else x
+        x = _nearest_2x(x, upsample)
         past = cache.frames.get(self)
         if past is None:  # the clip's first chunk: the zero frames the whole pass pads with
             past = x.new_zeros(*x.shape[:2], self.time_pad, *x.shape[3:])
@@ -88,7 +88,7 @@ class CausalConv3d(nn.Module):
         cache.frames[self] = x[:, :, stride * windows:].clone()  # where the next window starts (a copy frees x)
         return conv3d(self.conv, x)
 
-    def taps(self, x: torch.Tensor, cache: CausalCache, lift) -> torch.Tensor:
+    def taps(self, x: torch.Tensor, cache: CausalCache, upsample: bool) -> torch.Tensor:
         """A streamed chunk, frame by frame: output frame t = bias + sum over the kernel's temporal
         taps k of a one-frame conv of input frame t - time_pad + k d_t with the weight's slice k. No
         copy of the past and the chunk side by side, and the clip's leading zero frames (None in the
@@ -97,8 +97,9 @@ class CausalConv3d(nn.Module):
         frames = cache.frames.get(self, [None] * self.time_pad) + list(x.split(1, dim=2))
         weights = [conv.weight[:, :, k:k + 1] for k in range(kt)]  # [C', C, 1, kh, kw] per tap
         out = []
+
         def tap(f: torch.Tensor, k: int, bias: bool) -> torch.Tensor:
-            return conv3d(conv, _nearest_2x(f) if lift == "nearest_2x" else f, weights[k], bias)
+            return conv3d(conv, _nearest_2x(f, upsample), weights[k], bias)
 
         for t in range(len(frames) - self.time_pad):
             acc = tap(frames[t + self.time_pad], kt - 1, True)  # the newest tap, always a real frame; it brings the bias
@@ -110,6 +111,9 @@ class CausalConv3d(nn.Module):
         return torch.cat(out, dim=2) if len(out) > 1 else out[0]
 
 
-def _nearest_2x(x: torch.Tensor) -> torch.Tensor:
+def _nearest_2x(x: torch.Tensor, on: bool) -> torch.Tensor:
+    """x upsampled 2x in space (nearest) if `on`, else x itself."""
+    if not on:
+        return x
     return F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")  # [B, C, T, H, W] -> [B, C, T, 2H, 2W]
 
