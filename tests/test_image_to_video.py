@@ -40,6 +40,41 @@ def test_known_frames_known_values():
     assert KnownFrames.at(z, [0, -1]).known.tolist() == [[True, False, True]] * 2
 
 
+def test_held_given_frames_known_values():
+    """hold (SVD): each generated frame carries the latest given frame before it, 0 before the first."""
+    z = torch.arange(2 * 1 * 4 * 1 * 1, dtype=torch.float32).view(2, 1, 4, 1, 1) + 1  # [[1, 2, 3, 4], [5, 6, 7, 8]]
+    f = KnownFrames(z, torch.tensor([[True, False, True, False], [False, True, False, False]]))
+    held = f.channels(hold=True)
+    assert held[:, 0].flatten().tolist() == [1, 1, 3, 3, 0, 6, 6, 6]
+    assert held[:, 1].flatten().tolist() == [1, 0, 1, 0, 0, 1, 0, 0]  # the mask: given frames only
+    assert torch.equal(f.channels(hold=False)[:, 0].flatten(), torch.tensor([1.0, 0, 3, 0, 0, 6, 0, 0]))
+    wide = KnownFrames.at(torch.randn(1, 3, 4, 2, 5), [0])  # channels and pixels are held whole
+    assert torch.equal(wide.channels(hold=True)[:, :3], wide.latents[:, :, :1].expand(-1, -1, 4, -1, -1))
+
+
+@torch.no_grad()
+def test_a_held_given_frame_reaches_later_frames_without_attention_across_time():
+    """With attention within frames only, frame 2 learns of the given frame 0 through held channels
+    alone; without hold_given it cannot."""
+    spatial = dataclasses.replace(CFG, frame_cond="concat", attention=("spatial",))
+    x, t, text = torch.randn(1, 4, 3, 4, 4), torch.rand(1, 3), random_text(1).text
+    z = torch.randn(1, 4, 3, 4, 4)
+    given, other = KnownFrames.at(z, [0]), KnownFrames.at(z + torch.randn_like(z), [0])
+    for hold in (False, True):
+        torch.manual_seed(0)
+        model = randomize_(MMDiT(dataclasses.replace(spatial, hold_given=hold))).eval()
+        changed = model(x, t, Conditioning(text, given)) - model(x, t, Conditioning(text, other))
+        assert changed[:, :, 0].abs().max() > 1e-3  # the given frame's own token reads it either way
+        assert (changed[:, :, 2].abs().max() > 1e-3) == hold
+
+
+def test_hold_given_needs_concat():
+    from kinema.errors import KinemaError
+
+    with pytest.raises(KinemaError, match="hold_given"):
+        dataclasses.replace(CFG, frame_cond="clamp", hold_given=True)
+
+
 def test_the_loss_is_the_mean_over_generated_frames_only():
     target = torch.zeros(1, 2, 3, 2, 2)
     v = target.clone()

@@ -174,7 +174,7 @@ def _prepare(args: argparse.Namespace) -> None:
 # what a recipe adds to any family (image and camera conditions, AnimateDiff's motion modules, the
 # frame stride): `--arch` keeps them, so `kinema train configs/shapes_i2v.yaml --arch wan` is an
 # image-to-video wan
-RECIPE_CONDITIONS = ("frame_cond", "motion_modules", "camera", "frame_stride")
+RECIPE_CONDITIONS = ("frame_cond", "hold_given", "motion_modules", "camera", "frame_stride")
 
 
 def arch_config(name: str, current):

@@ -188,6 +188,10 @@ class DiTConfig:
     # clamped: their patches, with sin-cos positions, join the text as extra keys and values, the
     # reference tokens of SPEC §6; the denoiser draws the given frames itself)
     frame_cond: str = "clamp"
+    # frame_cond "concat" only: a generated frame's extra channels carry the latest given frame
+    # before it, not zeros (SVD concatenates its image latent to every frame), so each token sees
+    # the given picture at its own place; the mask channel still marks the given frames alone
+    hold_given: bool = False
     # AnimateDiff: a motion module (dit/blocks.py: MotionModule, a zero-initialised temporal block
     # with its own time positions) after every dual and single block; with the image preset (sd3)
     # and dit.train_only "motion", a frozen text-to-image model learns motion
@@ -233,6 +237,9 @@ class DiTConfig:
                                      ("frame_cond", self.frame_cond, ("clamp", "concat", "tokens"))):
             if value not in allowed:
                 raise KinemaError(f"dit.{name} {value!r}: use {' or '.join(repr(a) for a in allowed)}")
+        if self.hold_given and self.frame_cond != "concat":
+            raise KinemaError(f"dit.hold_given repeats given frames in the concatenated channels, which "
+                              f"dit.frame_cond {self.frame_cond!r} does not have; set frame_cond: concat or drop hold_given")
         stream_parts = self.mlp != "gelu" or not self.qkv_bias or self.residual != "gate"
         if stream_parts and (self.cross_blocks or (self.single_blocks and self.single_layout == "parallel")):
             raise KinemaError("dit.mlp 'swiglu', dit.qkv_bias false and dit.residual 'norm-tanh' are built for "

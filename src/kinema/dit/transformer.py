@@ -226,7 +226,7 @@ class MMDiT(nn.Module):
         past = 0 if cache is None else self.check_cache(cache, x.shape[0])  # token frames before x's
         img = self.video_tokens(x, grid)  # [B, Lv, D]
         if self.frame_in is not None:  # [given latents (0 elsewhere); mask], [B, C + 1, t, h, w]; none given: zeros
-            given = (cond.frames.channels() if cond.frames is not None
+            given = (cond.frames.channels(self.cfg.hold_given) if cond.frames is not None
                      else x.new_zeros(x.shape[0], x.shape[1] + 1, *x.shape[2:]))
             img = img + self.frame_in(patchify(given.to(x), self.cfg.patch))
         txt = self.text_tokens(cond.text, t)  # [B, Lt, Dt]
@@ -267,9 +267,9 @@ class MMDiT(nn.Module):
             return (f"a KV cache needs frame-causal attention in every block; this model's are "
                     f"{sorted(set(cfg.block_patterns()))} (set dit.attention: [causal])")
         if (cfg.positions != "rope" or cfg.rope_layout == "mochi" or self.motion or cfg.shape_condition or cfg.camera
-                or cfg.frame_stride or sp.group()):
+                or cfg.frame_stride or cfg.hold_given or sp.group()):
             return ("a KV cache needs fixed RoPE positions (rope_layout per_head or ltx) and no motion modules, "
-                    "clip-shape, camera or frame-stride conditioning, or sequence parallelism")
+                    "clip-shape, camera, frame-stride conditioning or held given frames, or sequence parallelism")
         return None
 
     def run(self, img: torch.Tensor, txt: torch.Tensor, vec: Vec, txt_vec: Vec, angles: torch.Tensor | None,

@@ -51,10 +51,20 @@ class KnownFrames:
         per_frame = t if t.dim() == 2 else t[:, None]
         return torch.where(self.known.to(t.device), torch.zeros((), device=t.device, dtype=t.dtype), per_frame)
 
-    def channels(self) -> torch.Tensor:
-        """What `concat` conditioning adds to the input: [given latents (0 elsewhere); mask], [B, C + 1, t, h, w]."""
+    def channels(self, hold: bool = False) -> torch.Tensor:
+        """What `concat` conditioning adds to the input: [given latents (0 elsewhere); mask], [B, C + 1, t, h, w].
+        `hold` (SVD, which repeats its image latent on every frame): a generated frame carries the
+        latest given frame before it instead of zeros (0 before the first); the mask still marks
+        the given frames alone."""
         m = self.mask(self.latents).to(self.latents.dtype)
-        return torch.cat([self.latents * m, m.expand(-1, 1, -1, *self.latents.shape[3:])], dim=1)
+        given = self.latents * m
+        if hold:
+            t = self.known.shape[1]
+            frame = torch.arange(t, device=self.known.device).expand_as(self.known)
+            latest = torch.where(self.known, frame, -1).cummax(dim=1).values  # [B, t], -1: none yet
+            held = self.latents.gather(2, latest.clamp(min=0)[:, None, :, None, None].expand_as(self.latents))
+            given = held * (latest >= 0)[:, None, :, None, None].to(held.dtype)
+        return torch.cat([given, m.expand(-1, 1, -1, *self.latents.shape[3:])], dim=1)
 
     def index(self, idx) -> "KnownFrames":
         return KnownFrames(self.latents[idx], self.known[idx], self.clamped)

@@ -352,7 +352,7 @@ def build_denoiser(mc: ModelConfig, seed: int, device, compile: bool = False, ch
 
 def start_from(model: MMDiT, root: str) -> None:
     """Load the denoiser of the exported model at `root` into `model`, whose config may differ only
-    in frame_cond, motion_modules, camera, frame_stride and the attention patterns (masks, no weights:
+    in frame_cond, hold_given, motion_modules, camera, frame_stride and the attention patterns (masks, no weights:
     e.g. a frame-causal model for diffusion forcing from a full-attention one): weights `model` has
     and the source lacks (frame_in, ref_in, motion, camera_in, stride_in) keep their initialisation
     (all but ref_in start as the identity)."""
@@ -360,7 +360,7 @@ def start_from(model: MMDiT, root: str) -> None:
 
     path = Path(root)  # (that it holds dit.safetensors: recipe.check_sizes)
     source = from_dict(ModelConfig, load_json(path / "config.json")).dit
-    free = ("frame_cond", "motion_modules", "camera", "frame_stride", "attention", "window")
+    free = ("frame_cond", "hold_given", "motion_modules", "camera", "frame_stride", "attention", "window")
     if dataclasses.replace(source, **{k: getattr(model.cfg, k) for k in free}) != model.cfg:
         raise KinemaError(f"dit.init_from {root}: its denoiser config differs from the recipe's model.dit beyond "
                           f"{', '.join(free)}; copy the model directory's config.json dit section into the recipe")
