@@ -70,6 +70,9 @@ def test_the_cache_refuses_models_it_cannot_serve():
     mmdit = randomize_(MMDiT(dataclasses.replace(DIT_PRESETS["tiny"], attention=("causal",))))
     with pytest.raises(KinemaError, match="cross-attention denoiser"):
         mmdit(x, t, random_text(1, dim=mmdit.cfg.text_dim), cache=KVCache())
+    held = causal_wan(frame_cond="concat", hold_given=True)  # held frames come from before a cached call's x
+    with pytest.raises(KinemaError, match="held given frames"):
+        held(x, t, cond, cache=KVCache())
     model, cache = causal_wan(), KVCache()
     model(x, t, cond, cache=cache)
     with pytest.raises(KinemaError, match="recorded for a batch of 1, not 2"):
