@@ -93,6 +93,24 @@ def test_caches_are_separate_and_modules_keep_no_state():
     assert torch.equal(vae.decode(z, CodingPlan()), alone)
 
 
+@pytest.mark.parametrize("taps", [False, True])
+@torch.no_grad()
+def test_a_cache_counts_the_frames_it_holds(taps, monkeypatch):
+    """A 3-frame conv keeps its last 2 input frames: 2 x C x H x W floats; at the clip's start, on
+    the tap-wise path, the zero frames are not held and count nothing."""
+    import kinema.vae.causal_conv as cc
+
+    monkeypatch.setattr(cc, "TAPS_FROM", 0 if taps else 2 ** 40)
+    conv, cache = CausalConv3d(2, 3, 3), CausalCache()
+    conv(torch.randn(1, 2, 1, 5, 6), cache)
+    assert cache.nbytes() == (1 if taps else 2) * 2 * 5 * 6 * 4  # (concat path: the padding zeros are a tensor)
+    conv(torch.randn(1, 2, 4, 5, 6), cache)
+    assert cache.nbytes() == 2 * 2 * 5 * 6 * 4  # (tap-wise: the kept frames are copied out of the 4-frame chunk)
+    frame = torch.zeros(1, 2, 1, 5, 6)
+    cache.frames[conv] = [frame, frame]  # an upsampler's repeated frame: one tensor, held twice
+    assert cache.nbytes() == 2 * 5 * 6 * 4
+
+
 def test_size_policy():
     cfg = VAE_PRESETS["4x8x8"]
     with torch.no_grad():

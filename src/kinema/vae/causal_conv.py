@@ -28,8 +28,14 @@ class CausalCache:
     spatial tile) and passed down explicitly; the modules keep no state of their own."""
 
     def __init__(self):
-        self.frames: dict[nn.Module, torch.Tensor] = {}
+        self.frames: dict[nn.Module, torch.Tensor | list[torch.Tensor | None]] = {}  # (a list: frame by frame, taps)
         self.started: set[nn.Module] = set()
+
+    def nbytes(self) -> int:
+        """The memory the held frames keep alive: each storage once (an upsampler's repeated frame
+        is one tensor held twice; leading zero frames, None, hold nothing)."""
+        held = [f for v in self.frames.values() for f in (v if isinstance(v, list) else [v]) if f is not None]
+        return sum({f.untyped_storage().data_ptr(): f.untyped_storage().nbytes() for f in held}.values())
 
 
 def conv3d(conv: nn.Conv3d, x: torch.Tensor, weight: torch.Tensor | None = None, bias: bool = True) -> torch.Tensor:
@@ -107,7 +113,9 @@ class CausalConv3d(nn.Module):
                 if frames[t + k * dt] is not None:
                     acc.add_(tap(frames[t + k * dt], k, False))
             out.append(acc)
-        cache.frames[self] = frames[len(frames) - self.time_pad:]
+        # the frames kept: views of a longer chunk are copied, so the chunk itself can be freed
+        cache.frames[self] = [f if f is None or f.untyped_storage().nbytes() == f.numel() * f.element_size() else f.clone()
+                              for f in frames[len(frames) - self.time_pad:]]
         return torch.cat(out, dim=2) if len(out) > 1 else out[0]
 
 
