@@ -184,6 +184,9 @@ def test_eval_camera_on_the_world_and_a_model(tmp_path, capsys, camera_model_dir
     assert len(kept) == 2 and all(v.shape == (17, 64, 64, 3) for v in kept.values())
     assert world["summary"]["clip_psnr"]["mean"] == 100.0  # the true clips against themselves (PSNR_CAP)
     assert world["summary"]["path_error"]["mean"] < 1.0
+    still, _ = evaluate_camera("still", clips=3, progress=False)  # the first frame held: no camera motion at all
+    assert [r["found"] for r in still["rows"]] == [[]] * 3 and still["summary"]["right"]["mean"] == 0.0
+    assert still["rows"][0]["clip_psnr"] < 100.0 and still["summary"]["path_error"]["mean"] > 1.0
     out = tmp_path / "cam.json"
     assert main(["eval", "camera", "--model", str(camera_model_dir), "--clips", "2", "--steps", "2",
                  "--device", "cpu", "--precision", "fp32", "--json", str(out), "--html", str(tmp_path / "cam.html")]) == 0

@@ -351,9 +351,9 @@ def describe_runtime(device: str, precision: str) -> str:
     return "\n".join(lines)
 
 
-def _oracle_eval_args(p: argparse.ArgumentParser, model: str) -> None:
+def _oracle_eval_args(p: argparse.ArgumentParser, model: str, model_help: str | None = None) -> None:
     """The sampling settings, model, output and runtime of an eval that generates and judges clips."""
-    p.add_argument("--model", default=model)
+    p.add_argument("--model", default=model, help=model_help)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--sampler", default="euler")
@@ -486,7 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--clips", type=int, default=32, help="held-out photo clips (default 32)")
     ec.add_argument("--no-camera", action="store_true", help="give the first frame only, not the camera path")
     ec.add_argument("--html", default=None, help="also write a self-contained HTML report here")
-    _oracle_eval_args(ec, "world")
+    _oracle_eval_args(ec, "world", "a model directory; world: the true clips (the ceiling, the default); still: the "
+                                   "given first frame repeated (a camera that does not move)")
     ec.set_defaults(func=_eval_camera)
     su = esub.add_parser("suite", help="a named suite (shapes, photos): every applicable metric with 95%% intervals, "
                                        "JSON and an HTML report (docs/evaluation.md)")

@@ -14,8 +14,9 @@ motion:
 - the camera oracle (kinema.eval.camera_oracle) on the generated clip: the motions it reads
   against the path's, and the path error in pixels
 
-`--model world` scores the true clips themselves (the oracle's ceiling). `--no-camera` generates
-with the image alone: what the camera condition adds.
+`--model world` scores the true clips themselves (the oracle's ceiling); `--model still` the given
+first frame repeated, a camera that does not move (what a model earns by not moving the picture).
+`--no-camera` generates with the image alone: what the camera condition adds.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def evaluate_camera(model: str, clips: int = 32, steps: int = 25, guidance: floa
     kept = {}
     pipe = None
     frames, size = 17, 64
-    if model != "world":
+    if model not in ("world", "still"):
         from kinema.pipelines.pipeline import load_pipeline
 
         pipe = load_pipeline(model, device=device, precision=precision)
@@ -59,7 +60,7 @@ def evaluate_camera(model: str, clips: int = 32, steps: int = 25, guidance: floa
     for i, (clip, path) in enumerate(tqdm(eval_clips(clips, frames, size), desc="eval camera", disable=not progress)):
         row = {"photo": path.photo, "motions": list(path.motions)}
         if pipe is None:
-            video = clip
+            video = clip if model == "world" else np.repeat(clip[:1], len(clip), axis=0)
         else:
             subject = {**photos.TRAIN, **photos.HELD_OUT}[path.photo]
             cam = camera.path_features(path, size) if use_camera else None
