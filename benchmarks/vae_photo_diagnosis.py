@@ -3,12 +3,14 @@ and by frame, for each VAE beside the naive baseline (kinema.eval.recon's: as ma
 latent, trilinear down and up); and a linear coder with the latent's budget, as a second baseline.
 
     python benchmarks/vae_photo_diagnosis.py --model runs/vae_photos/vae_decoder [--world photos] [--clips 32]
+    python benchmarks/vae_photo_diagnosis.py --components 16 32 64 --clips 64   # the linear coder alone, by width
 
 The linear coder is PCA fitted on the training photographs' clips (200 of them, new camera paths):
 frame 0 in 8 x 8 patches, each kept as its first 16 components (the causal VAE's frame-0 latent:
 16 numbers per 8 x 8 patch), and frames 1-16 in 4 x 8 x 8 spacetime patches kept as 16
 components (its other latent frames). It is the best any linear map of that size can do on
-average, so a trained nonlinear VAE should be above it.
+average, so a trained nonlinear VAE should be above it. `--components` sets the latent width it
+keeps (16: the 4x8x8x16 VAE's); several widths show what a wider latent would buy.
 
 The Shapes VAE loss weighs a pixel 1 + 20 x its brightness (`vae.loss.foreground_weight`), which
 suits objects on black and could cost a photograph's dark regions. If that weighting were why a
@@ -79,17 +81,32 @@ def pca_coder(clips: int, world: str, fit_clips: int = 200, components: int = 16
         basis = np.linalg.svd(train - mu, full_matrices=False)[2][:components]
         rec = np.round(np.clip((held - mu) @ basis.T @ basis + mu, 0, 1) * 255) / 255  # uint8, as the others
         out[name] = float(psnr(((rec - held) ** 2).mean()))
+    mse = 10 ** (-np.array([out["frame_0"], out["frames_1_16"]]) / 10)
+    out["clip"] = float(psnr((mse[0] + 16 * mse[1]) / 17))  # the 17 frames' mean squared error
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", nargs="+", required=True, help="VAE run directories or model names")
+    ap.add_argument("--model", nargs="*", default=[], help="VAE run directories or model names (none: the linear coder alone)")
+    ap.add_argument("--components", type=int, nargs="+", default=[16], help="the linear coder's latent widths (default 16)")
     ap.add_argument("--world", default="photos", choices=("photos", "photos-train"))
     ap.add_argument("--clips", type=int, default=32)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     results = [measure(m, args.clips, args.world) for m in args.model]
+    linear = {k: pca_coder(args.clips, args.world, components=k) for k in args.components}
+    if not results:
+        print(f"\nThe linear coder (PCA) on {args.clips} {args.world} clips: PSNR (dB) of frame 0 and of frames 1-16, "
+              f"and of the clip (the mean squared error over all 17 frames)\n")
+        print("| latent width | frame 0 | frames 1-16 | clip |\n|---:|---:|---:|---:|")
+        for k, r in linear.items():
+            print(f"| {k} | {r['frame_0']:.2f} | {r['frames_1_16']:.2f} | {r['clip']:.2f} |")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"world": args.world, "clips": args.clips, "linear_coder": linear}, f, indent=1)
+            print(f"wrote {args.json}")
+        return
     bins = [f"{a:.1f}-{b:.1f}" for a, b in zip(BINS[:-1], BINS[1:])]
     print(f"\nPSNR (dB) by the target pixel's brightness, {args.clips} {args.world} clips\n")
     print("| model | " + " | ".join(bins) + " |\n|---|" + "---:|" * len(bins))
@@ -102,7 +119,6 @@ def main() -> None:
     print("| naive baseline | " + " | ".join(f"{v:.1f}" for v in results[0]["psnr_by_frame"]["naive"]) + " |")
     for r in results:
         print(f"| {r['model']} | " + " | ".join(f"{v:.1f}" for v in r["psnr_by_frame"]["vae"]) + " |")
-    linear = pca_coder(args.clips, args.world)
     print("\nPSNR (dB, of the mean squared error over the clips) of frame 0 and of frames 1-16: the VAEs, the naive "
           "baseline and the linear coder (PCA)\n")
     print("| coder | frame 0 | frames 1-16 |\n|---|---:|---:|")
@@ -111,7 +127,8 @@ def main() -> None:
         mse = 10 ** (-np.asarray(per_frame) / 10)
         return f"{per_frame[0]:.2f} | {psnr(mse[1:].mean()):.2f}"
     print(f"| naive baseline | {split(results[0]['psnr_by_frame']['naive'])} |")
-    print(f"| linear coder (PCA, 16 components per latent position) | {linear['frame_0']:.2f} | {linear['frames_1_16']:.2f} |")
+    for k, r in linear.items():
+        print(f"| linear coder (PCA, {k} components per latent position) | {r['frame_0']:.2f} | {r['frames_1_16']:.2f} |")
     for r in results:
         print(f"| {r['model']} | {split(r['psnr_by_frame']['vae'])} |")
     if args.json:
