@@ -57,6 +57,35 @@ def test_latent_features_keep_each_latent_frames_last_pixel_frame():
         camera.latent_features(f[:16], 4)
 
 
+def test_warp_moves_the_picture_as_the_features_say():
+    """Known answers: a shift of 8 px to the right and 4 px down moves the content by exactly that;
+    still features give the image back; the held-out world's clips are their first frame warped
+    along the path's features, wherever that frame saw the content."""
+    image = np.random.default_rng(0).integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    f = np.zeros((3, 4), dtype=np.float32)
+    f[1, :2] = 8 / 40, 4 / 32  # shares of each side
+    out = camera.warp(image, f)
+    assert out.shape == (3, 32, 40, 3) and np.array_equal(out[0], image)
+    assert np.array_equal(out[1, 4:, 8:], image[:-4, :-8])
+    assert np.array_equal(out[1, :4, 8:], np.broadcast_to(image[:1, :-8], (4, 32, 3)))  # the border repeated
+    square = image[:32, :32]
+    turn = np.zeros((1, 4), dtype=np.float32)
+    turn[0, 3] = math.pi / 2  # content at s R(theta) p: right of the centre goes below it (y points down)
+    assert np.abs(camera.warp(square, turn)[0].astype(int) - np.rot90(square, -1)).max() <= 1
+    rows, cols = np.mgrid[0:32, 0:40] + 0.5  # a ramp: bilinear sampling is exact on it
+    ramp = np.repeat((2 * rows + 3 * cols)[..., None], 3, axis=-1)
+    zoom = np.zeros((1, 4), dtype=np.float32)
+    zoom[0, 2] = math.log(2.0)  # zoom in 2x: frame pixel q shows the image at centre + (q - centre) / 2
+    want = 2 * (16 + (rows - 16) / 2) + 3 * (20 + (cols - 20) / 2)
+    assert np.abs(camera.warp(ramp.astype(np.uint8), zoom)[0, ..., 0] - want).max() <= 1
+    clip, path = photos.sample_photo_clip(3, held_out=True)
+    warped = camera.warp(clip[0], camera.path_features(path, 64))
+    inner = slice(20, 44)  # the middle of the frame stays in view along the path
+    assert np.abs(warped[:, inner, inner].astype(int) - clip[:, inner, inner]).mean() < 8
+    still = np.repeat(clip[:1], 17, axis=0)
+    assert np.abs(still[:, inner, inner].astype(int) - clip[:, inner, inner]).mean() > 12
+
+
 # -- the denoiser's camera condition --------------------------------------------------------------
 
 def make_model(cfg=CFG) -> MMDiT:
@@ -150,6 +179,57 @@ def test_a_camera_recipe_trains_on_the_photo_world_and_caches_each_clips_camera(
     assert weights["camera_in.net.2.weight"].abs().sum() > 0  # it learnt something from zero
 
 
+def test_a_camera_render_recipe_caches_each_clips_render_and_the_pipeline_reads_it(tmp_path, camera_model_dir,
+                                                                                    tiny_model_dir):
+    """dit.camera_render: the cache holds the VAE's latents of each clip's first frame warped along
+    its path (known answer for clip 0); the pipeline shows the denoiser the same render of the
+    given image; a cache made without renders is refused."""
+    import shutil
+
+    from conftest import tiny_recipe_dict
+    from safetensors.torch import load_file
+
+    from kinema.config import from_dict
+    from kinema.pipelines.pipeline import load_pipeline
+    from kinema.train.dit_stage import training_clips
+    from kinema.train.recipe import Recipe, run
+
+    r = tiny_recipe_dict(tmp_path / "run", vae_steps=0, dit_steps=2)
+    r["world"] = "photos"
+    r["model"]["dit"].update(camera=True, frame_cond="concat", camera_render=True)
+    r["vae"]["init_from"] = str(tiny_model_dir)
+    r["dit"].update(first_frame=0.9, init_from=str(tiny_model_dir))
+    recipe = from_dict(Recipe, r)
+    model_dir = run(recipe)
+    cache = load_file(str(tmp_path / "run" / "dit" / "cache.safetensors"))
+    render, latent = cache["render_mean"].float(), cache["latent_mean"].float()
+    assert render.shape == latent.shape == (8, 4, 3, 8, 8)
+    assert torch.allclose(render[:, :, 0], latent[:, :, 0])  # frame 0 is the first frame itself
+    assert not torch.allclose(render[:, :, -1], latent[:, :, -1], atol=1e-3)  # later: the render, not the clip
+    pipe = load_pipeline(model_dir, device="cpu", precision="fp32")
+    clip_of, _, _, features, _ = training_clips("photos", recipe.dit, recipe.model, recipe.seed)
+    image = clip_of(0)[0]
+    seen = torch.from_numpy(camera.warp(image, features[0])).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    assert torch.allclose(render[0], pipe.vae.encode(seen)[0][0], atol=2e-3)  # (fp16 in the cache)
+    given = pipe.given_frames(9, image)
+    guide = pipe.camera_render(image, features[0], 9, given)
+    want = pipe.video_latents(camera.warp(image, features[0]), 9)
+    assert torch.equal(guide[:, :, 0], torch.zeros_like(guide[:, :, 0])) and torch.equal(guide[:, :, 1:], want[:, :, 1:])
+    still = pipe.camera_render(image, None, 9, given)  # no camera: the image held
+    assert torch.allclose(still[:, :, 1:], pipe.video_latents(np.repeat(image[None], 9, axis=0), 9)[:, :, 1:])
+    randomize_(pipe.dit)
+    kw = dict(num_frames=9, steps=2, seed=0, image=image, camera=features[0])
+    rendered = pipe.latents("a cat", **kw)
+    pipe.cfg.dit.camera_render = False  # the same denoiser without the render in its channels
+    assert not torch.allclose(rendered, pipe.latents("a cat", **kw))
+    old = tmp_path / "old"  # a cache from a camera model without renders
+    (old / "dit").mkdir(parents=True)
+    shutil.copy(camera_model_dir.parent / "dit" / "cache.safetensors", old / "dit" / "cache.safetensors")
+    r["run_dir"] = str(old)
+    with pytest.raises(KinemaError, match="holds no camera renders"):
+        run(from_dict(Recipe, r))
+
+
 def test_camera_through_the_pipeline_and_the_cli(tmp_path, capsys, camera_model_dir, tiny_model_dir):
     from kinema.cli import main
     from kinema.pipelines.pipeline import load_pipeline
@@ -187,6 +267,9 @@ def test_eval_camera_on_the_world_and_a_model(tmp_path, capsys, camera_model_dir
     still, _ = evaluate_camera("still", clips=3, progress=False)  # the first frame held: no camera motion at all
     assert [r["found"] for r in still["rows"]] == [[]] * 3 and still["summary"]["right"]["mean"] == 0.0
     assert still["rows"][0]["clip_psnr"] < 100.0 and still["summary"]["path_error"]["mean"] > 1.0
+    warp, _ = evaluate_camera("warp", clips=3, progress=False)  # the first frame moved along the true path
+    for a, b in zip(warp["rows"], still["rows"]):
+        assert a["clip_psnr"] > b["clip_psnr"] + 3 and a["path_error"] < b["path_error"]
     out = tmp_path / "cam.json"
     assert main(["eval", "camera", "--model", str(camera_model_dir), "--clips", "2", "--steps", "2",
                  "--device", "cpu", "--precision", "fp32", "--json", str(out), "--html", str(tmp_path / "cam.html")]) == 0

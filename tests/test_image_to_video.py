@@ -52,6 +52,24 @@ def test_held_given_frames_known_values():
     assert torch.equal(wide.channels(hold=True)[:, :3], wide.latents[:, :, :1].expand(-1, -1, 4, -1, -1))
 
 
+def test_a_guide_fills_the_generated_frames_channels():
+    """camera_render's guide: generated frames carry their guide, given frames their latents."""
+    z = torch.arange(4, dtype=torch.float32).view(1, 1, 4, 1, 1) + 1  # [1, 2, 3, 4]
+    f = KnownFrames(z, torch.tensor([[True, False, False, True]]), guide=-z)
+    assert f.channels()[:, 0].flatten().tolist() == [1, -2, -3, 4]
+    assert f.channels(hold=True)[:, 0].flatten().tolist() == [1, -2, -3, 4]  # a guide stands for hold
+    assert f.channels()[:, 1].flatten().tolist() == [1, 0, 0, 1]  # the mask: given frames only
+    both = KnownFrames.cat([f, f.index([0])])
+    assert torch.equal(both.guide, -torch.cat([z, z])) and torch.equal(both.to("cpu").index([1]).guide, -z)
+    with pytest.raises(ValueError, match="every item has a guide"):
+        KnownFrames.cat([f, KnownFrames(z, f.known)])
+    with pytest.raises(ValueError, match="guide must be shaped"):
+        KnownFrames(z, f.known, guide=z[:, :, :2])
+    render = torch.ones(3, 1, 3, 1, 1)  # shown where the clip's first frame is given, on its generated frames
+    known = torch.tensor([[True, False, False], [False, False, True], [True, True, False]])
+    assert KnownFrames(render, known).render_guide(render).flatten().tolist() == [0, 1, 1, 0, 0, 0, 0, 0, 1]
+
+
 @torch.no_grad()
 def test_a_held_given_frame_reaches_later_frames_without_attention_across_time():
     """With attention within frames only, frame 2 learns of the given frame 0 through held channels
@@ -73,6 +91,10 @@ def test_hold_given_needs_concat():
 
     with pytest.raises(KinemaError, match="hold_given"):
         dataclasses.replace(CFG, frame_cond="clamp", hold_given=True)
+    for bad in (dict(frame_cond="concat"), dict(camera=True), dict(camera=True, frame_cond="concat", hold_given=True)):
+        with pytest.raises(KinemaError, match="camera_render"):
+            dataclasses.replace(CFG, camera_render=True, **bad)
+    assert dataclasses.replace(CFG, camera_render=True, camera=True, frame_cond="concat").camera_render
 
 
 def test_the_loss_is_the_mean_over_generated_frames_only():

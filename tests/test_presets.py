@@ -65,9 +65,11 @@ def test_arch_keeps_the_recipes_conditions():
     from kinema.config import DIT_PRESETS
 
     recipe = dataclasses.replace(DIT_PRESETS["sd3-tiny"], in_channels=4, text_dim=48, frame_cond="concat",
-                                 hold_given=True, camera=True, frame_stride=True)
+                                 camera=True, camera_render=True, frame_stride=True)
     got = arch_config("wan-tiny", recipe)
-    assert [getattr(got, k) for k in RECIPE_CONDITIONS] == ["concat", True, False, True, True]
+    assert [getattr(got, k) for k in RECIPE_CONDITIONS] == ["concat", False, False, True, True, True]
+    held = dataclasses.replace(recipe, camera_render=False, hold_given=True)
+    assert [getattr(arch_config("wan-tiny", held), k) for k in RECIPE_CONDITIONS] == ["concat", True, False, True, False, True]
     assert got.cross_blocks == DIT_PRESETS["wan-tiny"].cross_blocks and (got.in_channels, got.text_dim) == (4, 48)
     animatediff = arch_config("sd3-tiny", dataclasses.replace(recipe, motion_modules=True))  # AnimateDiff on sd3
     assert animatediff.motion_modules and animatediff.dual_blocks == DIT_PRESETS["sd3-tiny"].dual_blocks

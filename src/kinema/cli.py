@@ -174,7 +174,7 @@ def _prepare(args: argparse.Namespace) -> None:
 # what a recipe adds to any family (image and camera conditions, AnimateDiff's motion modules, the
 # frame stride): `--arch` keeps them, so `kinema train configs/shapes_i2v.yaml --arch wan` is an
 # image-to-video wan
-RECIPE_CONDITIONS = ("frame_cond", "hold_given", "motion_modules", "camera", "frame_stride")
+RECIPE_CONDITIONS = ("frame_cond", "hold_given", "motion_modules", "camera", "camera_render", "frame_stride")
 
 
 def arch_config(name: str, current):
@@ -487,7 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--no-camera", action="store_true", help="give the first frame only, not the camera path")
     ec.add_argument("--html", default=None, help="also write a self-contained HTML report here")
     _oracle_eval_args(ec, "world", "a model directory; world: the true clips (the ceiling, the default); still: the "
-                                   "given first frame repeated (a camera that does not move)")
+                                   "given first frame repeated (a camera that does not move); warp: it moved along "
+                                   "the true path (the render a dit.camera_render model reads)")
     ec.set_defaults(func=_eval_camera)
     su = esub.add_parser("suite", help="a named suite (shapes, photos): every applicable metric with 95%% intervals, "
                                        "JSON and an HTML report (docs/evaluation.md)")

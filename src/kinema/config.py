@@ -201,6 +201,11 @@ class DiTConfig:
     # roll against frame 0), through a zero-initialised MLP into each frame's time vector; a model
     # built from one without it starts as that model
     camera: bool = False
+    # with camera and frame_cond "concat": a generated frame's extra channels carry the given image
+    # as that frame's camera sees it (kinema.data.camera.warp, then the VAE), GEN3C's and
+    # ViewCrafter's renders along the camera path; the denoiser corrects the render and fills in
+    # what the given image did not show (the mask still marks the given frames alone)
+    camera_render: bool = False
     # frame-rate conditioning: Conditioning.stride [B], the real frames between two of the clip's
     # frames (1: the training rate; 4: keyframes four frames apart), embedded like the clip's shape
     # into the time vector through a zero-initialised MLP; the long-video routes keyframe and
@@ -240,6 +245,9 @@ class DiTConfig:
         if self.hold_given and self.frame_cond != "concat":
             raise KinemaError(f"dit.hold_given repeats given frames in the concatenated channels, which "
                               f"dit.frame_cond {self.frame_cond!r} does not have; set frame_cond: concat or drop hold_given")
+        if self.camera_render and not (self.camera and self.frame_cond == "concat" and not self.hold_given):
+            raise KinemaError("dit.camera_render shows the camera's render of the given image in the concatenated "
+                              "channels: it needs camera: true and frame_cond: concat, without hold_given")
         stream_parts = self.mlp != "gelu" or not self.qkv_bias or self.residual != "gate"
         if stream_parts and (self.cross_blocks or (self.single_blocks and self.single_layout == "parallel")):
             raise KinemaError("dit.mlp 'swiglu', dit.qkv_bias false and dit.residual 'norm-tanh' are built for "

@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from kinema.data.photos import KINDS, MOTIONS, CameraPath, load_photo
 from kinema.errors import KinemaError
@@ -99,3 +101,25 @@ def latent_features(features: np.ndarray, time_compression: int) -> np.ndarray:
     if (frames - 1) % time_compression:
         raise KinemaError(f"camera features for {frames} frames: a clip has 1 + {time_compression}k frames")
     return np.ascontiguousarray(features[..., ::time_compression, :])
+
+
+def warp(image: np.ndarray, features: np.ndarray, padding: str = "border") -> np.ndarray:
+    """uint8 [H, W, 3] image and float [T, 4] camera features -> uint8 [T, H, W, 3]: the image as
+    each frame's camera sees it, frame t's pixel q showing the image at R(-theta) (q - t) / s
+    (bilinear; content the image does not hold is filled by `padding`, grid_sample's mode). Over a
+    flat photograph this is the true clip wherever the first frame saw the content: the render a
+    camera-controlled denoiser can read (GEN3C's and ViewCrafter's renders along the camera path)."""
+    h, w = image.shape[:2]
+    f = torch.as_tensor(np.asarray(features, dtype=np.float64))
+    cos, sin, inv = torch.cos(f[:, 3]), torch.sin(f[:, 3]), torch.exp(-f[:, 2])
+    tx, ty = 2 * f[:, 0], 2 * f[:, 1]  # shifts over the frame side -> grid units ([-1, 1] spans the side)
+    theta = torch.zeros(len(f), 2, 3, dtype=torch.float64)
+    # p = R(-theta) (q - t) / s with R(-theta) = [[c, s], [-s, c]]
+    theta[:, 0, 0], theta[:, 0, 1] = cos * inv, sin * inv
+    theta[:, 1, 0], theta[:, 1, 1] = -sin * inv, cos * inv
+    theta[:, 0, 2] = -(cos * tx + sin * ty) * inv
+    theta[:, 1, 2] = -(-sin * tx + cos * ty) * inv
+    grid = F.affine_grid(theta.float(), [len(f), 3, h, w], align_corners=False)
+    src = torch.as_tensor(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None].expand(len(f), -1, -1, -1)
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()

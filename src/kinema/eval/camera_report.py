@@ -15,7 +15,9 @@ motion:
   against the path's, and the path error in pixels
 
 `--model world` scores the true clips themselves (the oracle's ceiling); `--model still` the given
-first frame repeated, a camera that does not move (what a model earns by not moving the picture).
+first frame repeated, a camera that does not move (what a model earns by not moving the picture);
+`--model warp` the given first frame moved along the true path (kinema.data.camera.warp, the
+border repeated where the frame did not see), the render a `dit.camera_render` model reads.
 `--no-camera` generates with the image alone: what the camera condition adds.
 """
 
@@ -32,6 +34,7 @@ from kinema.eval.report import psnr
 from kinema.eval.videos import mean_ci
 
 EVAL_SEED = 40_000  # photo-world seeds of the eval clips, apart from training's draws
+BASELINES = ("world", "still", "warp")  # --model values that are not model directories
 
 
 def eval_clips(clips: int, frames: int, size: int) -> list[tuple[np.ndarray, photos.CameraPath]]:
@@ -51,7 +54,7 @@ def evaluate_camera(model: str, clips: int = 32, steps: int = 25, guidance: floa
     kept = {}
     pipe = None
     frames, size = 17, 64
-    if model not in ("world", "still"):
+    if model not in BASELINES:
         from kinema.pipelines.pipeline import load_pipeline
 
         pipe = load_pipeline(model, device=device, precision=precision)
@@ -60,7 +63,8 @@ def evaluate_camera(model: str, clips: int = 32, steps: int = 25, guidance: floa
     for i, (clip, path) in enumerate(tqdm(eval_clips(clips, frames, size), desc="eval camera", disable=not progress)):
         row = {"photo": path.photo, "motions": list(path.motions)}
         if pipe is None:
-            video = clip if model == "world" else np.repeat(clip[:1], len(clip), axis=0)
+            video = {"world": lambda: clip, "still": lambda: np.repeat(clip[:1], len(clip), axis=0),
+                     "warp": lambda: camera.warp(clip[0], camera.path_features(path, size))}[model]()
         else:
             subject = {**photos.TRAIN, **photos.HELD_OUT}[path.photo]
             cam = camera.path_features(path, size) if use_camera else None

@@ -25,11 +25,16 @@ class KnownFrames:
     # False (a `frame_cond: tokens` denoiser): the frames only condition, as reference tokens; the
     # sampler and the loss treat every frame as generated
     clamped: bool = True
+    # [B, C, t, h, w] or None: what `concat` conditioning shows on the generated frames instead of
+    # zeros (a `dit.camera_render` model's: the given image as the camera sees it on each frame)
+    guide: torch.Tensor | None = None
 
     def __post_init__(self):
         b, _, t = self.latents.shape[:3]
         if self.known.shape != (b, t) or self.known.dtype != torch.bool:
             raise ValueError(f"known must be bool [B, t] = [{b}, {t}], got {self.known.dtype} {tuple(self.known.shape)}")
+        if self.guide is not None and self.guide.shape != self.latents.shape:
+            raise ValueError(f"guide must be shaped as latents {tuple(self.latents.shape)}, got {tuple(self.guide.shape)}")
 
     @staticmethod
     def at(latents: torch.Tensor, frames: list[int]) -> "KnownFrames":
@@ -54,11 +59,13 @@ class KnownFrames:
     def channels(self, hold: bool = False) -> torch.Tensor:
         """What `concat` conditioning adds to the input: [given latents (0 elsewhere); mask], [B, C + 1, t, h, w].
         `hold` (SVD, which repeats its image latent on every frame): a generated frame carries the
-        latest given frame before it instead of zeros (0 before the first); the mask still marks
-        the given frames alone."""
+        latest given frame before it instead of zeros (0 before the first); with a `guide`, a
+        generated frame carries its guide; the mask still marks the given frames alone."""
         m = self.mask(self.latents).to(self.latents.dtype)
         given = self.latents * m
-        if hold:
+        if self.guide is not None:
+            given = torch.where(m.bool(), self.latents, self.guide.to(self.latents))
+        elif hold:
             t = self.known.shape[1]
             frame = torch.arange(t, device=self.known.device).expand_as(self.known)
             latest = torch.where(self.known, frame, -1).cummax(dim=1).values  # [B, t], -1: none yet
@@ -66,15 +73,27 @@ class KnownFrames:
             given = held * (latest >= 0)[:, None, :, None, None].to(held.dtype)
         return torch.cat([given, m.expand(-1, 1, -1, *self.latents.shape[3:])], dim=1)
 
+    def render_guide(self, render: torch.Tensor) -> torch.Tensor:
+        """render [B, C, t, h, w], the first frame as each frame's camera sees it -> the guide
+        (dit.camera_render): the render on the generated frames of clips whose first frame is
+        given, 0 elsewhere (without a given picture there is nothing to render)."""
+        shown = (self.known[:, :1] & ~self.known)[:, None, :, None, None]  # [B, 1, t, 1, 1]
+        return render * shown.to(render.device, render.dtype)
+
     def index(self, idx) -> "KnownFrames":
-        return KnownFrames(self.latents[idx], self.known[idx], self.clamped)
+        return KnownFrames(self.latents[idx], self.known[idx], self.clamped, None if self.guide is None else self.guide[idx])
 
     def to(self, device) -> "KnownFrames":
-        return KnownFrames(self.latents.to(device), self.known.to(device), self.clamped)
+        return KnownFrames(self.latents.to(device), self.known.to(device), self.clamped,
+                           None if self.guide is None else self.guide.to(device))
 
     @staticmethod
     def cat(items: list["KnownFrames"]) -> "KnownFrames":
-        return KnownFrames(torch.cat([k.latents for k in items]), torch.cat([k.known for k in items]), items[0].clamped)
+        guided = [k.guide is not None for k in items]
+        if any(guided) and not all(guided):
+            raise ValueError("KnownFrames.cat: either every item has a guide or none has")
+        return KnownFrames(torch.cat([k.latents for k in items]), torch.cat([k.known for k in items]), items[0].clamped,
+                           torch.cat([k.guide for k in items]) if all(guided) else None)
 
 
 def generated_mse(v: torch.Tensor, target: torch.Tensor, frames: KnownFrames | None) -> torch.Tensor:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from kinema.config import ModelConfig, from_dict, to_dict
+from kinema.data import camera as cam
 from kinema.dit.transformer import Conditioning, MMDiT
 from kinema.errors import KinemaError
 from kinema.flow.frames import KnownFrames
@@ -103,7 +104,7 @@ class Pipeline:
         `shift` > 1 spends more of the sampling steps near noise, where layout and motion are
         decided (t' = s t / (1 + (s - 1) t)); None uses the model's `timestep_shift`.
         `video` with `strength`: video-to-video; `image`, `end_image`: the first and last frames
-        (`latents`); `camera`: the camera's motion, for a camera-controlled model (`camera_condition`);
+        (`latents`); `camera`: the camera's motion, for a camera-controlled model (`camera_features`);
         `stride`: the real frames between two frames, for a frame-stride model (1: its training rate)."""
         z = self.latents(prompt, num_frames, steps, guidance, seed, sampler, shift, video, strength, image, end_image,
                          context, camera, stride)
@@ -128,11 +129,14 @@ class Pipeline:
         cond = self.encode_prompts(prompts)
         uncond = self.encode_prompts([""] * len(prompts))
         frames = self.given_frames(num_frames, image, end_image, context)
+        features = self.camera_features(camera, num_frames)
+        if frames is not None and image is not None and self.cfg.dit.camera_render:
+            frames.guide = self.camera_render(image, features, num_frames, frames)
         if frames is not None:  # the same frames in the unconditional branch: guidance is on the text alone
             cond.frames = uncond.frames = frames.index([0] * len(prompts))
-        cam = self.camera_condition(camera, num_frames)
-        if cam is not None:  # (likewise the camera and the stride)
-            cond.camera = uncond.camera = cam.expand(len(prompts), -1, -1)
+        if features is not None:  # (likewise the camera and the stride)
+            latent = cam.latent_features(features, self.cfg.vae.time_compression)
+            cond.camera = uncond.camera = torch.from_numpy(latent)[None].to(self.runtime.device).expand(len(prompts), -1, -1)
         if stride != 1 or self.cfg.dit.frame_stride:
             if not self.cfg.dit.frame_stride:
                 raise KinemaError(f"stride {stride}: this model has no frame-stride condition (dit.frame_stride)")
@@ -148,25 +152,29 @@ class Pipeline:
                               f"use a smaller guidance or shift")
         return z
 
-    def camera_condition(self, camera: str | np.ndarray | None, num_frames: int) -> torch.Tensor | None:
-        """`camera` as the denoiser's condition [1, latent frames, 4]: motion names ("pan-left,zoom-in",
-        kinema.data.camera.parse_camera: the world's typical magnitudes), or features per pixel frame
-        [num_frames, 4] (e.g. `kinema.data.camera.path_features` of a recorded path)."""
+    def camera_features(self, camera: str | np.ndarray | None, num_frames: int) -> np.ndarray | None:
+        """`camera` as features per pixel frame, float32 [num_frames, 4] (kinema.data.camera): motion
+        names ("pan-left,zoom-in", kinema.data.camera.parse_camera: the world's typical magnitudes),
+        or the features themselves (e.g. `kinema.data.camera.path_features` of a recorded path)."""
         if camera is None:
             return None
-        from kinema.data import camera as cam
-
         if not self.cfg.dit.camera:
             raise KinemaError("this model has no camera control (dit.camera); use a model trained with it")
         if isinstance(camera, str):
-            features = cam.named_features(cam.parse_camera(camera), num_frames)
-        else:
-            features = np.asarray(camera, dtype=np.float32)
-            if features.shape != (num_frames, cam.FEATURES):
-                raise KinemaError(f"camera features are [frames, {cam.FEATURES}] = [{num_frames}, {cam.FEATURES}]; "
-                                  f"got {list(features.shape)}")
-        latent = cam.latent_features(features, self.cfg.vae.time_compression)
-        return torch.from_numpy(latent)[None].to(self.runtime.device)
+            return cam.named_features(cam.parse_camera(camera), num_frames)
+        features = np.asarray(camera, dtype=np.float32)
+        if features.shape != (num_frames, cam.FEATURES):
+            raise KinemaError(f"camera features are [frames, {cam.FEATURES}] = [{num_frames}, {cam.FEATURES}]; "
+                              f"got {list(features.shape)}")
+        return features
+
+    def camera_render(self, image: np.ndarray, features: np.ndarray | None, num_frames: int,
+                      frames: KnownFrames) -> torch.Tensor:
+        """A dit.camera_render model's guide [1, C, t, h, w]: the latents of the image as each frame's
+        camera sees it (kinema.data.camera.warp; no camera: the image held still), given frames' 0."""
+        still = np.zeros((num_frames, cam.FEATURES), dtype=np.float32)
+        render = self.video_latents(cam.warp(image, still if features is None else features), num_frames)
+        return frames.render_guide(render)
 
     @torch.no_grad()
     def given_frames(self, num_frames: int, image: np.ndarray | None = None, end_image: np.ndarray | None = None,

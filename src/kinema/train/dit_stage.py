@@ -172,12 +172,18 @@ def build_cache(path: Path, mc: ModelConfig, stage: DiTStage, vae: CausalVAE, te
     if path.is_file():
         return load_file(str(path))
     render, combo_idx, captions, cameras, strides = training_clips(world, stage, mc, seed)
-    means, logvars = [], []
+    if mc.dit.camera_render and cameras is None:
+        raise KinemaError(f"dit.camera_render: the {world} world has no camera; train camera control on world: photos")
+    means, logvars, renders = [], [], []
     vae.eval()
     for start in tqdm(range(0, stage.num_clips, encode_batch), desc="cache latents", mininterval=2.0):
-        x = torch.stack([shapes.to_tensor(render(i)) for i in range(start, min(start + encode_batch, stage.num_clips))])
+        clips = [render(i) for i in range(start, min(start + encode_batch, stage.num_clips))]
         with runtime.autocast():
-            m, lv = vae.encode(to_device(x, runtime.device))
+            m, lv = vae.encode(to_device(torch.stack([shapes.to_tensor(c) for c in clips]), runtime.device))
+            if mc.dit.camera_render:  # each clip's first frame as its camera sees it (kinema.data.camera.warp)
+                seen = [camera.warp(c[0], cameras[i]) for i, c in enumerate(clips, start)]
+                renders.append(vae.encode(to_device(torch.stack([shapes.to_tensor(r) for r in seen]), runtime.device))[0]
+                               .float().half().cpu())
         means.append(m.float().half().cpu())
         logvars.append(lv.float().half().cpu())
     mean = torch.cat(means)
@@ -195,6 +201,8 @@ def build_cache(path: Path, mc: ModelConfig, stage: DiTStage, vae: CausalVAE, te
     }
     if cameras is not None:
         cache["camera"] = torch.from_numpy(camera.latent_features(cameras, vae.cfg.time_compression))
+    if renders:
+        cache["render_mean"] = torch.cat(renders)
     if strides is not None:
         cache["stride"] = torch.from_numpy(strides.astype(np.float32))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -352,7 +360,7 @@ def build_denoiser(mc: ModelConfig, seed: int, device, compile: bool = False, ch
 
 def start_from(model: MMDiT, root: str) -> None:
     """Load the denoiser of the exported model at `root` into `model`, whose config may differ only
-    in frame_cond, hold_given, motion_modules, camera, frame_stride and the attention patterns (masks, no weights:
+    in frame_cond, hold_given, motion_modules, camera, camera_render, frame_stride and the attention patterns (masks, no weights:
     e.g. a frame-causal model for diffusion forcing from a full-attention one): weights `model` has
     and the source lacks (frame_in, ref_in, motion, camera_in, stride_in) keep their initialisation
     (all but ref_in start as the identity)."""
@@ -360,7 +368,7 @@ def start_from(model: MMDiT, root: str) -> None:
 
     path = Path(root)  # (that it holds dit.safetensors: recipe.check_sizes)
     source = from_dict(ModelConfig, load_json(path / "config.json")).dit
-    free = ("frame_cond", "hold_given", "motion_modules", "camera", "frame_stride", "attention", "window")
+    free = ("frame_cond", "hold_given", "motion_modules", "camera", "camera_render", "frame_stride", "attention", "window")
     if dataclasses.replace(source, **{k: getattr(model.cfg, k) for k in free}) != model.cfg:
         raise KinemaError(f"dit.init_from {root}: its denoiser config differs from the recipe's model.dit beyond "
                           f"{', '.join(free)}; copy the model directory's config.json dit section into the recipe")
@@ -392,6 +400,10 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
     if mc.dit.camera and "camera" not in cache:
         raise KinemaError(f"dit.camera: the {world} world has no camera; train camera control on world: photos")
     cameras = to_device(cache["camera"], device) if mc.dit.camera else None
+    if mc.dit.camera_render and "render_mean" not in cache:
+        raise KinemaError(f"dit.camera_render: {run_dir / 'cache.safetensors'} holds no camera renders (it was made "
+                          f"for a model without them); delete it to rebuild it")
+    renders = to_device(cache["render_mean"], device) if mc.dit.camera_render else None
     if mc.dit.frame_stride != ("stride" in cache):
         raise KinemaError("model.dit.frame_stride and dit.strides go together: train a frame-stride model at "
                           "several strides (e.g. dit.strides: [1, 2, 4]), and several strides with the condition")
@@ -408,6 +420,8 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
         z0 = vae.normalize(z0)
         text = captions(combo[idx], g)
         frames = given_frames(z0, stage, g, mc.dit.frame_cond != "tokens")
+        if renders is not None and frames is not None:  # the first frame's render, where the first frame is given
+            frames.guide = frames.render_guide(vae.normalize(renders[idx.to(device)].float()))
         cam, stride = (None if x is None else x[idx.to(device)] for x in (cameras, strides))
         loss = flow_loss(m, z0, Conditioning(text, frames, cam, stride), stage.timesteps, g, stage.frame_noise)
         return loss, {}
