@@ -222,6 +222,13 @@ def test_a_camera_render_recipe_caches_each_clips_render_and_the_pipeline_reads_
     rendered = pipe.latents("a cat", **kw)
     pipe.cfg.dit.camera_render = False  # the same denoiser without the render in its channels
     assert not torch.allclose(rendered, pipe.latents("a cat", **kw))
+    from kinema.eval.camera_report import EVAL_SEED, clip_psnr, evaluate_camera
+
+    result, _ = evaluate_camera(str(model_dir), clips=1, steps=1, device="cpu", precision="fp32", progress=False)
+    clip, path = photos.sample_photo_clip(EVAL_SEED, frames=9, size=32, held_out=True)
+    pipe = load_pipeline(model_dir, device="cpu", precision="fp32")
+    guide = pipe.frames(pipe.video_latents(camera.warp(clip[0], camera.path_features(path, 32)), 9))[0]
+    assert result["rows"][0]["render_clip_psnr"] == pytest.approx(clip_psnr(guide, clip))
     old = tmp_path / "old"  # a cache from a camera model without renders
     (old / "dit").mkdir(parents=True)
     shutil.copy(camera_model_dir.parent / "dit" / "cache.safetensors", old / "dit" / "cache.safetensors")

@@ -11,6 +11,8 @@ motion:
 - PSNR of the whole clip to the true clip, averaged over frames
 - the VAE's ceiling: its own reconstruction of the true clip, its PSNR to the true clip and what
   the camera oracle reads off it (a denoiser that made the true latents would score this)
+- for a `dit.camera_render` model, the same of the VAE's code of the render it reads (the given
+  frame moved along the path): what a denoiser that copied its guide would score
 - the camera oracle (kinema.eval.camera_oracle) on the generated clip: the motions it reads
   against the path's, and the path error in pixels
 
@@ -75,6 +77,9 @@ def evaluate_camera(model: str, clips: int = 32, steps: int = 25, guidance: floa
             row.update(first_psnr=psnr(video[0], clip[0]), first_psnr_recon=psnr(video[0], recon),
                        recon_psnr=psnr(recon, clip[0]), recon_clip_psnr=clip_psnr(recon_clip, clip),
                        recon_right=float(judge_camera(recon_clip, path)["right"]))
+            if pipe.cfg.dit.camera_render and cam is not None:  # what copying its render would score
+                render = pipe.frames(pipe.video_latents(camera.warp(clip[0], cam), frames))[0]
+                row.update(render_clip_psnr=clip_psnr(render, clip), render_right=float(judge_camera(render, path)["right"]))
         row["clip_psnr"] = clip_psnr(video, clip)
         if i < keep:
             kept[f"{i}: {path.photo}, {' + '.join(path.motions)} (generated)"] = video
@@ -83,7 +88,7 @@ def evaluate_camera(model: str, clips: int = 32, steps: int = 25, guidance: floa
         row.update(found=judged["motions"], right=float(judged["right"]), path_error=judged["path_error"])
         rows.append(row)
     keys = [k for k in ("first_psnr", "first_psnr_recon", "recon_psnr", "clip_psnr", "right", "path_error",
-                        "recon_clip_psnr", "recon_right") if k in rows[0]]
+                        "recon_clip_psnr", "recon_right", "render_clip_psnr", "render_right") if k in rows[0]]
     summary = {k: dict(zip(("mean", "low", "high"), mean_ci([r[k] for r in rows]))) for k in keys}
     per_motion = {}
     for m in photos.MOTIONS:
@@ -104,7 +109,9 @@ def format_camera_table(result: dict) -> str:
              "recon_psnr": "the VAE's reconstruction to the image (dB)", "clip_psnr": "clip to the true camera path (dB)",
              "right": "motions right (camera oracle)", "path_error": "path error (px)",
              "recon_clip_psnr": "the VAE's reconstruction of the true clip to it (dB): the ceiling",
-             "recon_right": "motions right in the VAE's reconstruction of the true clip"}
+             "recon_right": "motions right in the VAE's reconstruction of the true clip",
+             "render_clip_psnr": "the VAE's code of the given frame's render to the true clip (dB): the model's guide",
+             "render_right": "motions right in the render's code"}
     lines = [f"{result['settings']['clips']} held-out photo clips; mean [95% bootstrap interval]", "",
              "| figure | mean | 95% interval |", "|---|---:|---:|"]
     lines += [f"| {names[k]} | {v['mean']:.3f} | {v['low']:.3f} - {v['high']:.3f} |" for k, v in s.items()]
