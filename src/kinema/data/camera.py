@@ -103,10 +103,10 @@ def latent_features(features: np.ndarray, time_compression: int) -> np.ndarray:
     return np.ascontiguousarray(features[..., ::time_compression, :])
 
 
-def warp(image: np.ndarray, features: np.ndarray, padding: str = "border") -> np.ndarray:
+def warp(image: np.ndarray, features: np.ndarray, padding: str = "border", mode: str = "bilinear") -> np.ndarray:
     """uint8 [H, W, 3] image and float [T, 4] camera features -> uint8 [T, H, W, 3]: the image as
     each frame's camera sees it, frame t's pixel q showing the image at R(-theta) (q - t) / s
-    (bilinear; content the image does not hold is filled by `padding`, grid_sample's mode). Over a
+    (grid_sample`s `mode`; content the image does not hold is filled by `padding`). Over a
     flat photograph this is the true clip wherever the first frame saw the content: the render a
     camera-controlled denoiser can read (GEN3C's and ViewCrafter's renders along the camera path)."""
     h, w = image.shape[:2]
@@ -121,5 +121,5 @@ def warp(image: np.ndarray, features: np.ndarray, padding: str = "border") -> np
     theta[:, 1, 2] = -(-sin * tx + cos * ty) * inv
     grid = F.affine_grid(theta.float(), [len(f), 3, h, w], align_corners=False)
     src = torch.as_tensor(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None].expand(len(f), -1, -1, -1)
-    out = F.grid_sample(src, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+    out = F.grid_sample(src, grid, mode=mode, padding_mode=padding, align_corners=False)
     return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
