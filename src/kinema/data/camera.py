@@ -120,6 +120,6 @@ def warp(image: np.ndarray, features: np.ndarray, padding: str = "border", mode:
     theta[:, 0, 2] = -(cos * tx + sin * ty) * inv
     theta[:, 1, 2] = -(-sin * tx + cos * ty) * inv
     grid = F.affine_grid(theta.float(), [len(f), 3, h, w], align_corners=False)
-    src = torch.as_tensor(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None].expand(len(f), -1, -1, -1)
+    src = torch.tensor(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None].expand(len(f), -1, -1, -1)
     out = F.grid_sample(src, grid, mode=mode, padding_mode=padding, align_corners=False)
     return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
