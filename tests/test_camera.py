@@ -180,11 +180,22 @@ def test_a_camera_recipe_trains_on_the_photo_world_and_caches_each_clips_camera(
 
 
 def test_a_camera_render_recipe_caches_each_clips_render_and_the_pipeline_reads_it(tmp_path, camera_model_dir,
-                                                                                    tiny_model_dir):
+                                                                                    tiny_model_dir, monkeypatch):
     """dit.camera_render: the cache holds the VAE's latents of each clip's first frame warped along
-    its path (known answer for clip 0); the pipeline shows the denoiser the same render of the
-    given image; a cache made without renders is refused."""
+    its path (known answer for clip 0); training shows the denoiser its clip's render; the pipeline
+    shows it the same render of the given image; a cache made without renders is refused."""
     import shutil
+
+    from kinema.train import dit_stage
+
+    seen = []  # what each training step's concat channels carry on generated frames
+    flow_loss = dit_stage.flow_loss
+
+    def recording(model, z0, cond, *args):
+        seen.append(cond.frames)
+        return flow_loss(model, z0, cond, *args)
+
+    monkeypatch.setattr(dit_stage, "flow_loss", recording)
 
     from conftest import tiny_recipe_dict
     from safetensors.torch import load_file
@@ -207,6 +218,12 @@ def test_a_camera_render_recipe_caches_each_clips_render_and_the_pipeline_reads_
     assert torch.allclose(render[:, :, 0], latent[:, :, 0])  # frame 0 is the first frame itself
     assert not torch.allclose(render[:, :, -1], latent[:, :, -1], atol=1e-3)  # later: the render, not the clip
     pipe = load_pipeline(model_dir, device="cpu", precision="fp32")
+    wanted = pipe.vae.normalize(render)  # [8, C, t, h, w]: each cached clip's render, as training normalises it
+    given = [(f, b) for f in seen for b in range(f.known.shape[0]) if f.known[b, 0]]
+    assert seen and given and all(f.guide is not None for f in seen)
+    for f, b in given:  # a clip given its first frame reads that clip's render on every later frame
+        assert torch.equal(f.guide[b, :, 0], torch.zeros_like(f.guide[b, :, 0]))
+        assert min((f.guide[b, :, 1:] - wanted[:, :, 1:]).abs().flatten(1).amax(1)) < 1e-5
     clip_of, _, _, features, _ = training_clips("photos", recipe.dit, recipe.model, recipe.seed)
     image = clip_of(0)[0]
     seen = torch.from_numpy(camera.warp(image, features[0])).permute(3, 0, 1, 2)[None].float() / 127.5 - 1

@@ -106,7 +106,7 @@ def latent_features(features: np.ndarray, time_compression: int) -> np.ndarray:
 def warp(image: np.ndarray, features: np.ndarray, padding: str = "border", mode: str = "bilinear") -> np.ndarray:
     """uint8 [H, W, 3] image and float [T, 4] camera features -> uint8 [T, H, W, 3]: the image as
     each frame's camera sees it, frame t's pixel q showing the image at R(-theta) (q - t) / s
-    (grid_sample`s `mode`; content the image does not hold is filled by `padding`). Over a
+    (grid_sample's `mode`; content the image does not hold is filled by `padding`). Over a
     flat photograph this is the true clip wherever the first frame saw the content: the render a
     camera-controlled denoiser can read (GEN3C's and ViewCrafter's renders along the camera path)."""
     h, w = image.shape[:2]

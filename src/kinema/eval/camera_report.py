@@ -65,8 +65,12 @@ def evaluate_camera(model: str, clips: int = 32, steps: int = 25, guidance: floa
     for i, (clip, path) in enumerate(tqdm(eval_clips(clips, frames, size), desc="eval camera", disable=not progress)):
         row = {"photo": path.photo, "motions": list(path.motions)}
         if pipe is None:
-            video = {"world": lambda: clip, "still": lambda: np.repeat(clip[:1], len(clip), axis=0),
-                     "warp": lambda: camera.warp(clip[0], camera.path_features(path, size))}[model]()
+            if model == "world":
+                video = clip
+            elif model == "still":
+                video = np.repeat(clip[:1], len(clip), axis=0)
+            else:
+                video = camera.warp(clip[0], camera.path_features(path, size))
         else:
             subject = {**photos.TRAIN, **photos.HELD_OUT}[path.photo]
             cam = camera.path_features(path, size) if use_camera else None

@@ -176,14 +176,16 @@ def build_cache(path: Path, mc: ModelConfig, stage: DiTStage, vae: CausalVAE, te
         raise KinemaError(f"dit.camera_render: the {world} world has no camera; train camera control on world: photos")
     means, logvars, renders = [], [], []
     vae.eval()
+
+    def encode(videos: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        with runtime.autocast():
+            return vae.encode(to_device(torch.stack([shapes.to_tensor(v) for v in videos]), runtime.device))
+
     for start in tqdm(range(0, stage.num_clips, encode_batch), desc="cache latents", mininterval=2.0):
         clips = [render(i) for i in range(start, min(start + encode_batch, stage.num_clips))]
-        with runtime.autocast():
-            m, lv = vae.encode(to_device(torch.stack([shapes.to_tensor(c) for c in clips]), runtime.device))
-            if mc.dit.camera_render:  # each clip's first frame as its camera sees it (kinema.data.camera.warp)
-                seen = [camera.warp(c[0], cameras[i]) for i, c in enumerate(clips, start)]
-                renders.append(vae.encode(to_device(torch.stack([shapes.to_tensor(r) for r in seen]), runtime.device))[0]
-                               .float().half().cpu())
+        m, lv = encode(clips)
+        if mc.dit.camera_render:  # each clip's first frame as its camera sees it (kinema.data.camera.warp)
+            renders.append(encode([camera.warp(c[0], cameras[i]) for i, c in enumerate(clips, start)])[0].float().half().cpu())
         means.append(m.float().half().cpu())
         logvars.append(lv.float().half().cpu())
     mean = torch.cat(means)
