@@ -254,6 +254,42 @@ def test_a_camera_render_recipe_caches_each_clips_render_and_the_pipeline_reads_
         run(from_dict(Recipe, r))
 
 
+def test_restoring_detail_puts_the_render_back_where_the_first_frame_saw_it(tmp_path, capsys, camera_model_dir):
+    """--restore-detail adds render - VAE(render) where the first frame saw the content: frame 0 comes
+    out as the given image itself; pixels the first frame never saw keep the model's values; the
+    rest move by that residual (known values); a model without renders, or no image, is one line."""
+    from kinema.cli import main
+    from kinema.pipelines.pipeline import load_pipeline
+
+    pipe = load_pipeline(camera_model_dir, device="cpu", precision="fp32")
+    pipe.cfg.dit.camera_render = True  # the same denoiser reading a render in its concat channels
+    randomize_(pipe.dit)
+    image = photos.sample_photo_clip(3, frames=1, size=32)[0][0]
+    features = camera.named_features(("pan left",), 9)
+    kw = dict(num_frames=9, steps=2, seed=0, image=image, camera=features)
+    plain, restored = pipe("a cat", **kw), pipe("a cat", restore_detail=True, **kw)
+    assert np.abs(plain[0].astype(int) - image).max() > 8  # the VAE's reconstruction of the image...
+    assert np.abs(restored[0].astype(int) - image).max() <= 1  # ...becomes the image (rounding apart)
+    seen = camera.warp(np.full_like(image, 255), features, padding="zeros")
+    assert (seen[-1] == 0).any() and (seen[-1] == 255).any()  # the pan shows content the first frame did not
+    assert np.array_equal(restored[seen == 0], plain[seen == 0])  # there: the model's own pixels
+    render = camera.warp(image, features)
+    coded = pipe.frames(pipe.video_latents(render, 9))[0]
+    full = seen == 255
+    want = np.clip(plain.astype(int) + render.astype(int) - coded.astype(int), 0, 255)
+    assert np.abs(restored[full].astype(int) - want[full]).max() <= 1  # seen: plus the render's lost detail
+    pipe.cfg.dit.camera_render = False
+    with pytest.raises(KinemaError, match="camera_render model"):
+        pipe("a cat", restore_detail=True, **kw)
+    assert main(["generate", "a cat", "--model", str(camera_model_dir), "--frames", "9", "--steps", "2",
+                 "--restore-detail", "-o", str(tmp_path / "x.mp4")]) == 2
+    assert "needs a dit.camera_render model and an image" in capsys.readouterr().err
+    from kinema.eval.camera_report import evaluate_camera
+
+    with pytest.raises(KinemaError, match="not --model warp"):
+        evaluate_camera("warp", clips=1, restore_detail=True)
+
+
 def test_camera_through_the_pipeline_and_the_cli(tmp_path, capsys, camera_model_dir, tiny_model_dir):
     from kinema.cli import main
     from kinema.pipelines.pipeline import load_pipeline

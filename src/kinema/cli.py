@@ -35,9 +35,9 @@ def _generate(args: argparse.Namespace) -> None:
             raise KinemaError(f"--long {args.long!r}: built routes are {', '.join(ROUTES)}")
         if args.long == "forcing" and args.image:
             raise KinemaError("--long forcing does not take --image yet; use --long ar")
-        if args.video or args.end_image or args.camera:
-            raise KinemaError("--long continues a clip chunk by chunk: it takes --image, not --video, --end-image "
-                              "or --camera")
+        if args.video or args.end_image or args.camera or args.restore_detail:
+            raise KinemaError("--long continues a clip chunk by chunk: it takes --image, not --video, --end-image, "
+                              "--camera or --restore-detail")
     if args.camera:
         from kinema.data.camera import parse_camera
 
@@ -67,7 +67,7 @@ def _generate(args: argparse.Namespace) -> None:
                                stride=args.stride, strength=strength, seed=args.seed, image=images.get("image"), **sampling)
     else:
         frames = pipe(args.prompt, num_frames=args.frames, seed=args.seed, video=video, strength=strength, **images,
-                      camera=args.camera, **sampling)
+                      camera=args.camera, restore_detail=args.restore_detail, **sampling)
     out = write_mp4(frames, args.output, fps=args.fps)
     print(f"wrote {out} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]})")
     if args.gif:
@@ -235,7 +235,7 @@ def _eval_camera(args: argparse.Namespace) -> None:
     if args.clips < 1:
         raise KinemaError(f"--clips {args.clips}: use 1 or more")
     result, kept = evaluate_camera(args.model, clips=args.clips, use_camera=not args.no_camera,
-                                   keep=4 if args.html else 0, **_sampling(args))
+                                   restore_detail=args.restore_detail, keep=4 if args.html else 0, **_sampling(args))
     _report(args, f"kinema eval camera: {args.model}", format_camera_table(result), result, kept)
 
 
@@ -404,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--camera", default=None, metavar="MOTIONS",
                    help="camera control (a model trained with it): pan-left, pan-right, pan-up, pan-down, zoom-in, "
                         "zoom-out, rotate-clockwise, rotate-counter-clockwise; several joined by commas")
+    g.add_argument("--restore-detail", action="store_true",
+                   help="with --image on a camera-render model: add back the picture's detail that the VAE loses, "
+                        "wherever the first frame saw the content (frame 0 becomes the image itself)")
     g.add_argument("--long", default=None, metavar="ROUTE",
                    help="a clip longer than the model's: ar (autoregressive chunks, each continuing the last), "
                         "forcing (diffusion forcing: a frame-causal model rolls forward, needs one trained for it), "
@@ -485,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "clip PSNR against the true camera path, the camera oracle's verdict")
     ec.add_argument("--clips", type=int, default=32, help="held-out photo clips (default 32)")
     ec.add_argument("--no-camera", action="store_true", help="give the first frame only, not the camera path")
+    ec.add_argument("--restore-detail", action="store_true",
+                    help="a camera-render model's clips with the render's detail added back (kinema generate --restore-detail)")
     ec.add_argument("--html", default=None, help="also write a self-contained HTML report here")
     _oracle_eval_args(ec, "world", "a model directory; world: the true clips (the ceiling, the default); still: the "
                                    "given first frame repeated (a camera that does not move); warp: it moved along "

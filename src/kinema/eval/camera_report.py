@@ -20,7 +20,9 @@ motion:
 first frame repeated, a camera that does not move (what a model earns by not moving the picture);
 `--model warp` the given first frame moved along the true path (kinema.data.camera.warp, the
 border repeated where the frame did not see), the render a `dit.camera_render` model reads.
-`--no-camera` generates with the image alone: what the camera condition adds.
+`--no-camera` generates with the image alone: what the camera condition adds. `--restore-detail`
+adds the render's detail that the VAE loses back to a camera-render model's clips
+(`Pipeline.render_detail`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kinema.data import camera, photos
+from kinema.errors import KinemaError
 from kinema.eval.camera_oracle import judge_camera
 from kinema.eval.report import psnr
 from kinema.eval.videos import mean_ci
@@ -50,8 +53,11 @@ def clip_psnr(video: np.ndarray, clip: np.ndarray) -> float:
 
 def evaluate_camera(model: str, clips: int = 32, steps: int = 25, guidance: float = 5.0, sampler: str = "euler",
                     shift: float | None = None, device: str = "auto", precision: str = "auto",
-                    use_camera: bool = True, progress: bool = True, keep: int = 0) -> tuple[dict, dict]:
+                    use_camera: bool = True, restore_detail: bool = False, progress: bool = True,
+                    keep: int = 0) -> tuple[dict, dict]:
     """(the result, for JSON; the first `keep` clips, generated and true, for a report's frame strips)."""
+    if restore_detail and model in BASELINES:
+        raise KinemaError(f"--restore-detail is for a camera-render model, not --model {model}")
     t0 = time.time()
     kept = {}
     pipe = None
@@ -75,7 +81,7 @@ def evaluate_camera(model: str, clips: int = 32, steps: int = 25, guidance: floa
             subject = {**photos.TRAIN, **photos.HELD_OUT}[path.photo]
             cam = camera.path_features(path, size) if use_camera else None
             video = pipe(subject, num_frames=frames, steps=steps, guidance=guidance, sampler=sampler, shift=shift,
-                         seed=i, image=clip[0], camera=cam)
+                         seed=i, image=clip[0], camera=cam, restore_detail=restore_detail)
             recon = pipe.frames(pipe.video_latents(clip[:1], 1))[0, 0]
             recon_clip = pipe.frames(pipe.video_latents(clip, frames))[0]
             row.update(first_psnr=psnr(video[0], clip[0]), first_psnr_recon=psnr(video[0], recon),
@@ -101,7 +107,7 @@ def evaluate_camera(model: str, clips: int = 32, steps: int = 25, guidance: floa
             per_motion[m] = {"clips": len(having), "clip_psnr": float(np.mean([r["clip_psnr"] for r in having])),
                              "found": float(np.mean([m in r["found"] for r in having]))}
     settings = {"model": model, "clips": clips, "steps": steps, "guidance": guidance, "sampler": sampler, "shift": shift,
-                "camera": use_camera, "seconds": round(time.time() - t0, 1)}
+                "camera": use_camera, "restore_detail": restore_detail, "seconds": round(time.time() - t0, 1)}
     if pipe is not None:
         settings.update(device=pipe.runtime.device.type, precision=pipe.runtime.precision)
     return {"summary": summary, "per_motion": per_motion, "settings": settings, "rows": rows}, kept

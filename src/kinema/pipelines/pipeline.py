@@ -98,17 +98,22 @@ class Pipeline:
                  seed: int | list[int] = 0, sampler: str = "euler", shift: float | None = None,
                  video: np.ndarray | None = None, strength: float = 0.6, image: np.ndarray | None = None,
                  end_image: np.ndarray | None = None, context: np.ndarray | None = None,
-                 camera: str | np.ndarray | None = None, stride: int = 1) -> np.ndarray:
+                 camera: str | np.ndarray | None = None, stride: int = 1, restore_detail: bool = False) -> np.ndarray:
         """A prompt -> uint8 [T, H, W, 3]; a list of prompts -> uint8 [B, T, H, W, 3].
 
         `shift` > 1 spends more of the sampling steps near noise, where layout and motion are
         decided (t' = s t / (1 + (s - 1) t)); None uses the model's `timestep_shift`.
         `video` with `strength`: video-to-video; `image`, `end_image`: the first and last frames
         (`latents`); `camera`: the camera's motion, for a camera-controlled model (`camera_features`);
-        `stride`: the real frames between two frames, for a frame-stride model (1: its training rate)."""
+        `stride`: the real frames between two frames, for a frame-stride model (1: its training rate).
+        `restore_detail` (a `dit.camera_render` model given `image`): add back what the VAE loses of
+        the image's render wherever the first frame saw the content (`render_detail`)."""
+        detail = self.render_detail(image, camera, num_frames) if restore_detail else None  # (bad input before sampling)
         z = self.latents(prompt, num_frames, steps, guidance, seed, sampler, shift, video, strength, image, end_image,
                          context, camera, stride)
         frames = self.frames(z)
+        if detail is not None:
+            frames = (frames.astype(np.float32) + detail).round().clip(0, 255).astype(np.uint8)
         return frames[0] if isinstance(prompt, str) else frames
 
     def latents(self, prompt: str | list[str], num_frames: int = 17, steps: int = 25, guidance: float = 5.0,
@@ -172,9 +177,30 @@ class Pipeline:
                       frames: KnownFrames) -> torch.Tensor:
         """A dit.camera_render model's guide [1, C, t, h, w]: the latents of the image as each frame's
         camera sees it (kinema.data.camera.warp; no camera: the image held still), given frames' 0."""
-        still = np.zeros((num_frames, cam.FEATURES), dtype=np.float32)
-        render = self.video_latents(cam.warp(image, still if features is None else features), num_frames)
+        render = self.video_latents(cam.warp(image, self._path(features, num_frames)), num_frames)
         return frames.render_guide(render)
+
+    @torch.no_grad()
+    def render_detail(self, image: np.ndarray | None, camera: str | np.ndarray | None, num_frames: int) -> np.ndarray:
+        """float32 [T, H, W, 3]: the detail of the image's render along `camera` that the VAE's code
+        of it loses (the render minus the VAE's reconstruction of it, in 0-255 units), weighted by
+        how much of each pixel the first frame saw (0 where the render only repeats its border).
+        A dit.camera_render model draws its guide, the VAE's code of that render, so adding this puts
+        the picture's own detail back where the clip shows it: frame 0 becomes the image itself
+        (as diffusers' inpainting pastes the original back over its unmasked pixels)."""
+        if not self.cfg.dit.camera_render or image is None:
+            raise KinemaError("restoring detail adds back the VAE's loss on the render of the given image: it "
+                              "needs a dit.camera_render model and an image (--image)")
+        path = self._path(self.camera_features(camera, num_frames), num_frames)
+        render = cam.warp(self._still(image, 1, "--image")[0], path)
+        coded = self.frames(self.video_latents(render, num_frames))[0]
+        seen = cam.warp(np.full_like(image, 255), path, padding="zeros").astype(np.float32) / 255
+        return seen * (render.astype(np.float32) - coded.astype(np.float32))
+
+    @staticmethod
+    def _path(features: np.ndarray | None, num_frames: int) -> np.ndarray:
+        """Camera features [num_frames, 4]; no camera: a camera that holds still."""
+        return np.zeros((num_frames, cam.FEATURES), dtype=np.float32) if features is None else features
 
     @torch.no_grad()
     def given_frames(self, num_frames: int, image: np.ndarray | None = None, end_image: np.ndarray | None = None,
