@@ -5,6 +5,7 @@ constancy over time (it must fall when the object changes colour halfway) and sp
 must rise when the clip runs at twice the speed, or stands still).
 
     python benchmarks/eval_metrics.py [--clips 32] [--json docs/eval_metrics_validation.json]
+    python benchmarks/eval_metrics.py --camera-only --clips 64 --json docs/eval_camera_oracle.json
 
 Worlds: Shapes level 1 (one object on black; its clips have known speeds) and the photo world's
 held-out photographs (a camera moving over real texture). Then, on level-2 clips with one
@@ -179,9 +180,13 @@ def main() -> None:
     ap.add_argument("--encoder", default=None, help="a trained video encoder (kinema eval train-encoder): adds the distances")
     ap.add_argument("--distance-clips", type=int, default=256, help="clips per set for the distances")
     ap.add_argument("--distances-only", action="store_true", help="with --encoder: the distance table alone")
+    ap.add_argument("--camera-only", action="store_true", help="the camera oracle's table alone (2 x --clips clips)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     result = {"clips": args.clips, "worlds": {}}
+    if args.camera_only:
+        camera_table(result, args.clips * 2)
+        return write(result, args.json)
     if args.distances_only:
         if not args.encoder:
             raise SystemExit("--distances-only needs --encoder DIR")

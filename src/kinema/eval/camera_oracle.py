@@ -29,6 +29,7 @@ PAN_SHARE = 0.05        # of the frame's side
 PAN_CROSS = 0.25        # a second pan axis counts from this share of the first (the world's diagonals: 0.43 or more)
 ZOOM_LOG = math.log(1.12)
 ROLL_RAD = math.radians(2.0)
+MAX_FIX = 1.0           # pixels: a refinement against frame 0 that moves frame 0's points further has lost the match
 
 
 def _centred(size: int) -> np.ndarray:
@@ -67,13 +68,15 @@ def flow_points(a: np.ndarray, b: np.ndarray, valid: np.ndarray, step: int = 2, 
     return src, src + flow[ys[inside], xs[inside]]
 
 
-def estimate_transforms(video: np.ndarray, margin: int = 4, refine: int = 2) -> np.ndarray:
+def estimate_transforms(video: np.ndarray, margin: int = 4, refine: int = 2, max_fix: float = MAX_FIX) -> np.ndarray:
     """[T, 3, 3]: frame 0 -> frame t in centred pixel coordinates (the identity at t = 0).
 
     Each frame's guess (the previous frame's transform followed by the flow between the two) is
     refined against frame 0 itself: frame t is warped back into frame 0's coordinates by the guess
     and the residual similarity between frame 0 and it is fitted, on the pixels the warp fills. So
-    errors do not pile up along the clip."""
+    errors do not pile up along the clip. A residual that would move frame 0's points by more than
+    `max_fix` pixels on average is not drift but a failed match (little overlap left with frame 0,
+    a strong zoom, a repetitive texture): the guess is kept as it is."""
     cv2 = _cv2()
     video = check_clip(video)
     h, w = video.shape[1:3]
@@ -82,6 +85,7 @@ def estimate_transforms(video: np.ndarray, margin: int = 4, refine: int = 2) -> 
     ys, xs = np.mgrid[0:h, 0:w]
     pixels = np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)]).astype(np.float64)  # [3, H W]
     out = [np.eye(3)]  # top-left pixel coordinates
+    c = _centred(w)
     for t in range(1, len(video)):
         guess = fit_similarity(*flow_points(video[t - 1], video[t], inner)) @ out[-1]
         for _ in range(refine):
@@ -89,9 +93,11 @@ def estimate_transforms(video: np.ndarray, margin: int = 4, refine: int = 2) -> 
             lands = guess @ pixels  # where each of frame 0's pixels is in frame t
             valid = inner & ((lands[0] >= margin) & (lands[0] <= w - 1 - margin)
                              & (lands[1] >= margin) & (lands[1] <= h - 1 - margin)).reshape(h, w)
-            guess = guess @ fit_similarity(*flow_points(video[0], back, valid))
+            fix = fit_similarity(*flow_points(video[0], back, valid))
+            if path_error((c @ fix @ np.linalg.inv(c))[None], np.eye(3)[None], w) > max_fix:
+                break
+            guess = guess @ fix
         out.append(guess)
-    c = _centred(w)
     return np.stack([c @ m @ np.linalg.inv(c) for m in out])
 
 
