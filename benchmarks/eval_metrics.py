@@ -5,7 +5,7 @@ constancy over time (it must fall when the object changes colour halfway) and sp
 must rise when the clip runs at twice the speed, or stands still).
 
     python benchmarks/eval_metrics.py [--clips 32] [--json docs/eval_metrics_validation.json]
-    python benchmarks/eval_metrics.py --camera-only --clips 64 --json docs/eval_camera_oracle.json
+    python benchmarks/eval_metrics.py --camera-only --clips 64 [--unverified] --json docs/eval_camera_oracle[_unverified].json
 
 Worlds: Shapes level 1 (one object on black; its clips have known speeds) and the photo world's
 held-out photographs (a camera moving over real texture). Then, on level-2 clips with one
@@ -66,11 +66,12 @@ OPPOSITE = {"pan left": "pan right", "pan right": "pan left", "pan up": "pan dow
             "rotate counter-clockwise": "rotate clockwise"}
 
 
-def camera_table(result: dict, clips: int) -> None:
+def camera_table(result: dict, clips: int, verify: bool = True) -> None:
     """The camera oracle on photo-world clips (training and held-out photographs): per motion, the
     share of clips whose estimate names it; the whole set right; the path error; and on the
-    time-reversed clips, judged against the opposite motions."""
-    print(f"\nCamera oracle on photo-world clips ({clips} per split, 17 x 64 x 64)\n")
+    time-reversed clips, judged against the opposite motions. `verify=False`: the oracle before
+    it checked its refinements (kinema.eval.camera_oracle.estimate_transforms)."""
+    print(f"\nCamera oracle on photo-world clips ({clips} per split, 17 x 64 x 64{'' if verify else ', refinements unverified'})\n")
     print("| photographs | clips | motions right (whole set) | reversed: opposite set right | path error px (median / mean) |")
     print("|---|---:|---:|---:|---:|")
     result["camera"] = {}
@@ -79,10 +80,10 @@ def camera_table(result: dict, clips: int) -> None:
         right, flipped, errors = [], [], []
         for seed in range(clips):
             video, path = photos.sample_photo_clip(90_000 + seed, held_out=held)
-            j = camera_oracle.judge_camera(video, path)
+            j = camera_oracle.judge_camera(video, path, verify=verify)
             right.append(j["right"])
             errors.append(j["path_error"])
-            flipped.append(set(camera_oracle.judge_camera(video[::-1].copy())["motions"]) == {OPPOSITE[m] for m in path.motions})
+            flipped.append(set(camera_oracle.judge_camera(video[::-1].copy(), verify=verify)["motions"]) == {OPPOSITE[m] for m in path.motions})
             for m in path.motions:
                 per_motion.setdefault(m, []).append(m in j["motions"])
         result["camera"][split] = {"right": float(np.mean(right)), "reversed_right": float(np.mean(flipped)),
@@ -181,11 +182,12 @@ def main() -> None:
     ap.add_argument("--distance-clips", type=int, default=256, help="clips per set for the distances")
     ap.add_argument("--distances-only", action="store_true", help="with --encoder: the distance table alone")
     ap.add_argument("--camera-only", action="store_true", help="the camera oracle's table alone (2 x --clips clips)")
+    ap.add_argument("--unverified", action="store_true", help="with --camera-only: the oracle without its refinement check")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     result = {"clips": args.clips, "worlds": {}}
     if args.camera_only:
-        camera_table(result, args.clips * 2)
+        camera_table(result, args.clips * 2, verify=not args.unverified)
         return write(result, args.json)
     if args.distances_only:
         if not args.encoder:

@@ -62,12 +62,26 @@ def test_a_refinement_that_loses_frame_0_is_not_taken():
     # the match: a strong zoom with a pan over the flower and china photographs. Taken anyway, the
     # refinement threw the estimate pixels off (up to 8 px) and the oracle named a roll or a zoom
     # that the true clip does not have.
-    unguarded = []
+    unverified = []
     for seed in (40_007, 40_025, 40_035):
         video, p = photos.sample_photo_clip(seed, held_out=True)
         truth = true_transforms(p, 64)
         est = C.estimate_transforms(video)
         assert set(C.motions_of(est[-1], 64)) == set(p.motions)
         assert C.path_error(est, truth, 64) < 1.0
-        unguarded.append(C.path_error(C.estimate_transforms(video, max_fix=math.inf), truth, 64))
-    assert max(unguarded) > 2.0  # these clips do need the guard
+        unverified.append(C.path_error(C.estimate_transforms(video, verify=False), truth, 64))
+    assert max(unverified) > 2.0  # these clips do need the check
+
+
+def test_noisy_clips_keep_the_refinements_that_help():
+    # Independent noise in every frame makes the frame-to-frame chain drift, which the refinement
+    # against frame 0 corrects, by more than a pixel at times; on two of these 16 clips it loses the
+    # match instead. Measured: taking every refinement 0.85 px mean path error, none 0.42, only those
+    # that move frame 0's points under 1 px 0.40, only those that match frame 0 better 0.27.
+    rng = np.random.default_rng(0)
+    errors = []
+    for seed in range(2000, 2016):
+        video, p = photos.sample_photo_clip(seed, held_out=True)
+        noisy = np.clip(video.astype(np.float32) + rng.normal(0, 25, video.shape), 0, 255).astype(np.uint8)
+        errors.append(C.path_error(C.estimate_transforms(noisy), true_transforms(p, 64), 64))
+    assert np.mean(errors) < 0.33
