@@ -75,8 +75,9 @@ def estimate_transforms(video: np.ndarray, margin: int = 4, refine: int = 2, ver
     and the residual similarity between frame 0 and it is fitted, on the pixels the warp fills. So
     errors do not pile up along the clip. With `verify`, a refinement is taken only if frame t
     warped back by it matches frame 0 no worse than by the guess (mean absolute difference on the
-    pixels both fill, at least 50): where little of frame 0 is left (a strong zoom with a pan) or the texture
-    repeats, the fit against frame 0 can lose the match and throw the estimate pixels off."""
+    pixels both fill, at least 50): where little of frame 0 is left (a strong zoom with a pan) or
+    the texture repeats, the fit against frame 0 can lose the match and throw the estimate pixels
+    off (docs/evaluation.md, "The camera oracle")."""
     cv2 = _cv2()
     video = check_clip(video)
     h, w = video.shape[1:3]
