@@ -98,15 +98,15 @@ def estimate_transforms(video: np.ndarray, margin: int = 4, refine: int = 2, ver
     out = [np.eye(3)]  # top-left pixel coordinates
     for t in range(1, len(video)):
         guess = fit_similarity(*flow_points(video[t - 1], video[t], inner)) @ out[-1]
+        seen, valid = back(t, guess), filled(guess)
         for _ in range(refine):
-            seen, valid = back(t, guess), filled(guess)
             refined = guess @ fit_similarity(*flow_points(video[0], seen, valid))
+            seen_refined, valid_refined = back(t, refined), filled(refined)
             if verify:
-                both = valid & filled(refined)
-                if both.sum() < 50 or (np.abs(back(t, refined) - first)[both].mean()
-                                      > np.abs(seen - first)[both].mean()):
+                both = valid & valid_refined
+                if both.sum() < 50 or (np.abs(seen_refined - first)[both].mean() > np.abs(seen - first)[both].mean()):
                     break
-            guess = refined
+            guess, seen, valid = refined, seen_refined, valid_refined
         out.append(guess)
     c = _centred(w)
     return np.stack([c @ m @ np.linalg.inv(c) for m in out])
