@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from kinema.cli import main
+from kinema.config import ModelConfig
+from kinema.errors import KinemaError
 from kinema.io.video import read_video
 from kinema.pipelines.registry import resolve
 
@@ -89,7 +91,7 @@ def test_config_with_unknown_key(capsys, tmp_path):
 
 def test_info(capsys, tiny_model_dir):
     code, out, _ = run_cli(capsys, "info", "--model", tiny_model_dir)
-    assert code == 0 and "MM-DiT" in out and "4x4x4" in out and "timestep shift 1 " in out
+    assert code == 0 and "MM-DiT" in out and "4x4x4" in out and "timestep shift 1, guidance 5 by default" in out
 
 
 def test_console_script_prints_no_traceback(tiny_model_dir):
@@ -128,6 +130,24 @@ def test_sampling_shift_reaches_the_sampler(tiny_model_dir, monkeypatch):
     pipe("a red circle", num_frames=1, steps=1)
     pipe("a red circle", num_frames=1, steps=1, shift=3.0)
     assert seen == [pipe.cfg.timestep_shift, 3.0]
+
+
+def test_guidance_defaults_to_the_models(tiny_model_dir, monkeypatch):
+    """A call that names no guidance samples at the config's (the camera model ships guidance 1)."""
+    import kinema
+    from kinema.pipelines import pipeline
+
+    seen = []
+    real = pipeline.sample_latents
+    monkeypatch.setattr(pipeline, "sample_latents", lambda *a, **k: seen.append(k["guidance"]) or real(*a, **k))
+    pipe = kinema.load_pipeline(tiny_model_dir, precision="fp32")
+    pipe("a red circle", num_frames=1, steps=1)
+    pipe.cfg.guidance = 1.0
+    pipe("a red circle", num_frames=1, steps=1)
+    pipe("a red circle", num_frames=1, steps=1, guidance=3.0)
+    assert seen == [5.0, 1.0, 3.0]
+    with pytest.raises(KinemaError, match="guidance"):
+        ModelConfig(guidance=-1.0)
 
 
 def test_exported_model_round_trip(tiny_model_dir, tmp_path):

@@ -113,20 +113,30 @@ def test_permuting_frames_is_not_just_permuting_the_output():
     assert (a - b).abs().max() > 1e-3
 
 
-GOLDEN_MODELS = {"shapes": GOLDEN, "shapes-i2v": GOLDEN.with_name("golden_shapes_i2v.npz")}
+GOLDEN_MODELS = {"shapes": GOLDEN, "shapes-i2v": GOLDEN.with_name("golden_shapes_i2v.npz"),
+                 "photos-camera": GOLDEN.with_name("golden_photos_camera.npz")}
 
 
 def golden_generation(model: str = "shapes") -> tuple[np.ndarray, np.ndarray]:
-    """A shipped model, fp32 on the CPU, one prompt, seed 0, 4 Euler steps: (latent, frames). The
-    image-to-video model is given the first frame of a fixed rendered clip of the prompt."""
+    """A shipped model, fp32 on the CPU, one prompt, seed 0, 4 Euler steps at the model's guidance:
+    (latent, frames). The image-to-video model is given the first frame of a fixed rendered clip of
+    the prompt; the camera model a held-out photograph's clip's first frame and camera path, its
+    frames with the render's detail restored."""
+    from kinema.data.camera import path_features
+    from kinema.data.photos import HELD_OUT, sample_photo_clip
     from kinema.data.shapes import sample_clip
     from kinema.pipelines.pipeline import load_pipeline
 
     pipe = load_pipeline(model, device="cpu", precision="fp32")
-    combo = ("red", "circle", "right")
-    image = sample_clip(20_000, combo)[0][0] if model == "shapes-i2v" else None  # a fixed clip, apart from the eval's
-    z = pipe.latents("a red circle moving right", num_frames=17, steps=4, guidance=5.0, seed=0, image=image)
-    return z[0].numpy(), pipe.frames(z)[0]
+    request = dict(prompt="a red circle moving right", num_frames=17, steps=4, seed=0)
+    if model == "shapes-i2v":
+        request["image"] = sample_clip(20_000, ("red", "circle", "right"))[0][0]  # a fixed clip, apart from the eval's
+    if model == "photos-camera":  # a clip apart from the camera eval's (seeds 40 000 on)
+        clip, path = sample_photo_clip(20_000, frames=17, size=64, held_out=True)
+        request.update(prompt=HELD_OUT[path.photo], image=clip[0], camera=path_features(path, 64))
+    z = pipe.latents(**request)
+    frames = pipe(**request, restore_detail=True) if model == "photos-camera" else pipe.frames(z)[0]
+    return z[0].numpy(), frames
 
 
 @pytest.mark.parametrize("model", GOLDEN_MODELS)

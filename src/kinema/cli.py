@@ -388,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gif", default=None, help="also write a GIF here")
     g.add_argument("--frames", type=int, default=17, help="frame count, 1 + 4k (default 17)")
     g.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
-    g.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default 5)")
+    g.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's, 5 unless its config says otherwise)")
     g.add_argument("--sampler", default="euler", help="euler or heun (default euler)")
     g.add_argument("--shift", type=float, default=None, help="timestep shift, > 1 favours noise (default: the model's)")
     g.add_argument("--seed", type=int, default=0)

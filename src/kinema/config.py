@@ -309,10 +309,14 @@ class ModelConfig:
     # the sampling schedule's shift, the default of every generate call (training draws its timesteps
     # from the recipe's dit.timesteps); > 1 spends more steps near noise
     timestep_shift: float = 1.0
+    # the classifier-free guidance scale of every generate call that names none (1: no guidance,
+    # for a model that guidance hurts, e.g. the camera model: docs/image_to_video.md)
+    guidance: float = 5.0
 
     def __post_init__(self):
         at_least(self, 1, "frames", "height", "width")
         require(self.timestep_shift > 0, "timestep_shift", self.timestep_shift, "must be above 0")
+        require(0 <= self.guidance <= 100, "guidance", self.guidance, "must be from 0 to 100")
 
 
 VAE_PRESETS: dict[str, VAEConfig] = {

@@ -133,13 +133,15 @@ def rollout_latents(model, cond: Conditioning, uncond: Conditioning, first: torc
 
 
 def forcing_video(pipe, prompt: str, num_frames: int, *, chunk: int = 1, seed: int = 0, steps: int = 25,
-                  guidance: float = 5.0, sampler: str = "euler", shift: float | None = None, cache: bool | None = None) -> np.ndarray:
+                  guidance: float | None = None, sampler: str = "euler", shift: float | None = None,
+                  cache: bool | None = None) -> np.ndarray:
     """uint8 [num_frames, H, W, 3] by diffusion forcing (see the module docstring). `cache`: None
     uses a KV cache where the model can (MMDiT.cache_problem); any model can roll forward without."""
     if cache is None:
         cache = pipe.dit.cache_problem() is None
     _, frames = forcing_plan(num_frames, pipe.cfg.frames, pipe.cfg.vae.time_compression, chunk)
     shift = pipe.cfg.timestep_shift if shift is None else shift
+    guidance = pipe.cfg.guidance if guidance is None else guidance
     first = pipe.latents(prompt, num_frames=pipe.cfg.frames, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
                          shift=shift)
     z = rollout_latents(pipe.dit, pipe.encode_prompts([prompt]), pipe.encode_prompts([""]), first, [seed], frames=frames,

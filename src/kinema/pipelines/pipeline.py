@@ -94,7 +94,7 @@ class Pipeline:
         return Conditioning(self.text_encoder(prompts))  # on the runtime's device
 
     @torch.no_grad()
-    def __call__(self, prompt: str | list[str], num_frames: int = 17, steps: int = 25, guidance: float = 5.0,
+    def __call__(self, prompt: str | list[str], num_frames: int = 17, steps: int = 25, guidance: float | None = None,
                  seed: int | list[int] = 0, sampler: str = "euler", shift: float | None = None,
                  video: np.ndarray | None = None, strength: float = 0.6, image: np.ndarray | None = None,
                  end_image: np.ndarray | None = None, context: np.ndarray | None = None,
@@ -102,7 +102,8 @@ class Pipeline:
         """A prompt -> uint8 [T, H, W, 3]; a list of prompts -> uint8 [B, T, H, W, 3].
 
         `shift` > 1 spends more of the sampling steps near noise, where layout and motion are
-        decided (t' = s t / (1 + (s - 1) t)); None uses the model's `timestep_shift`.
+        decided (t' = s t / (1 + (s - 1) t)); None uses the model's `timestep_shift`. `guidance`
+        None uses the model's `guidance` (5 unless its config says otherwise).
         `video` with `strength`: video-to-video; `image`, `end_image`: the first and last frames
         (`latents`); `camera`: the camera's motion, for a camera-controlled model (`camera_features`);
         `stride`: the real frames between two frames, for a frame-stride model (1: its training rate).
@@ -116,7 +117,7 @@ class Pipeline:
             frames = (frames.astype(np.float32) + detail).round().clip(0, 255).astype(np.uint8)
         return frames[0] if isinstance(prompt, str) else frames
 
-    def latents(self, prompt: str | list[str], num_frames: int = 17, steps: int = 25, guidance: float = 5.0,
+    def latents(self, prompt: str | list[str], num_frames: int = 17, steps: int = 25, guidance: float | None = None,
                 seed: int | list[int] = 0, sampler: str = "euler", shift: float | None = None,
                 video: np.ndarray | None = None, strength: float = 0.6, image: np.ndarray | None = None,
                 end_image: np.ndarray | None = None, context: np.ndarray | None = None,
@@ -128,6 +129,7 @@ class Pipeline:
         one): the first / last latent frame is given, held clean at every step; `context` the first
         latent frames, from a clip (`given_frames`)."""
         prompts = self.check_request(prompt, num_frames, end_image is not None)
+        guidance = self.cfg.guidance if guidance is None else guidance
         check_settings(steps, guidance, shift, seed, sampler, len(prompts), strength if video is not None else None)
         shift = self.cfg.timestep_shift if shift is None else shift
         seeds = [seed + i for i in range(len(prompts))] if isinstance(seed, int) else list(seed)
@@ -268,17 +270,18 @@ class Pipeline:
 MAX_GUIDANCE, MAX_SHIFT, MAX_STEPS = 100.0, 100.0, 1000
 
 
-def check_settings(steps: int, guidance: float, shift: float | None, seed: int | list[int], sampler: str,
+def check_settings(steps: int, guidance: float | None, shift: float | None, seed: int | list[int], sampler: str,
                    prompts: int = 1, strength: float | None = None) -> None:
     """The sampling settings a generation can use, each a clear error otherwise; needs no model
-    (the CLI checks them before loading one). `strength`: video-to-video's, when there is a video."""
+    (the CLI checks them before loading one). `strength`: video-to-video's, when there is a video;
+    `guidance` None: the model's own, checked with its config."""
     if strength is not None and not (isinstance(strength, (int, float)) and 0 <= strength <= 1):
         raise KinemaError(f"strength {strength}: use a number from 0 (keep the video) to 1 (ignore it)")
     if sampler not in SAMPLERS:
         raise KinemaError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     if not 1 <= steps <= MAX_STEPS:
         raise KinemaError(f"steps {steps}: use 1 to {MAX_STEPS}")
-    if not (math.isfinite(guidance) and 0 <= guidance <= MAX_GUIDANCE):
+    if guidance is not None and not (math.isfinite(guidance) and 0 <= guidance <= MAX_GUIDANCE):
         raise KinemaError(f"guidance {guidance}: use a number from 0 to {MAX_GUIDANCE:g} (1 = no guidance; 3 to 7 is usual)")
     if shift is not None and not (math.isfinite(shift) and 0 < shift <= MAX_SHIFT):
         raise KinemaError(f"shift {shift}: use a number above 0 and at most {MAX_SHIFT:g} (1 = no shift)")
@@ -332,6 +335,12 @@ def describe(name_or_path: str | Path) -> str:
     lines.append(f"dit: MM-DiT dim {d.dim}, {d.heads} heads, {d.dual_blocks} dual + {d.single_blocks} single blocks, "
                  f"patch {tuple(d.patch)}")
     lines.append(f"text encoder: {cfg.text.encoder} (max {cfg.text.max_tokens} tokens)")
-    lines.append(f"sampling: timestep shift {cfg.timestep_shift:g} by default (--shift overrides)")
+    given = {"concat": "read as input channels", "tokens": "as reference tokens", "clamp": "clamped only, not trained on"}
+    takes = ["a prompt", f"--image, --end-image ({given[d.frame_cond]})"]
+    takes += [flag for flag, on in (("--camera", d.camera), ("--restore-detail", d.camera_render),
+                                    ("--stride", d.frame_stride)) if on]
+    lines.append(f"takes: {', '.join(takes)}")
+    lines.append(f"sampling: timestep shift {cfg.timestep_shift:g}, guidance {cfg.guidance:g} by default "
+                 f"(--shift, --guidance override)")
     lines.append(f"shipped models: {', '.join(shipped_models()) or 'none'}")
     return "\n".join(lines)
