@@ -119,33 +119,21 @@ def test_python_api(tiny_model_dir):
     assert np.abs(a.astype(int) - b[1]).max() <= 1  # same seed, same video, batched or not
 
 
-def test_sampling_shift_reaches_the_sampler(tiny_model_dir, monkeypatch):
+def test_the_models_sampling_defaults_reach_the_sampler(tiny_model_dir, monkeypatch):
+    """A call that names no shift or guidance samples at the config's (the camera model ships
+    guidance 1); a named one wins."""
     import kinema
     from kinema.pipelines import pipeline
 
     seen = []
     real = pipeline.sample_latents
-    monkeypatch.setattr(pipeline, "sample_latents", lambda *a, **k: seen.append(k["shift"]) or real(*a, **k))
-    pipe = kinema.load_pipeline(tiny_model_dir, precision="fp32")
-    pipe("a red circle", num_frames=1, steps=1)
-    pipe("a red circle", num_frames=1, steps=1, shift=3.0)
-    assert seen == [pipe.cfg.timestep_shift, 3.0]
-
-
-def test_guidance_defaults_to_the_models(tiny_model_dir, monkeypatch):
-    """A call that names no guidance samples at the config's (the camera model ships guidance 1)."""
-    import kinema
-    from kinema.pipelines import pipeline
-
-    seen = []
-    real = pipeline.sample_latents
-    monkeypatch.setattr(pipeline, "sample_latents", lambda *a, **k: seen.append(k["guidance"]) or real(*a, **k))
+    monkeypatch.setattr(pipeline, "sample_latents", lambda *a, **k: seen.append((k["shift"], k["guidance"])) or real(*a, **k))
     pipe = kinema.load_pipeline(tiny_model_dir, precision="fp32")
     pipe("a red circle", num_frames=1, steps=1)
     pipe.cfg.guidance = 1.0
     pipe("a red circle", num_frames=1, steps=1)
-    pipe("a red circle", num_frames=1, steps=1, guidance=3.0)
-    assert seen == [5.0, 1.0, 3.0]
+    pipe("a red circle", num_frames=1, steps=1, shift=3.0, guidance=3.0)
+    assert seen == [(pipe.cfg.timestep_shift, 5.0), (pipe.cfg.timestep_shift, 1.0), (3.0, 3.0)]
     with pytest.raises(KinemaError, match="guidance"):
         ModelConfig(guidance=-1.0)
 
