@@ -246,6 +246,7 @@ def test_a_camera_render_recipe_caches_each_clips_render_and_the_pipeline_reads_
     pipe = load_pipeline(model_dir, device="cpu", precision="fp32")
     guide = pipe.frames(pipe.video_latents(camera.warp(clip[0], camera.path_features(path, 32)), 9))[0]
     assert result["rows"][0]["render_clip_psnr"] == pytest.approx(clip_psnr(guide, clip))
+    assert result["settings"]["guidance"] == pipe.cfg.guidance  # none asked for: the model's, and recorded
     old = tmp_path / "old"  # a cache from a camera model without renders
     (old / "dit").mkdir(parents=True)
     shutil.copy(camera_model_dir.parent / "dit" / "cache.safetensors", old / "dit" / "cache.safetensors")

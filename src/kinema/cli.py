@@ -355,7 +355,7 @@ def _oracle_eval_args(p: argparse.ArgumentParser, model: str, model_help: str | 
     """The sampling settings, model, output and runtime of an eval that generates and judges clips."""
     p.add_argument("--model", default=model, help=model_help)
     p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
     p.add_argument("--sampler", default="euler")
     p.add_argument("--shift", type=float, default=None, help="timestep shift (default: the model's)")
     p.add_argument("--batch-size", type=int, default=32)

@@ -51,11 +51,12 @@ def clip_psnr(video: np.ndarray, clip: np.ndarray) -> float:
     return float(np.mean([psnr(a, b) for a, b in zip(video, clip)]))
 
 
-def evaluate_camera(model: str, clips: int = 32, steps: int = 25, guidance: float = 5.0, sampler: str = "euler",
+def evaluate_camera(model: str, clips: int = 32, steps: int = 25, guidance: float | None = None, sampler: str = "euler",
                     shift: float | None = None, device: str = "auto", precision: str = "auto",
                     use_camera: bool = True, restore_detail: bool = False, progress: bool = True,
                     keep: int = 0) -> tuple[dict, dict]:
-    """(the result, for JSON; the first `keep` clips, generated and true, for a report's frame strips)."""
+    """(the result, for JSON; the first `keep` clips, generated and true, for a report's frame strips).
+    `guidance` None: the model's own (`ModelConfig.guidance`)."""
     if restore_detail and model in BASELINES:
         raise KinemaError(f"--restore-detail is for a camera-render model, not --model {model}")
     t0 = time.time()
@@ -67,6 +68,7 @@ def evaluate_camera(model: str, clips: int = 32, steps: int = 25, guidance: floa
 
         pipe = load_pipeline(model, device=device, precision=precision)
         frames, size = pipe.cfg.frames, pipe.cfg.height
+        guidance = pipe.cfg.guidance if guidance is None else guidance
     rows = []
     for i, (clip, path) in enumerate(tqdm(eval_clips(clips, frames, size), desc="eval camera", disable=not progress)):
         row = {"photo": path.photo, "motions": list(path.motions)}

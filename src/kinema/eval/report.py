@@ -100,14 +100,14 @@ def true_clip(combo: tuple[str, str, str], seed: int, frames: int = 17, size: in
     return world_clip(20_000, combo, seed, frames, size)
 
 
-def evaluate_shapes(model: str = "shapes", seeds: int = 4, steps: int = 25, guidance: float = 5.0,
+def evaluate_shapes(model: str = "shapes", seeds: int = 4, steps: int = 25, guidance: float | None = None,
                     sampler: str = "euler", shift: float | None = None, batch_size: int = 32,
                     device: str = "auto", precision: str = "auto", compile: bool = False,
                     given: str | None = None) -> dict:
     """`given` "first": each clip gets the first frame of a rendered clip of its prompt (`true_clip`),
     "ends" its first and last frames; the report adds the first (and last) frame's PSNR to the
     given image, the first frame's to the VAE's reconstruction of it, and the whole clip's to the
-    rendered one."""
+    rendered one. `guidance` None: the model's own (`ModelConfig.guidance`)."""
     from kinema.errors import KinemaError
     from kinema.runtime import resolve_runtime
 
@@ -125,6 +125,7 @@ def evaluate_shapes(model: str = "shapes", seeds: int = 4, steps: int = 25, guid
 
         pipe = load_pipeline(model, device=device, precision=precision, compile=compile)
         cfg, runtime = pipe.cfg, pipe.runtime
+        guidance = cfg.guidance if guidance is None else guidance
 
         def generate(batch, batch_seeds):
             prompts = [canonical_caption(*c) for c in batch]

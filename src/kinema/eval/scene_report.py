@@ -26,12 +26,13 @@ def eval_scenes(clips: int) -> list[tuple[str, tuple]]:
     return out + [("held_out", random_scene(rng, held_out=True)) for _ in range(clips // 4)]
 
 
-def evaluate_scenes(model: str = "shapes", clips: int = 96, steps: int = 25, guidance: float = 5.0, sampler: str = "euler",
+def evaluate_scenes(model: str = "shapes", clips: int = 96, steps: int = 25, guidance: float | None = None, sampler: str = "euler",
                     shift: float | None = None, batch_size: int = 32, device: str = "auto", precision: str = "auto") -> dict:
     from kinema.pipelines.pipeline import load_pipeline
 
     t0 = time.time()
     pipe = load_pipeline(model, device=device, precision=precision)
+    guidance = pipe.cfg.guidance if guidance is None else guidance  # None: the model's own
     jobs = eval_scenes(clips)
     rows = []
     for start in tqdm(range(0, len(jobs), batch_size), desc="eval scenes", mininterval=2.0):

@@ -79,6 +79,8 @@ def shapes_suite(model: str, seeds: int = 1, encoder: str | None = None, i3d: st
         from kinema.pipelines.pipeline import load_pipeline
 
         pipe = load_pipeline(model, device=device, precision=precision)
+        if sampling.get("guidance") is None:  # the model's own, and the settings say which
+            sampling["guidance"] = pipe.cfg.guidance
 
         def generate(batch, batch_seeds):
             return pipe([canonical_caption(*c) for c in batch], seed=batch_seeds, num_frames=pipe.cfg.frames, **sampling)
@@ -92,7 +94,8 @@ def shapes_suite(model: str, seeds: int = 1, encoder: str | None = None, i3d: st
     result = score(generate, seeds, progress=progress, extra=extra)
     rows = result.pop("rows")
     out = {"summary": summarise(rows, ORACLE + temporal.METRICS),
-           "splits": {k: result[k] for k in ("seen", "held_out")}, "rows": rows}
+           "splits": {k: result[k] for k in ("seen", "held_out")}, "rows": rows,
+           "settings": {k: v for k, v in sampling.items() if v is not None}}
     jobs = [job for job, _ in videos]
     generated = np.stack([v for _, v in videos])
     prompts = [canonical_caption(*c) for c, _ in jobs]
@@ -145,7 +148,10 @@ def run_suite(suite: str, model: str, *, seeds: int = 1, clips: int = 32, encode
         result, kept = photos_suite(model, clips=clips, progress=progress, **sampling)
     result.setdefault("settings", {}).update(suite=suite, model=model, seeds=seeds if suite == "shapes" else None,
                                              clips=clips if suite == "photos" else None, encoder=encoder, i3d=i3d, clip=clip,
-                                             seconds=round(time.time() - t0, 1), **{k: v for k, v in sampling.items()})
+                                             seconds=round(time.time() - t0, 1))
+    for key, value in sampling.items():  # (a None the suite resolved, e.g. the model's guidance, stays resolved)
+        if value is not None or key not in result["settings"]:
+            result["settings"][key] = value
     return result, kept
 
 

@@ -434,7 +434,7 @@ def train_dit(mc: ModelConfig, stage: DiTStage, vae: CausalVAE, *, run_dir: Path
         shadow = MMDiT(mc.dit).to(device)  # not a deepcopy: a compiled model's copy would still call the original
         shadow.load_state_dict(ema.state_dict())
         pipe = Pipeline(mc, vae, shadow, text_encoder, runtime=runtime)
-        frames = pipe(list(stage.sample_prompts), num_frames=mc.frames, steps=25, guidance=5.0, seed=0)
+        frames = pipe(list(stage.sample_prompts), num_frames=mc.frames, steps=25, seed=0)  # at the model's guidance
         write_gif(np.concatenate(list(frames), axis=2), run_dir / "samples" / f"sample_{step:07d}.gif", scale=2)
 
     ema = fit(model, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(mc),
