@@ -3,6 +3,7 @@ a frame-causal KV cache (kinema.nn.kv_cache) and the rollout that uses it (kinem
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from conftest import random_text, randomize_
@@ -143,11 +144,31 @@ def test_forcing_from_the_cli(tmp_path, capsys, tiny_model_dir):
     assert code == 0 and "(21 frames" in out
     for args, message in ((("--frames", "22"), "--long forcing makes 1 + 4k frames, at least 9; --frames 22 is not one: use 25"),
                           (("--frames", "21", "--chunk", "3"), "--chunk 3: give 1 to 2 latent frames"),
-                          (("--frames", "21", "--image", str(tmp_path / "x.png")), "--long forcing does not take --image yet")):
+                          (("--frames", "21", "--image", str(tmp_path / "x.png")), "no image file at")):
         code, _, err = run_cli(capsys, "generate", "a red circle", "--model", tiny_model_dir, "--long", "forcing", *args,
                                "--steps", "1", "-o", tmp_path / "bad.mp4")
         assert_one_line_error(code, err, message)
     assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_forcing_from_an_image_keeps_it(tiny_model_dir, monkeypatch):
+    """--long forcing --image: the first window starts from the image (its latent given, bit for bit,
+    as in image-to-video) and the rollout carries that window on; without it the video differs."""
+    from kinema.pipelines import long
+    from kinema.pipelines.pipeline import load_pipeline
+
+    pipe = load_pipeline(tiny_model_dir, device="cpu", precision="fp32")
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    firsts = []
+    real = long.rollout_latents
+    monkeypatch.setattr(long, "rollout_latents", lambda model, cond, uncond, first, *a, **k:
+                        firsts.append(first) or real(model, cond, uncond, first, *a, **k))
+    kw = dict(num_frames=17, route="forcing", chunk=1, steps=2, seed=0)
+    video = long.generate_long(pipe, "a red circle", image=image, **kw)
+    plain = long.generate_long(pipe, "a red circle", **kw)
+    want = pipe.video_latents(image[None], 1)[:, :, 0]
+    assert video.shape == (17, 32, 32, 3) and torch.equal(firsts[0][:, :, 0], want)
+    assert not torch.equal(firsts[1][:, :, 0], want) and not np.array_equal(video, plain)
 
 
 def test_a_frame_causal_model_starts_from_a_full_attention_one(tiny_model_dir):

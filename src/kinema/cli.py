@@ -33,8 +33,6 @@ def _generate(args: argparse.Namespace) -> None:
 
         if args.long not in ROUTES:
             raise KinemaError(f"--long {args.long!r}: built routes are {', '.join(ROUTES)}")
-        if args.long == "forcing" and args.image:
-            raise KinemaError("--long forcing does not take --image yet; use --long ar")
         if args.video or args.end_image or args.camera or args.restore_detail:
             raise KinemaError("--long continues a clip chunk by chunk: it takes --image, not --video, --end-image, "
                               "--camera or --restore-detail")

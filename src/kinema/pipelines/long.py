@@ -134,16 +134,17 @@ def rollout_latents(model, cond: Conditioning, uncond: Conditioning, first: torc
 
 def forcing_video(pipe, prompt: str, num_frames: int, *, chunk: int = 1, seed: int = 0, steps: int = 25,
                   guidance: float | None = None, sampler: str = "euler", shift: float | None = None,
-                  cache: bool | None = None) -> np.ndarray:
+                  cache: bool | None = None, image: np.ndarray | None = None) -> np.ndarray:
     """uint8 [num_frames, H, W, 3] by diffusion forcing (see the module docstring). `cache`: None
-    uses a KV cache where the model can (MMDiT.cache_problem); any model can roll forward without."""
+    uses a KV cache where the model can (MMDiT.cache_problem); any model can roll forward without.
+    `image`: the first window starts from it as image-to-video does (its first latent frame given)."""
     if cache is None:
         cache = pipe.dit.cache_problem() is None
     _, frames = forcing_plan(num_frames, pipe.cfg.frames, pipe.cfg.vae.time_compression, chunk)
     shift = pipe.cfg.timestep_shift if shift is None else shift
     guidance = pipe.cfg.guidance if guidance is None else guidance
     first = pipe.latents(prompt, num_frames=pipe.cfg.frames, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
-                         shift=shift)
+                         shift=shift, image=image)
     z = rollout_latents(pipe.dit, pipe.encode_prompts([prompt]), pipe.encode_prompts([""]), first, [seed], frames=frames,
                         chunk=chunk, steps=steps, guidance=guidance, sampler=sampler, shift=shift, runtime=pipe.runtime,
                         cache=cache)
@@ -219,8 +220,6 @@ def generate_long(pipe, prompt: str, num_frames: int, route: str = "ar", *, cont
     if route in STRIDED:
         return strided_video(pipe, prompt, num_frames, route, stride=stride, strength=strength, **kw)
     if route == "forcing":
-        if kw.pop("image", None) is not None:
-            raise KinemaError("--long forcing does not take --image yet; use --long ar")
         return forcing_video(pipe, prompt, num_frames, chunk=chunk, **kw)
     (_, video), = deque(ar_chunks(pipe, prompt, num_frames, context=context, **kw), maxlen=1)  # the video after the last chunk
     return video
