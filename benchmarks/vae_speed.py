@@ -5,6 +5,7 @@
     python benchmarks/vae_speed.py --json docs/vae_speed_cpu.json
     python benchmarks/vae_speed.py --target        # issue 10's flat-memory target alone (two decodes)
     python benchmarks/vae_speed.py --target --preset 4x8x8-flat   # any preset (default: 4x8x8)
+    python benchmarks/vae_speed.py --encode        # encode peak memory, streamed, against Wan's
 
 Memory: every configuration decodes in a fresh process (random weights: memory does not depend on
 them), which reports its peak resident memory (ru_maxrss) and its resident memory just before the
@@ -55,7 +56,8 @@ def build(impl: str, preset: str = "4x8x8"):
 
 
 def child(spec: dict) -> dict:
-    """Decode once in this process; report memory (or, with "caches", what a stream carries)."""
+    """Decode (or, with "encode", encode) once in this process; report memory (or, with "caches",
+    what a stream carries)."""
     from kinema.vae.coding import CodingPlan
 
     torch.set_num_threads(spec["threads"])
@@ -64,13 +66,16 @@ def child(spec: dict) -> dict:
     z = torch.randn(1, 16, t, h, h)
     if spec.get("caches"):
         return {"caches_mb": stream_caches(vae, z[:, :, :3]) / 2 ** 20}
+    x = torch.rand(1, 3, spec["frames"], spec["size"], spec["size"]) * 2 - 1 if spec.get("encode") else None
+    plan = CodingPlan(**spec["plan"]) if spec["plan"] is not None else None
     before = rss_mb()
     with torch.no_grad():
         start = time.perf_counter()
-        if spec["impl"] == "wan":
+        if x is not None:
+            out = vae.encode(x, return_dict=False)[0].mode() if spec["impl"] == "wan" else vae.encode(x, plan)[0]
+        elif spec["impl"] == "wan":
             out = vae.decode(z, return_dict=False)[0]
         else:
-            plan = CodingPlan(**spec["plan"]) if spec["plan"] is not None else None
             out = vae.decode(z, plan)
         seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -133,6 +138,24 @@ def memory_table(args) -> list[dict]:
     return rows
 
 
+def encode_table(args) -> list[dict]:
+    """Encode peak memory at 256 px: kinema streamed one latent frame at a time (each frame through
+    the encoder depth first, Encoder.depth_first) and as the size policy plans it, beside Wan's
+    encode (its first frame, then 4 frames at a time, each chunk through the whole encoder)."""
+    rows = []
+    for frames in (17, 65):
+        for impl, mode, plan in (("kinema", "streamed", {"latent_chunk": 1}), ("kinema", "auto", None),
+                                 ("wan", "diffusers", None)):
+            if impl == "wan" and not args.wan:
+                continue
+            r = measure({"impl": impl, "frames": frames, "size": 256, "plan": plan, "threads": args.threads,
+                         "preset": args.preset, "encode": True})
+            rows.append({"impl": impl, "mode": mode, "frames": frames, "size": 256, **r})
+            print(f"encode {impl:6s} {mode:9s} {frames:4d} x 256px  peak {r['peak_mb']:6.0f} MB  activations "
+                  f"{r['activations_mb']:6.0f} MB  {r['seconds']:6.1f} s", flush=True)
+    return rows
+
+
 def target(args) -> dict:
     """Issue 10's flat-memory target: a streamed 257-frame 256x256 decode (the size policy's own
     plan, streamed) should peak no higher than a whole 17-frame 64x64 decode plus the output
@@ -186,6 +209,7 @@ def main() -> None:
     p.add_argument("--memory-only", action="store_true")
     p.add_argument("--speed-only", action="store_true")
     p.add_argument("--target", action="store_true", help="only issue 10's flat-memory target")
+    p.add_argument("--encode", action="store_true", help="only encode peak memory at 256 px, against Wan's")
     p.add_argument("--preset", default="4x8x8", help="the kinema VAE preset measured (4x8x8-flat: 2D at full resolution)")
     p.add_argument("--no-wan", dest="wan", action="store_false", help="leave diffusers out of the memory table")
     p.add_argument("--wan-max-frames", type=int, default=65, help="Wan's decode is slow: its longest clip")
@@ -200,9 +224,11 @@ def main() -> None:
     out = {"threads": args.threads, "preset": args.preset, "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_")}
     if args.target:
         out["target"] = target(args)
+    elif args.encode:
+        out["encode"] = encode_table(args)
     elif not args.speed_only:
         out["memory"] = memory_table(args)
-    if not args.memory_only and not args.target:
+    if not args.memory_only and not args.target and not args.encode:
         out["speed"] = speed(args)
     if args.json:
         with open(args.json, "w") as f:

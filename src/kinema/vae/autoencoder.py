@@ -169,16 +169,50 @@ class Encoder(nn.Module):
         linear = self.linear(x, clip_start(self.linear, cache)) if self.linear is not None else None
         if self.patch > 1:  # [B, 3, T, H, W] -> [B, 3 p p, T, H / p, W / p]
             x = rearrange(x, "b c t (h p) (w q) -> b (c p q) t h w", p=self.patch, q=self.patch)
-        h = self.conv_in(x, cache)
-        for level in self.levels:
-            for block in level:
-                h = block(h, cache)
+        if cache is None:
+            h = self.conv_in(x)
+            for level in self.levels:
+                for block in level:
+                    h = block(h)
+        else:
+            h = self.depth_first(x, cache)
         h = self.mid(h, cache)
         moments = self.conv_out(F.silu(self.norm_out(h)), cache)
         if linear is None:
             return moments
         mean, logvar = moments.chunk(2, dim=1)
         return torch.cat([mean + linear, logvar], dim=1)
+
+
+    def depth_first(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
+        """A streamed chunk [B, C, T, H, W] (whole latent frames) through conv_in and the levels,
+        one frame at a time: each frame goes on through a level as it arrives, and a downsampler
+        runs as soon as it holds its next window's frames (one at the clip's start, then its time
+        factor). So at most a factor's frames of each level are alive at once, not the chunk's."""
+        out: list[torch.Tensor] = []
+        waiting: list[list[torch.Tensor]] = [[] for _ in self.levels]  # frames before each downsampler
+
+        def push(h: torch.Tensor, i: int) -> None:
+            *blocks, down = self.levels[i]
+            if not isinstance(down, Downsample):  # the last level: no downsampler
+                blocks, down = [*blocks, down], None
+            for block in blocks:
+                h = block(h, cache)
+            if down is None:
+                out.append(h)
+                return
+            waiting[i].append(h)
+            if len(waiting[i]) == (down.factor if down in cache.started else 1):
+                group = torch.cat(waiting[i], dim=2) if len(waiting[i]) > 1 else waiting[i][0]
+                waiting[i].clear()
+                push(down(group, cache), i + 1)
+
+        for frame in x.split(1, dim=2):
+            push(self.conv_in(frame, cache), 0)
+        if any(waiting):
+            raise ValueError(f"a streamed chunk of {x.shape[2]} frames ends inside a latent frame; stream in chunks "
+                             f"of whole latent frames")
+        return torch.cat(out, dim=2) if len(out) > 1 else out[0]
 
 
 class Decoder(nn.Module):
