@@ -86,19 +86,6 @@ def moved(first: np.ndarray, path: photos.CameraPath) -> np.ndarray:
     return camera.warp(first, camera.path_features(path, SIZE)).astype(np.float64) / 255
 
 
-def grid_maps(features: np.ndarray) -> torch.Tensor:
-    """[T, 3, 3]: frame t's grid point -> frame 0's (kinema.data.camera.warp's map, as a matrix)."""
-    f = torch.as_tensor(np.asarray(features, dtype=np.float64))
-    cos, sin, inv = torch.cos(f[:, 3]), torch.sin(f[:, 3]), torch.exp(-f[:, 2])
-    tx, ty = 2 * f[:, 0], 2 * f[:, 1]
-    m = torch.zeros(len(f), 3, 3, dtype=torch.float64)
-    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = cos * inv, sin * inv, -sin * inv, cos * inv
-    m[:, 0, 2] = -(cos * tx + sin * ty) * inv
-    m[:, 1, 2] = -(-sin * tx + cos * ty) * inv
-    m[:, 2, 2] = 1
-    return m
-
-
 def moved_from(frame: np.ndarray, maps: torch.Tensor, src: int, dst: range) -> np.ndarray:
     """float frame `src` [H, W, 3] as frames `dst` see it: [len(dst), H, W, 3] (border repeated)"""
     theta = torch.linalg.inv(maps[src])[None] @ maps[list(dst)]
@@ -111,7 +98,7 @@ def moved_from(frame: np.ndarray, maps: torch.Tensor, src: int, dst: range) -> n
 def chained(x: np.ndarray, first: np.ndarray, path: photos.CameraPath, pca: PCA | None) -> tuple[np.ndarray, np.ndarray]:
     """Each latent frame's 4 frames predicted from the last frame decoded before them, moved by the
     camera, plus `pca`'s code of the residual: (the decoded clip, the residual patches)."""
-    maps = grid_maps(camera.path_features(path, SIZE))
+    maps = camera.grid_maps(camera.path_features(path, SIZE))
     out, residuals = [first], []
     for g in range((FRAMES - 1) // R):
         dst = range(1 + R * g, 1 + R * (g + 1))

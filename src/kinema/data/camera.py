@@ -103,6 +103,21 @@ def latent_features(features: np.ndarray, time_compression: int) -> np.ndarray:
     return np.ascontiguousarray(features[..., ::time_compression, :])
 
 
+def grid_maps(features: np.ndarray) -> torch.Tensor:
+    """float [T, 4] camera features -> float64 [T, 3, 3]: frame t's grid point q (affine_grid's
+    units, [-1, 1] across the frame) -> the image's (frame 0's) p = R(-theta) (q - t) / s."""
+    f = torch.as_tensor(np.asarray(features, dtype=np.float64))
+    cos, sin, inv = torch.cos(f[:, 3]), torch.sin(f[:, 3]), torch.exp(-f[:, 2])
+    tx, ty = 2 * f[:, 0], 2 * f[:, 1]  # shifts over the frame side -> grid units ([-1, 1] spans the side)
+    m = torch.zeros(len(f), 3, 3, dtype=torch.float64)
+    m[:, 0, 0], m[:, 0, 1] = cos * inv, sin * inv  # R(-theta) = [[c, s], [-s, c]]
+    m[:, 1, 0], m[:, 1, 1] = -sin * inv, cos * inv
+    m[:, 0, 2] = -(cos * tx + sin * ty) * inv
+    m[:, 1, 2] = -(-sin * tx + cos * ty) * inv
+    m[:, 2, 2] = 1
+    return m
+
+
 def warp(image: np.ndarray, features: np.ndarray, padding: str = "border", mode: str = "bilinear") -> np.ndarray:
     """uint8 [H, W, 3] image and float [T, 4] camera features -> uint8 [T, H, W, 3]: the image as
     each frame's camera sees it, frame t's pixel q showing the image at R(-theta) (q - t) / s
@@ -110,16 +125,8 @@ def warp(image: np.ndarray, features: np.ndarray, padding: str = "border", mode:
     flat photograph this is the true clip wherever the first frame saw the content: the render a
     camera-controlled denoiser can read (GEN3C's and ViewCrafter's renders along the camera path)."""
     h, w = image.shape[:2]
-    f = torch.as_tensor(np.asarray(features, dtype=np.float64))
-    cos, sin, inv = torch.cos(f[:, 3]), torch.sin(f[:, 3]), torch.exp(-f[:, 2])
-    tx, ty = 2 * f[:, 0], 2 * f[:, 1]  # shifts over the frame side -> grid units ([-1, 1] spans the side)
-    theta = torch.zeros(len(f), 2, 3, dtype=torch.float64)
-    # p = R(-theta) (q - t) / s with R(-theta) = [[c, s], [-s, c]]
-    theta[:, 0, 0], theta[:, 0, 1] = cos * inv, sin * inv
-    theta[:, 1, 0], theta[:, 1, 1] = -sin * inv, cos * inv
-    theta[:, 0, 2] = -(cos * tx + sin * ty) * inv
-    theta[:, 1, 2] = -(-sin * tx + cos * ty) * inv
-    grid = F.affine_grid(theta.float(), [len(f), 3, h, w], align_corners=False)
-    src = torch.tensor(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None].expand(len(f), -1, -1, -1)
+    theta = grid_maps(features)[:, :2]
+    grid = F.affine_grid(theta.float(), [len(theta), 3, h, w], align_corners=False)
+    src = torch.tensor(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None].expand(len(theta), -1, -1, -1)
     out = F.grid_sample(src, grid, mode=mode, padding_mode=padding, align_corners=False)
     return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()

@@ -183,7 +183,6 @@ class Encoder(nn.Module):
         mean, logvar = moments.chunk(2, dim=1)
         return torch.cat([mean + linear, logvar], dim=1)
 
-
     def depth_first(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
         """A streamed chunk [B, C, T, H, W] (whole latent frames) through conv_in and the levels,
         one frame at a time: each frame goes on through a level as it arrives, and a downsampler
