@@ -45,6 +45,24 @@ def test_streamed_equals_whole(chunk, taps, monkeypatch):
     torch.testing.assert_close(vae.decode(z, CodingPlan(latent_chunk=chunk)), whole, atol=1e-5, rtol=1e-5)
 
 
+@torch.no_grad()
+def test_a_streamed_encode_goes_depth_first():
+    """Streaming, full resolution sees one frame at a time and each downsampler its window (1 frame
+    at the clip's start, then its time factor), however long the chunk; a chunk that ends inside a
+    latent frame is one clear error."""
+    vae = vae_of()
+    seen: dict[str, list[int]] = {"full": [], "down": []}
+    vae.encoder.levels[0][0].register_forward_hook(lambda m, a, o: seen["full"].append(a[0].shape[2]))
+    vae.encoder.levels[0][-1].register_forward_hook(lambda m, a, o: seen["down"].append(a[0].shape[2]))
+    x, _ = clip(vae, (5, 4, 3))
+    vae.encode(x, CodingPlan(latent_chunk=3))
+    factor = vae.cfg.factors()[0]
+    assert seen["full"] == [1] * x.shape[2]
+    assert seen["down"] == [1] + [factor] * ((x.shape[2] - 1) // factor)
+    with pytest.raises(ValueError, match="ends inside a latent frame"):
+        vae.encoder(x[:, :, :1 + vae.cfg.time_compression // 2 + 1], CausalCache())
+
+
 @pytest.mark.parametrize("plan", [CodingPlan(tile=5), CodingPlan(tile=7), CodingPlan(latent_chunk=1, tile=9)])
 @torch.no_grad()
 def test_tiled_equals_untiled(plan):
