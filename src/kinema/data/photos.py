@@ -13,7 +13,8 @@ view stays inside the photo.
 
 Photographs: the colour and grey photographs scikit-image ships (TRAIN) are the only ones trained
 on. scikit-learn's two sample photographs (HELD_OUT: a Chinese temple, a flower) come from another
-source and serve as held-out evaluation only.
+source and serve as held-out evaluation only. Beside them the camera can move over synthetic
+dead-leaves pictures, "leaves/<n>" (kinema.data.leaves), which the VAE may train on too.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from kinema.data.leaves import POOL, is_leaves, leaves
 
 # name -> (loader, caption subject)
 TRAIN = {
@@ -42,10 +45,17 @@ MOTIONS = tuple(m for ms in KINDS.values() for m in ms)
 MAX_ROLL = math.radians(12.0)
 
 
+def subject(name: str) -> str:
+    """What a caption calls the photograph: "a cat"; "overlapping discs" for a dead-leaves picture."""
+    return "overlapping discs" if is_leaves(name) else {**TRAIN, **HELD_OUT}[name]
+
+
 @lru_cache(maxsize=None)
 def load_photo(name: str) -> np.ndarray:
     """uint8 [H, W, 3] of a TRAIN or HELD_OUT photograph (grey ones repeated to RGB)."""
-    if name in HELD_OUT:
+    if is_leaves(name):
+        image = leaves(int(name[len("leaves/"):]))
+    elif name in HELD_OUT:
         try:
             from sklearn.datasets import load_sample_image
         except ImportError as e:
@@ -56,7 +66,8 @@ def load_photo(name: str) -> np.ndarray:
 
         image = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
     else:
-        raise ValueError(f"unknown photograph {name!r}; training: {', '.join(TRAIN)}; held out: {', '.join(HELD_OUT)}")
+        raise ValueError(f"unknown photograph {name!r}; training: {', '.join(TRAIN)}; held out: {', '.join(HELD_OUT)}; "
+                         f"or leaves/<n>, a synthetic dead-leaves picture")
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
     image = np.array(image[..., :3])
@@ -102,7 +113,7 @@ class CameraPath:
     def caption(self) -> str:
         """e.g. "the camera pans left and zooms in over a cat"."""
         verbs = [f"{m.split()[0]}s {m.split(maxsplit=1)[1]}" for m in self.motions]
-        return f"the camera {' and '.join(verbs)} over {({**TRAIN, **HELD_OUT})[self.photo]}"
+        return f"the camera {' and '.join(verbs)} over {subject(self.photo)}"
 
 
 def view_radius(short: float, zoom: float, roll: float) -> float:
@@ -194,12 +205,20 @@ def render(path: CameraPath, size: int = 64, photo: np.ndarray | None = None) ->
     return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def photo_path(seed: int, frames: int = 17, held_out: bool = False, augment: bool = False) -> CameraPath:
+def photo_path(seed: int, frames: int = 17, held_out: bool = False, augment: bool = False,
+               synthetic: bool = False) -> CameraPath:
     """The camera path of `sample_photo_clip(seed)`, without rendering it. `augment` adds a random
-    look (`sample_look`), drawn after the path: the same seed keeps its photograph and motion."""
+    look (`sample_look`), drawn after the path: the same seed keeps its photograph and motion.
+    `synthetic`: over one of the POOL dead-leaves pictures instead of a photograph."""
     rng = np.random.default_rng(seed)
-    names = list(HELD_OUT if held_out else TRAIN)
-    path = sample_path(rng, names[int(rng.integers(len(names)))], frames)
+    if synthetic:
+        if held_out:
+            raise ValueError("dead-leaves pictures are for training; held-out clips are photographs")
+        name = f"leaves/{int(rng.integers(POOL))}"
+    else:
+        names = list(HELD_OUT if held_out else TRAIN)
+        name = names[int(rng.integers(len(names)))]
+    path = sample_path(rng, name, frames)
     if not augment:
         return path
     mirror, colour = sample_look(rng, path.photo)
@@ -207,14 +226,14 @@ def photo_path(seed: int, frames: int = 17, held_out: bool = False, augment: boo
 
 
 def sample_photo_clip(seed: int, frames: int = 17, size: int = 64, held_out: bool = False,
-                      augment: bool = False) -> tuple[np.ndarray, CameraPath]:
+                      augment: bool = False, synthetic: bool = False) -> tuple[np.ndarray, CameraPath]:
     """One clip from a seed: uint8 [T, size, size, 3] and its camera path."""
-    path = photo_path(seed, frames, held_out, augment)
+    path = photo_path(seed, frames, held_out, augment, synthetic)
     return render(path, size), path
 
 
 def path_variants(path: CameraPath, count: int) -> list[str]:
     """`count` captions of a clip, its canonical one first ("the camera pans left over a cat"), then
     ones that leave the motion to a camera condition ("a cat", "a photograph of a cat")."""
-    subject = {**TRAIN, **HELD_OUT}[path.photo]
-    return [path.caption(), subject, f"a photograph of {subject}", f"the camera moves over {subject}"][:max(count, 1)]
+    what = subject(path.photo)
+    return [path.caption(), what, f"a photograph of {what}", f"the camera moves over {what}"][:max(count, 1)]

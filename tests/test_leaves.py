@@ -1,0 +1,67 @@
+"""Dead-leaves pictures (kinema.data.leaves) and the camera world over them ("leaves")."""
+
+import numpy as np
+import pytest
+
+from kinema.data import leaves, photos, worlds
+
+
+def test_radii_have_density_r_to_the_minus_3():
+    """Known answer: with density proportional to r^-3 on [1, inf), P(r > a) = a^-2, so a quarter of
+    the radii exceed 2 and a sixteenth exceed 4 (density r^-2 would give 1/2 and 1/4)."""
+    r = leaves.sample_radii(np.random.default_rng(0), 400_000, r_min=1.0, r_max=1e9)
+    assert r.min() >= 1.0
+    assert abs((r > 2).mean() - 0.25) < 0.003 and abs((r > 4).mean() - 1 / 16) < 0.002
+    bounded = leaves.sample_radii(np.random.default_rng(1), 10_000, r_min=2.0, r_max=8.0)
+    assert bounded.min() >= 2.0 and bounded.max() <= 8.0
+
+
+def spectrum_slope(image: np.ndarray) -> float:
+    """Log-log slope of the grey picture's power spectrum over the middle frequencies."""
+    g = image.astype(float).mean(-1)
+    g = g - g.mean()
+    n = g.shape[0]
+    power = np.abs(np.fft.fft2(g)) ** 2
+    f = np.fft.fftfreq(n)
+    r = np.hypot(*np.meshgrid(f, f))
+    sel = (r > 4 / n) & (r < 0.25)
+    return float(np.polyfit(np.log(r[sel]), np.log(power[sel]), 1)[0])
+
+
+def test_a_picture_has_a_photographs_spectrum():
+    """Natural photographs' power falls as about f^-2 (scikit-image's measure -2.1 to -3.0 by this
+    slope); white noise is flat (0). The scale-invariant discs must land in the photographs' range."""
+    slope = spectrum_slope(leaves.leaves(0, size=128))
+    assert -3.2 < slope < -1.8, slope
+    noise = np.random.default_rng(0).uniform(0, 255, (128, 128, 3))
+    assert abs(spectrum_slope(noise)) < 0.2
+
+
+def test_a_picture_is_its_seed_and_nothing_else():
+    a = leaves.leaves(3, size=48)
+    assert a.dtype == np.uint8 and a.shape == (48, 48, 3)
+    np.testing.assert_array_equal(a, leaves.leaves(3, size=48))
+    assert (a != leaves.leaves(4, size=48)).any()
+
+
+def test_disc_colours_are_training_photographs_pixels():
+    """The palette draws pixels of training photographs only, never a held-out one's."""
+    colours = leaves._palette(np.random.default_rng(0), 50).astype(np.int64)
+    pack = lambda rgb: (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]  # noqa: E731
+    seen = np.unique(np.concatenate([pack(photos.load_photo(n).astype(np.int64)).ravel() for n in photos.TRAIN]))
+    assert np.isin(pack(colours), seen).all()
+
+
+def test_the_leaves_world_is_a_camera_path_over_a_named_picture():
+    clip = worlds.render_clip("leaves", 5, frames=5, size=32)
+    path = photos.photo_path(5, frames=5, synthetic=True)
+    assert leaves.is_leaves(path.photo) and int(path.photo.split("/")[1]) < leaves.POOL
+    np.testing.assert_array_equal(clip, photos.render(path, size=32))  # the recorded path reproduces the clip
+    assert path.caption().endswith("over overlapping discs")
+    assert photos.CameraPath.from_dict(path.to_dict()).photo == path.photo
+    worlds.check_vae_world("shapes+photos+leaves")
+    assert "leaves" not in worlds.WORLDS  # VAE stages only
+    with pytest.raises(ValueError, match="for training"):
+        photos.photo_path(5, synthetic=True, held_out=True)
+    with pytest.raises(ValueError, match="leaves/<n>"):
+        photos.load_photo("leaves/x")
