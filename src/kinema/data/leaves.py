@@ -2,11 +2,11 @@
 
 The dead-leaves model (Matheron; Lee, Mumford and Huang 2001) drops opaque discs on a plane, each
 over the ones before it. With disc radii drawn with density r^-3 the picture is scale invariant,
-and its power spectrum falls as 1/f^2, as a natural photograph's does; networks trained on such
-pictures carry over to real photographs far better than ones trained on a few real photographs
-alone (Baradad et al. 2021; Achddou et al. 2021). kinema's photo world has 15 training
-photographs, which a VAE memorises (docs/vae.md), so "leaves/<n>" names one more picture of this
-kind for the camera to move over:
+and its power spectrum falls about as 1/f^2, as a natural photograph's does. Image-restoration
+networks trained on such pictures alone have been reported to work on real photographs (Achddou
+et al. 2021). kinema's photo world has 15 training photographs, which a VAE memorises
+(docs/vae.md, "Synthetic pictures"), so "leaves/<n>" names one more picture of this kind for the
+camera to move over:
 
     leaves(n)  uint8 [SIZE, SIZE, 3], drawn from seed n alone
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kinema.data.leaves import POOL, is_leaves, leaves
+from kinema.data.leaves import POOL, PREFIX, is_leaves, leaves, leaves_name
 
 # name -> (loader, caption subject)
 TRAIN = {
@@ -54,7 +54,7 @@ def subject(name: str) -> str:
 def load_photo(name: str) -> np.ndarray:
     """uint8 [H, W, 3] of a TRAIN or HELD_OUT photograph (grey ones repeated to RGB)."""
     if is_leaves(name):
-        image = leaves(int(name[len("leaves/"):]))
+        image = leaves(int(name[len(PREFIX):]))
     elif name in HELD_OUT:
         try:
             from sklearn.datasets import load_sample_image
@@ -214,7 +214,7 @@ def photo_path(seed: int, frames: int = 17, held_out: bool = False, augment: boo
     if synthetic:
         if held_out:
             raise ValueError("dead-leaves pictures are for training; held-out clips are photographs")
-        name = f"leaves/{int(rng.integers(POOL))}"
+        name = leaves_name(int(rng.integers(POOL)))
     else:
         names = list(HELD_OUT if held_out else TRAIN)
         name = names[int(rng.integers(len(names)))]
