@@ -1,6 +1,6 @@
 """The step-0 VAE of a linear-path run, as its VAE stage builds it before the first step: the
 recipe's architecture with seed-`--seed` weights, the linear path fitted to PCA of the stage's
-`--clips` clips of `--world` (stream 4, kinema.train.vae_stage). The networks' output
+`--clips` clips of `--world` (kinema.train.vae_stage.fit_linear_start, which the stage calls). The networks' output
 convolutions start at zero, so this VAE *is* the linear coder. The stage writes no step-0
 checkpoint; this writes one beside the run, for benchmarks/vae_photo_diagnosis.py and kinema eval vae.
 
@@ -19,9 +19,8 @@ import torch
 from safetensors.torch import save_file
 
 from kinema.config import VAEConfig, from_dict
-from kinema.train.vae_stage import shapes_batch
+from kinema.train.vae_stage import fit_linear_start
 from kinema.vae.autoencoder import CausalVAE
-from kinema.vae.linear_path import fit_pca
 
 
 def main() -> None:
@@ -39,12 +38,11 @@ def main() -> None:
         raise SystemExit(f"{like}: its VAE has no linear path (model.vae.linear_path), so it has no PCA start")
     torch.manual_seed(args.seed)
     vae = CausalVAE(cfg)
-    clips = shapes_batch(args.seed, 0, args.clips, cfg.longest_clip(), args.size, 4, args.world, share=False)
-    kept = fit_pca(vae.encoder.linear, vae.decoder.linear, clips)
+    kept = fit_linear_start(vae, args.seed, args.clips, args.size, args.world)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(like / "config.json", out / "config.json")
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / "model.safetensors"))
-    print(f"wrote {out}: PCA of {len(clips)} clips keeps {kept['first']:.1%} of frame 0's patch variance, "
+    print(f"wrote {out}: PCA of {args.clips} clips keeps {kept['first']:.1%} of frame 0's patch variance, "
           f"{kept['rest']:.1%} of the later frames'")
 
 

@@ -145,6 +145,14 @@ def load_vae(path: str | Path) -> CausalVAE:
     return vae.eval()
 
 
+def fit_linear_start(vae: CausalVAE, seed: int, clips: int, size: int, world: str, augment: bool = False):
+    """Set `vae`'s linear path to PCA of `clips` clips of `world`, as the VAE stage does before its first
+    step -> the share of variance kept (fit_pca). Stream 4: clips no training step draws; every process fits the
+    same clips (share=False)."""
+    batch = shapes_batch(seed, 0, clips, vae.cfg.longest_clip(), size, 4, world, share=False, augment=augment)
+    return fit_pca(vae.encoder.linear, vae.decoder.linear, batch)
+
+
 def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size: int,
               runtime: Runtime, resume: bool, log: Log, world: str = "shapes", augment: bool = False) -> CausalVAE:
     torch.manual_seed(seed)
@@ -161,11 +169,8 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
         vae.load_state_dict(start.state_dict())
         log(f"[vae] starts from {stage.init_from}")
     elif cfg.linear_path and stage.linear_init_clips:
-        # stream 4: clips no training step draws; every process fits the same clips (share=False)
-        clips = shapes_batch(seed, 0, stage.linear_init_clips, cfg.longest_clip(), size, 4, world, share=False,
-                             augment=augment)
-        kept = fit_pca(vae.encoder.linear, vae.decoder.linear, clips)
-        log(f"[vae] linear path: PCA of {len(clips)} clips keeps {kept['first']:.1%} of frame 0's patch variance, "
+        kept = fit_linear_start(vae, seed, stage.linear_init_clips, size, world, augment)
+        log(f"[vae] linear path: PCA of {stage.linear_init_clips} clips keeps {kept['first']:.1%} of frame 0's patch variance, "
             f"{kept['rest']:.1%} of the later frames'")
     vae = vae.to(device)
     disc = PatchDiscriminator3D(cfg.in_channels, stage.loss.disc_channels).to(device) if stage.loss.adversarial else None
