@@ -135,11 +135,17 @@ def test_size_policy():
         assert plan_coding(cfg, (5, 8, 8)).whole  # 17 frames at 64x64: about 90 MB
         long = plan_coding(cfg, (65, 8, 8), budget_mb=64)  # 257 frames: chunks of a few latent frames
         assert long.tile is None and 1 <= long.latent_chunk < 65
-        big = plan_coding(cfg, (65, 32, 32), budget_mb=64)  # 257 frames at 256x256: a tile would be mostly halo
-        assert big == CodingPlan(latent_chunk=1)
-        assert plan_coding(cfg, (65, 135, 240), budget_mb=256) == CodingPlan(latent_chunk=1)  # 1080p: tiles all halo
-        huge = plan_coding(cfg, (65, 135, 240), budget_mb=2048)  # room for 72-pixel tiles: 48 inside, 12 a side
-        assert huge == CodingPlan(latent_chunk=1, tile=48)
+        # 257 frames at 256x256, streamed: about 356 MB (STREAM_BYTES), so tiles; 64 MB fits 13 latent
+        # pixels a side (13 x 8 pixels x 170 bytes x 32 channels), and 3 tiles of 11 cover 32
+        assert plan_coding(cfg, (65, 32, 32), budget_mb=256) == CodingPlan(latent_chunk=1, tile=16)
+        assert plan_coding(cfg, (65, 32, 32), budget_mb=64) == CodingPlan(latent_chunk=1, tile=11)
+        assert plan_coding(cfg, (65, 32, 32), budget_mb=1) == CodingPlan(latent_chunk=1, tile=8)  # never under MIN_TILE
+        assert plan_coding(cfg, (65, 16, 16), budget_mb=256) == CodingPlan(latent_chunk=2)  # 128x128: 2 latent frames fit
+        assert plan_coding(cfg, (65, 135, 240), budget_mb=256) == CodingPlan(latent_chunk=1, tile=27)  # 1080p: 9 x 5 tiles
+        # an encoder's tiles see its whole halo at full resolution: none where they would be mostly halo
+        assert plan_coding(cfg, (65, 32, 32), budget_mb=256, halo_px=8) == CodingPlan(latent_chunk=1)
+        huge = plan_coding(cfg, (65, 135, 240), budget_mb=2048, halo_px=8)  # room for 77-pixel tiles: 61 inside, 8 a side
+        assert huge == CodingPlan(latent_chunk=1, tile=60)  # 4 tiles of 60 cover 240
     assert plan_coding(cfg, (65, 32, 32), budget_mb=64).whole  # gradients on: the whole clip
     with pytest.raises(ValueError, match="at least 1"):
         CodingPlan(tile=0)
@@ -274,3 +280,68 @@ def test_the_2d_tail_in_strips_equals_the_whole(rows, monkeypatch):
     rows = (f.grad.abs().sum(dim=(0, 1, 2, 4)) > 0).nonzero().flatten()
     assert max(c // scale - rows.min().item(), rows.max().item() - c // scale) == halo_rows
 
+
+
+def _stage_inputs(decoder) -> dict:
+    """Hooks that keep each decoder stage's input (Decoder.stages) with its gradient."""
+    kept = {}
+
+    def keep(key):
+        def hook(module, args):
+            args[0].retain_grad()
+            kept[key] = args[0]
+        return hook
+
+    for key, mods in decoder.stages():
+        mods[0].register_forward_pre_hook(keep(key))
+    return kept
+
+
+@pytest.mark.parametrize("preset", ["tiny", "4x8x8"])
+def test_cuts_are_the_windows_dependencies(preset):
+    """Each stage's region (Cuts.need) is exactly the bounding box of the stage input's pixels the
+    output window depends on, by the gradient of the window: tight (full-resolution stages see
+    little more than the window) and sufficient (tiled == untiled follows)."""
+    from kinema.vae.coding import Cuts
+
+    vae = vae_of(preset)
+    s = vae.cfg.space_compression
+    _, z = clip(vae, (1, 30, 27))
+    kept = _stage_inputs(vae.decoder)
+    z = z[:1].clone().requires_grad_(True)
+    out = vae.decoder(z)
+    window = (9 * s + 3, 13 * s + 1, 1, 5 * s)  # rows inside the frame, columns from next to its left edge
+    out[..., window[0]:window[1], window[2]:window[3]].sum().backward()
+    cuts = Cuts.of(vae.decoder, window, z.shape[-2:])
+    kept["in"] = z
+    for key, mods in vae.decoder.stages():
+        seen = kept[key].grad.abs().sum(dim=(0, 1, 2)) > 0  # [h, w] pixels of the stage input that matter
+        rows, cols = seen.any(1).nonzero().flatten(), seen.any(0).nonzero().flatten()
+        box = (rows.min().item(), rows.max().item() + 1, cols.min().item(), cols.max().item() + 1)
+        assert cuts.need[key] == box, key
+    p = vae.decoder.patch  # the output conv (3x3) sees one pixel around the window, none past the frame's edge
+    assert cuts.need["out"] == (window[0] // p - 1, -(-window[1] // p) + 1, 0, window[3] // p + 1)
+
+
+@torch.no_grad()
+def test_a_tiles_streamed_caches_are_the_size_of_its_regions():
+    """A tile streamed with a window keeps, for each causal conv, frames of its stage's region, not
+    of the frame: the full-resolution output conv's cached frames are the window plus its
+    one-pixel reach, and the tile's whole cache is a fraction of the untiled one's."""
+    from kinema.vae.coding import Cuts
+
+    vae = vae_of("4x8x8")
+    _, z = clip(vae, (3, 24, 24))
+    z, s = z[:1], vae.cfg.space_compression
+    whole = CausalCache()
+    full = vae.decoder(z, whole)
+    window = (0, 8 * s, 8 * s, 16 * s)  # a tile of 8x8 latent pixels on the top edge, 1/9 of the frame
+    tile = CausalCache()
+    out = vae.decoder(z, tile, window)
+    torch.testing.assert_close(out, full[..., :8 * s, 8 * s:16 * s], atol=1e-5, rtol=1e-5)
+    y0, y1, x0, x1 = Cuts.of(vae.decoder, window, z.shape[-2:]).need["out"]
+    assert (y0, y1, x0, x1) == (0, 8 * s + 1, 8 * s - 1, 16 * s + 1)
+    kept = tile.frames[vae.decoder.conv_out]  # a tensor of frames, or a list of them (CausalConv3d.taps)
+    assert {tuple(f.shape[-2:]) for f in (kept if isinstance(kept, list) else [kept]) if f is not None} == \
+        {(y1 - y0, x1 - x0)}
+    assert tile.nbytes() < 0.3 * whole.nbytes()

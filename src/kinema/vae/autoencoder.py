@@ -26,7 +26,7 @@ from torch import nn
 from kinema.config import VAEConfig
 from kinema.nn.norms import RMSNorm
 from kinema.vae.causal_conv import CausalCache, CausalConv3d
-from kinema.vae.coding import CodingPlan, halo, in_strips, plan_coding, reach, run_tiled
+from kinema.vae.coding import CodingPlan, Cuts, halo, in_strips, plan_coding, reach, run_tiled
 from kinema.vae.linear_path import LinearPath
 
 TAIL_ROWS = 64  # a streamed decode's 2D tail runs in strips of about this many output rows
@@ -251,30 +251,54 @@ class Decoder(nn.Module):
                 return i, j, scale, math.ceil(reach(mods, float(scale)) / scale)
         return None
 
-    def forward(self, z: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
-        """z: [B, Cz, t, h, w] -> [B, 3, T, H, W]"""
-        out = self.levels_from(self.mid(self.conv_in(z, cache), cache), 0, 0, cache)
-        return out if self.linear is None else out + self.linear(z, clip_start(self.linear, cache))
+    def forward(self, z: torch.Tensor, cache: CausalCache | None = None,
+                interior: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+        """z: [B, Cz, t, h, w] -> [B, 3, T, H, W]. `interior` (rows r0, r1, columns c0, c1 of the
+        output, z's grid times the spatial factor): decode only that window of z's output, each
+        stage on the pixels of its input the window depends on (`Cuts`), -> [B, 3, T, r1-r0, c1-c0].
+        A tile's full-resolution stages then run on little more than the tile, however wide the
+        low-resolution stages' halo."""
+        cuts = Cuts.of(self, interior, z.shape[-2:]) if interior is not None else None
+        h = self.conv_in(cuts.cut(z, "in") if cuts else z, cache)
+        out = self.levels_from(self.mid(cuts.cut(h, "mid") if cuts else h, cache), 0, 0, cache, cuts)
+        if self.linear is None:
+            return out
+        linear = self.linear(z, clip_start(self.linear, cache))
+        return out + (linear[..., interior[0]:interior[1], interior[2]:interior[3]] if cuts else linear)
 
-    def levels_from(self, h: torch.Tensor, level: int, block: int, cache: CausalCache | None) -> torch.Tensor:
-        """Run `h` from levels[level][block] to the output. Streaming (a cache), each upsampler's
+    def stages(self) -> list[tuple[object, list[nn.Module]]]:
+        """The decoder's stages in the order they run, each (key, modules): conv_in, mid, each block
+        of each level ((level, block)), and the output conv."""
+        blocks = [((i, j), [b]) for i, level in enumerate(self.levels) for j, b in enumerate(level)]
+        return [("in", [self.conv_in]), ("mid", [self.mid]), *blocks, ("out", [self.conv_out])]
+
+    def levels_from(self, h: torch.Tensor, level: int, block: int, cache: CausalCache | None,
+                    cuts: Cuts | None = None) -> torch.Tensor:
+        """Run `h` from levels[level][block] to the output (with `cuts`, each block on the pixels the
+        output window needs, and the output cropped to it). Streaming (a cache), each upsampler's
         output frames go on one at a time, depth first, so only one frame of each larger feature
         map is alive at once: the memory of a decode is that of about one output frame."""
         for i in range(level, len(self.levels)):
             blocks = self.levels[i]
             for j in range(block if i == level else 0, len(blocks)):
+                if cuts is not None:
+                    h = cuts.cut(h, (i, j))
                 if cache is not None and self.tail is not None and (i, j) == self.tail[:2]:  # the 2D rest, in strips
                     _, _, scale, halo_rows = self.tail
                     rest = lambda f: self.levels_from(f, i, j, None)  # noqa: E731  (no cache: nothing to carry)
-                    return torch.cat([in_strips(rest, f, scale, halo_rows, max(1, TAIL_ROWS // scale))
-                                      for f in h.split(1, dim=2)], dim=2)
+                    out = torch.cat([in_strips(rest, f, scale, halo_rows, max(1, TAIL_ROWS // scale))
+                                     for f in h.split(1, dim=2)], dim=2)
+                    return cuts.crop(out, (i, j)) if cuts else out
                 if cache is not None and isinstance(blocks[j], Upsample):
-                    return torch.cat([self.levels_from(f, i, j + 1, cache) for f in blocks[j].frames(h, cache)], dim=2)
+                    return torch.cat([self.levels_from(f, i, j + 1, cache, cuts) for f in blocks[j].frames(h, cache)],
+                                     dim=2)
                 h = blocks[j](h, cache)
+        if cuts is not None:
+            h = cuts.cut(h, "out")
         out = self.conv_out(F.silu(self.norm_out(h), inplace=not torch.is_grad_enabled()), cache)
         if self.patch > 1:  # [B, 3 p p, T, h, w] -> [B, 3, T, h p, w p]
             out = rearrange(out, "b (c p q) t h w -> b c t (h p) (w q)", p=self.patch, q=self.patch)
-        return out
+        return cuts.crop(out, "out") if cuts else out
 
 
 class CausalVAE(nn.Module):
@@ -323,7 +347,7 @@ class CausalVAE(nn.Module):
     def decode(self, z: torch.Tensor, plan: CodingPlan | None = None) -> torch.Tensor:
         """z: [B, Cz, t, h, w] -> [B, 3, 1 + 4(t-1), 8h, 8w]. `plan` as for encode."""
         b, _, t, h, w = z.shape
-        plan = plan or plan_coding(self.cfg, (t, h, w), halo_px=self.halos[1])
+        plan = plan or plan_coding(self.cfg, (t, h, w))  # (the decoder cuts its tiles' stages: no halo at full resolution)
         if plan.whole:
             return self.decoder(z)
         r, s = self.cfg.time_compression, self.cfg.space_compression

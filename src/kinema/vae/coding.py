@@ -72,6 +72,67 @@ def reach(modules, scale: float, encoder: bool = False) -> float:
     return radius
 
 
+@dataclass(frozen=True)
+class Cuts:
+    """Where each stage of a decoder runs when only a window of its output is wanted. Walking the
+    stages back from the window, each conv widens the region by its padding and each upsampler
+    halves it, so `need[key]` is the region of stage `key`'s input the window depends on (rows
+    y0, y1, columns x0, x1 in that stage's pixels, clamped to the frame). A stage computed on
+    that region alone gives wrong values only near its cut edges, and those are outside what the
+    next stage needs: the window comes out as in the whole frame. Low-resolution stages see the
+    whole halo; full-resolution ones little more than the window."""
+
+    need: dict  # stage key -> (y0, y1, x0, x1) of its input
+    scale: dict  # stage key -> output pixels per pixel of its input
+    prev: dict  # stage key -> the stage before it (None for the first)
+    window: tuple[int, int, int, int]  # output rows r0, r1, columns c0, c1
+
+    @classmethod
+    def of(cls, decoder: nn.Module, window: tuple[int, int, int, int], hw: tuple[int, int]) -> "Cuts":
+        """decoder: a kinema Decoder (its `stages()`, `patch`); window in output pixels of a latent
+        grid of size hw."""
+        stages = decoder.stages()
+        up = lambda m: getattr(m, "upsamples_space", False)  # noqa: E731
+        s = decoder.patch * 2 ** sum(up(m) for m in decoder.modules())  # output pixels per latent pixel
+        scale, prev, last = {}, {}, None
+        for key, mods in stages:
+            scale[key], prev[key], last = s, last, key
+            s //= 2 ** sum(up(m) for mod in mods for m in mod.modules())
+        p = decoder.patch
+        r0, r1, c0, c1 = window
+        y0, y1, x0, x1 = r0 // p, -(-r1 // p), c0 // p, -(-c1 // p)  # the output conv's pixels (before unpatching)
+        need = {}
+        for key, mods in reversed(stages):
+            for m in reversed([m for mod in mods for m in mod.modules()]):
+                if isinstance(m, CausalConv3d):
+                    (ph, pw) = m.space_pad
+                    y0, y1, x0, x1 = y0 - ph, y1 + ph, x0 - pw, x1 + pw
+                elif up(m):
+                    y0, y1, x0, x1 = y0 // 2, -(-y1 // 2), x0 // 2, -(-x1 // 2)
+            h, w = (n * scale["in"] // scale[key] for n in hw)  # the frame at this stage's resolution
+            y0, y1, x0, x1 = max(0, y0), min(h, y1), max(0, x0), min(w, x1)
+            need[key] = (y0, y1, x0, x1)
+        return cls(need, scale, prev, window)
+
+    def origin(self, key) -> tuple[int, int]:
+        """The output pixel at the top left of stage `key`'s input region."""
+        y0, _, x0, _ = self.need[key]
+        return y0 * self.scale[key], x0 * self.scale[key]
+
+    def cut(self, x: torch.Tensor, key) -> torch.Tensor:
+        """x, the input of stage `key` as the stage before left it ([..., h, w]), cut to need[key]."""
+        oy, ox = self.origin(self.prev[key]) if self.prev[key] is not None else (0, 0)
+        s = self.scale[key]
+        y0, y1, x0, x1 = self.need[key]
+        return x[..., y0 - oy // s:y1 - oy // s, x0 - ox // s:x1 - ox // s]
+
+    def crop(self, out: torch.Tensor, key) -> torch.Tensor:
+        """The window of `out`, the output of the stages from `key` on, run on need[key]."""
+        oy, ox = self.origin(key)
+        r0, r1, c0, c1 = self.window
+        return out[..., r0 - oy:r1 - oy, c0 - ox:c1 - ox]
+
+
 def activation_bytes(cfg: VAEConfig, frames: int, height: int, width: int) -> int:
     """A rough peak of a whole-clip decode's activations, 40 bytes per full-resolution pixel and
     channel (benchmarks/vae_speed.py, default preset: 89 MB at 17 x 64x64, 303 MB at 65 x 64x64,
@@ -79,14 +140,27 @@ def activation_bytes(cfg: VAEConfig, frames: int, height: int, width: int) -> in
     return 40 * cfg.base_channels * cfg.channel_mult[0] * frames * height * width
 
 
+# a streamed decode (one latent frame at a time) keeps about this many bytes per full-resolution
+# pixel and channel, caches included (benchmarks/vae_speed.py, default preset at 256x256: 348 MB)
+STREAM_BYTES = 170
+MIN_TILE = 8  # latent pixels: smaller tiles recompute the low-resolution stages' halo too often
+
+
+def stream_bytes(cfg: VAEConfig, height: int, width: int) -> int:
+    """A rough peak of a streamed decode's activations over height x width output pixels."""
+    return STREAM_BYTES * cfg.base_channels * cfg.channel_mult[0] * height * width
+
+
 def plan_coding(cfg: VAEConfig, latent_shape: tuple[int, int, int], budget_mb: float = 256.0,
-                halo_px: int = 12) -> CodingPlan:
+                halo_px: int = 0) -> CodingPlan:
     """The size policy: the whole clip when its activations fit `budget_mb`, else time chunks of as
-    many latent frames as fit, else one latent frame at a time in square tiles that fit. A tile
-    computes its halo (`halo_px` latent pixels a side) again, so tiles come only where the budget
-    allows an interior of at least two halos (at most 4x the work) well inside the frame: at
-    256x256 a tile was measured 7x slower than streaming alone, for more memory. Otherwise one
-    latent frame at a time, untiled: the least memory without recomputation."""
+    many latent frames as fit, else one latent frame at a time, in square tiles if the frame does
+    not fit. `halo_px`: latent pixels a tile computes again a side at full resolution. A decoder
+    cuts each stage to what its tile needs (Cuts), so its full-resolution stages run on the tile
+    and 0 is right; its low-resolution stages still see the whole halo, so a tile is at least
+    MIN_TILE (measured at 256x256: 2 x 2 tiles 1.2x the time of streaming alone, 4 x 4 1.7x). An
+    encoder's first stages see its whole halo (`halo`): its tiles come only where the budget
+    allows an interior of at least two halos well inside the frame, else it streams untiled."""
     if torch.is_grad_enabled():
         return CodingPlan()
     t, h, w = latent_shape
@@ -98,11 +172,15 @@ def plan_coding(cfg: VAEConfig, latent_shape: tuple[int, int, int], budget_mb: f
     per_latent_frame = activation_bytes(cfg, r, h * s, w * s)
     if activation_bytes(cfg, frames_of(1), h * s, w * s) <= budget:
         return CodingPlan(latent_chunk=max(1, int(budget // per_latent_frame) - 1))
-    side = math.isqrt(int(budget // activation_bytes(cfg, frames_of(1), s, s)))  # latent pixels, halo included
-    tile = side - 2 * halo_px
-    if tile < 2 * halo_px or side > 0.75 * max(h, w):
+    if stream_bytes(cfg, h * s, w * s) <= budget:
         return CodingPlan(latent_chunk=1)
-    return CodingPlan(latent_chunk=1, tile=tile)
+    side = math.isqrt(int(budget // stream_bytes(cfg, s, s)))  # latent pixels a tile may span, halo included
+    tile = side - 2 * halo_px
+    if halo_px and (tile < 2 * halo_px or side > 0.75 * max(h, w)):
+        return CodingPlan(latent_chunk=1)
+    tile = max(MIN_TILE, tile)
+    n = math.ceil(max(h, w) / tile)  # as many tiles a side as that takes, of even size
+    return CodingPlan(latent_chunk=1, tile=math.ceil(max(h, w) / n))
 
 
 def _tiles(h: int, w: int, tile: int | None):
@@ -146,9 +224,11 @@ def run_tiled(net: nn.Module, x: torch.Tensor, out_shape, plan: CodingPlan, cfg:
             else:
                 piece = x[:, :, c0:c1, ya:yb, xa:xb]
                 o0 = _frames(c0, r)
-            y = net(piece, cache)
-            out[:, :, o0:o0 + y.shape[2], y0 * up:y1 * up, x0 * up:x1 * up] = \
-                y[:, :, :, (y0 - ya) * up:(y1 - ya) * up, (x0 - xa) * up:(x1 - xa) * up]
+            if encoder:
+                y = net(piece, cache)[:, :, :, y0 - ya:y1 - ya, x0 - xa:x1 - xa]
+            else:  # the decoder computes only what the tile needs at each stage (Cuts)
+                y = net(piece, cache, ((y0 - ya) * up, (y1 - ya) * up, (x0 - xa) * up, (x1 - xa) * up) if pad else None)
+            out[:, :, o0:o0 + y.shape[2], y0 * up:y1 * up, x0 * up:x1 * up] = y
             del y
     return out
 
