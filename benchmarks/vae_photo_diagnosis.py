@@ -25,6 +25,7 @@ import json
 
 import numpy as np
 import torch
+from skimage.metrics import structural_similarity
 
 from kinema.data import shapes
 from kinema.eval.recon import naive_baseline, photo_case
@@ -45,6 +46,7 @@ def measure(model: str, clips: int, world: str, batch: int = 8) -> dict:
     err = {"vae": np.zeros(len(BINS) - 1), "naive": np.zeros(len(BINS) - 1)}
     per_frame = {"vae": np.zeros(17), "naive": np.zeros(17)}
     count = np.zeros(len(BINS) - 1)
+    ssim0 = {"vae": [], "naive": []}  # frame 0's SSIM, clip by clip
     for start in range(0, clips, batch):
         cases = [photo_case(i, 17, 64, held_out=held_out)[0] for i in range(start, min(start + batch, clips))]
         x = torch.stack([shapes.to_tensor(ref) for ref in cases])
@@ -57,10 +59,12 @@ def measure(model: str, clips: int, world: str, batch: int = 8) -> dict:
                 sq = ((shapes.to_uint8(clip).astype(np.float64) / 255 - target) ** 2).mean(-1)
                 err[name] += np.bincount(which.ravel(), weights=sq.ravel(), minlength=len(BINS) - 1)
                 per_frame[name] += sq.mean(axis=(1, 2))
+                ssim0[name].append(structural_similarity(ref[0], shapes.to_uint8(clip)[0], channel_axis=-1, data_range=255))
             count += np.bincount(which.ravel(), minlength=len(BINS) - 1)
     return {"model": model, "world": world, "clips": clips, "pixel_share": (count / count.sum()).tolist(),
             "psnr_by_brightness": {k: psnr(v / np.maximum(count, 1)).tolist() for k, v in err.items()},
-            "psnr_by_frame": {k: psnr(v / clips).tolist() for k, v in per_frame.items()}}
+            "psnr_by_frame": {k: psnr(v / clips).tolist() for k, v in per_frame.items()},
+            "frame0_ssim": {k: float(np.mean(v)) for k, v in ssim0.items()}}
 
 
 def pca_coder(clips: int, world: str, fit_clips: int = 200, components: int = 16) -> dict:
@@ -121,16 +125,16 @@ def main() -> None:
         print(f"| {r['model']} | " + " | ".join(f"{v:.1f}" for v in r["psnr_by_frame"]["vae"]) + " |")
     print("\nPSNR (dB, of the mean squared error over the clips) of frame 0 and of frames 1-16: the VAEs, the naive "
           "baseline and the linear coder (PCA)\n")
-    print("| coder | frame 0 | frames 1-16 |\n|---|---:|---:|")
+    print("| coder | frame 0 | frames 1-16 | frame 0 SSIM |\n|---|---:|---:|---:|")
 
     def split(per_frame: list[float]) -> str:  # PSNR of frame 0 | of frames 1-16 (from their mean squared error)
         mse = 10 ** (-np.asarray(per_frame) / 10)
         return f"{per_frame[0]:.2f} | {psnr(mse[1:].mean()):.2f}"
-    print(f"| naive baseline | {split(results[0]['psnr_by_frame']['naive'])} |")
+    print(f"| naive baseline | {split(results[0]['psnr_by_frame']['naive'])} | {results[0]['frame0_ssim']['naive']:.4f} |")
     for k, r in linear.items():
-        print(f"| linear coder (PCA, {k} components per latent position) | {r['frame_0']:.2f} | {r['frames_1_16']:.2f} |")
+        print(f"| linear coder (PCA, {k} components per latent position) | {r['frame_0']:.2f} | {r['frames_1_16']:.2f} | |")
     for r in results:
-        print(f"| {r['model']} | {split(r['psnr_by_frame']['vae'])} |")
+        print(f"| {r['model']} | {split(r['psnr_by_frame']['vae'])} | {r['frame0_ssim']['vae']:.4f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"vaes": results, "linear_coder": linear}, f, indent=1)

@@ -237,6 +237,24 @@ def test_ms_ssim_term_is_zero_for_a_perfect_recon_and_has_gradients():
         VAELossConfig(perceptual_net="vgg")
 
 
+def test_ms_ssim_is_fp32_under_bf16_autocast():
+    """Training under bf16 autocast must get the fp32 MS-SSIM and its gradient, not a bf16 variance
+    (E[x^2] - E[x]^2) that loses its digits: the first steps of a bf16 run with the term went NaN."""
+    from kinema.vae.perceptual import ms_ssim
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 1, 64, 64, generator=g) * 2 - 1
+    recon = (x + 0.1 * torch.randn(x.shape, generator=g)).requires_grad_(True)
+    ref = ms_ssim(recon, x)
+    (grad,) = torch.autograd.grad(ref.sum(), recon)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf = ms_ssim(recon, x)
+        (bf_grad,) = torch.autograd.grad(bf.sum(), recon)
+    assert bf.dtype == torch.float32
+    torch.testing.assert_close(bf, ref, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(bf_grad, grad, atol=1e-7, rtol=1e-5)
+
+
 def test_hinge_generator_and_adaptive_weight_known_values():
     from kinema.vae.discriminator import PatchDiscriminator3D, adaptive_weight, generator_loss, hinge_d
 

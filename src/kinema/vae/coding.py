@@ -11,7 +11,9 @@ computes on the whole clip, and memory does not grow with the clip's length.
 Space: each tile of `tile` x `tile` latent pixels is coded with a halo as wide as the network's
 receptive field (`halo`) and only its interior is kept. Nothing is blended: the interior sees
 exactly the inputs it sees in the whole frame (the VAE has no frame-global operation: its norms
-are per position), so tiled output equals untiled output to float tolerance.
+are per position), so tiled output equals untiled output to float tolerance. The decoder goes
+further (`Cuts`): each of its stages runs only on the pixels its tile depends on, so its
+full-resolution stages and their causal caches are the tile's size, whatever the halo.
 
 Streaming and tiling are for inference: with gradients on, the autograd graph keeps every
 chunk's activations anyway, so `plan_coding` codes the whole clip.

@@ -47,8 +47,13 @@ def ssim_parts(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> tup
 
 
 def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
-    """Multi-scale SSIM of every frame: x, y [B, C, T, H, W] -> [B * T]."""
-    x, y = (v.float().transpose(1, 2).flatten(0, 1) for v in (x, y))  # [B T, C, H, W]
+    """Multi-scale SSIM of every frame: x, y [B, C, T, H, W] -> [B * T]. Always in fp32, autocast or
+    not: a variance as E[x^2] - E[x]^2 in bf16 loses all its digits, and the ratios blow up."""
+    with torch.autocast(x.device.type, enabled=False):
+        return _ms_ssim(*(v.float().transpose(1, 2).flatten(0, 1) for v in (x, y)), data_range)  # [B T, C, H, W]
+
+
+def _ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float) -> torch.Tensor:
     scales = 1
     while scales < len(WEIGHTS) and min(x.shape[-2:]) // 2 ** scales >= WINDOW:
         scales += 1
