@@ -65,3 +65,23 @@ def test_the_leaves_world_is_a_camera_path_over_a_named_picture():
         photos.photo_path(5, synthetic=True, held_out=True)
     with pytest.raises(ValueError, match="leaves/<n>"):
         photos.load_photo("leaves/x")
+
+
+def test_the_rgb_palette_is_uniform_and_names_its_own_pictures():
+    """"leaves-rgb/<n>": discs in colours uniform over the RGB cube (mean 127.5, each channel
+    spread over 0-255 with variance 255^2 / 12), not the training photographs' pixels; the same
+    seed under the other palette is another picture; the world of that name renders clips."""
+    colours = leaves._palette(np.random.default_rng(0), 200_000, "rgb")
+    assert np.allclose(colours.mean(0), 127.5, atol=0.5) and np.allclose(colours.var(0), 255 ** 2 / 12, rtol=0.01)
+    assert leaves.parse_name("leaves-rgb/7") == (7, "rgb") and leaves.parse_name("leaves/7") == (7, "photos")
+    assert leaves.leaves_name(7, "rgb") == "leaves-rgb/7" and leaves.is_leaves("leaves-rgb/7")
+    rgb, photo = photos.load_photo("leaves-rgb/3"), photos.load_photo("leaves/3")
+    assert rgb.shape == photo.shape and (rgb != photo).mean() > 0.5
+    assert -3.2 < spectrum_slope(leaves.leaves(0, size=128, palette="rgb")) < -1.8
+    clip = worlds.render_clip("leaves-rgb", 5, frames=5, size=32)
+    assert clip.shape == (5, 32, 32, 3) and clip.dtype == np.uint8
+    assert photos.photo_path(5, synthetic="rgb").photo.startswith("leaves-rgb/")
+    with pytest.raises(ValueError, match="palette 'hsv'"):
+        leaves.leaves(0, palette="hsv")
+    with pytest.raises(ValueError, match="not a dead-leaves picture"):
+        leaves.parse_name("leaves-rgb/x")

@@ -11,7 +11,8 @@ camera to move over:
     leaves(n)  uint8 [SIZE, SIZE, 3], drawn from seed n alone
 
 Each disc takes the colour of a random pixel of a random training photograph (so the colours are
-a photograph's, never a held-out one's), shaded by a random linear ramp and, for some, a stripe
+a photograph's, never a held-out one's), or with the "rgb" palette ("leaves-rgb/<n>") a colour
+drawn uniformly from the RGB cube, shaded by a random linear ramp and, for some, a stripe
 texture. Discs are drawn front to back and stop once every pixel is covered, so the picture is
 exactly the top layer of an infinite stack.
 """
@@ -27,14 +28,23 @@ R_MIN, R_MAX = 2.0, 128.0  # disc radii, pixels
 POOL = 256  # the training world draws its pictures from leaves(0) ... leaves(POOL - 1)
 MAX_DISCS = 40_000
 PREFIX = "leaves/"
+PREFIXES = {"photos": PREFIX, "rgb": "leaves-rgb/"}  # disc colours (_palette) -> the pictures' names
 
 
 def is_leaves(name: str) -> bool:
-    return name.startswith(PREFIX) and name[len(PREFIX):].isdigit()
+    return any(name.startswith(p) and name[len(p):].isdigit() for p in PREFIXES.values())
 
 
-def leaves_name(n: int) -> str:
-    return f"{PREFIX}{n}"
+def leaves_name(n: int, palette: str = "photos") -> str:
+    return f"{PREFIXES[palette]}{n}"
+
+
+def parse_name(name: str) -> tuple[int, str]:
+    """"leaves-rgb/7" -> (7, "rgb"): the seed and palette of a dead-leaves picture's name."""
+    for palette, p in PREFIXES.items():
+        if name.startswith(p) and name[len(p):].isdigit():
+            return int(name[len(p):]), palette
+    raise ValueError(f"{name!r} is not a dead-leaves picture's name ({', '.join(p + '<n>' for p in PREFIXES.values())})")
 
 
 def sample_radii(rng: np.random.Generator, count: int, r_min: float = R_MIN, r_max: float = R_MAX) -> np.ndarray:
@@ -44,8 +54,11 @@ def sample_radii(rng: np.random.Generator, count: int, r_min: float = R_MIN, r_m
     return (r_min ** -2 - u * (r_min ** -2 - r_max ** -2)) ** -0.5
 
 
-def _palette(rng: np.random.Generator, count: int) -> np.ndarray:
-    """[count, 3] float colours in [0, 255]: random pixels of random training photographs."""
+def _palette(rng: np.random.Generator, count: int, palette: str = "photos") -> np.ndarray:
+    """[count, 3] float colours in [0, 255]: random pixels of random training photographs, or
+    ("rgb") uniform over the RGB cube."""
+    if palette == "rgb":
+        return rng.uniform(0.0, 255.0, (count, 3))
     from kinema.data.photos import TRAIN, load_photo
 
     names = list(TRAIN)
@@ -59,8 +72,10 @@ def _palette(rng: np.random.Generator, count: int) -> np.ndarray:
     return out
 
 
-def leaves(n: int, size: int = SIZE) -> np.ndarray:
-    """uint8 [size, size, 3]: the dead-leaves picture of seed `n`."""
+def leaves(n: int, size: int = SIZE, palette: str = "photos") -> np.ndarray:
+    """uint8 [size, size, 3]: the dead-leaves picture of seed `n`, its discs coloured from `palette`."""
+    if palette not in PREFIXES:
+        raise ValueError(f"unknown dead-leaves palette {palette!r}; choose from {', '.join(PREFIXES)}")
     rng = np.random.default_rng([0x1EAF, n])
     image = np.zeros((size, size, 3))
     covered = np.zeros((size, size), dtype=bool)
@@ -70,7 +85,7 @@ def leaves(n: int, size: int = SIZE) -> np.ndarray:
     while left and drawn < MAX_DISCS:
         radii = sample_radii(rng, batch, R_MIN, R_MAX * size / SIZE)
         centres = rng.uniform(-0.05 * size, 1.05 * size, (batch, 2))
-        colours = _palette(rng, batch)
+        colours = _palette(rng, batch, palette)
         ramps = rng.normal(0.0, 0.15, (batch, 2))  # relative brightness change per radius, along x and y
         stripes = rng.uniform(0.0, 1.0, batch) < 0.3
         stripe_amp = rng.uniform(0.05, 0.25, batch)

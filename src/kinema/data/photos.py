@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kinema.data.leaves import POOL, PREFIX, is_leaves, leaves, leaves_name
+from kinema.data.leaves import POOL, is_leaves, leaves, leaves_name, parse_name
 
 # name -> (loader, caption subject)
 TRAIN = {
@@ -54,7 +54,8 @@ def subject(name: str) -> str:
 def load_photo(name: str) -> np.ndarray:
     """uint8 [H, W, 3] of a TRAIN or HELD_OUT photograph (grey ones repeated to RGB)."""
     if is_leaves(name):
-        image = leaves(int(name[len(PREFIX):]))
+        n, palette = parse_name(name)
+        image = leaves(n, palette=palette)
     elif name in HELD_OUT:
         try:
             from sklearn.datasets import load_sample_image
@@ -206,15 +207,16 @@ def render(path: CameraPath, size: int = 64, photo: np.ndarray | None = None) ->
 
 
 def photo_path(seed: int, frames: int = 17, held_out: bool = False, augment: bool = False,
-               synthetic: bool = False) -> CameraPath:
+               synthetic: bool | str = False) -> CameraPath:
     """The camera path of `sample_photo_clip(seed)`, without rendering it. `augment` adds a random
     look (`sample_look`), drawn after the path: the same seed keeps its photograph and motion.
-    `synthetic`: over one of the POOL dead-leaves pictures instead of a photograph."""
+    `synthetic`: over one of the POOL dead-leaves pictures instead of a photograph (True, or a
+    palette of kinema.data.leaves: "photos", the default, or "rgb")."""
     rng = np.random.default_rng(seed)
     if synthetic:
         if held_out:
             raise ValueError("dead-leaves pictures are for training; held-out clips are photographs")
-        name = leaves_name(int(rng.integers(POOL)))
+        name = leaves_name(int(rng.integers(POOL)), "photos" if synthetic is True else synthetic)
     else:
         names = list(HELD_OUT if held_out else TRAIN)
         name = names[int(rng.integers(len(names)))]
@@ -226,7 +228,7 @@ def photo_path(seed: int, frames: int = 17, held_out: bool = False, augment: boo
 
 
 def sample_photo_clip(seed: int, frames: int = 17, size: int = 64, held_out: bool = False,
-                      augment: bool = False, synthetic: bool = False) -> tuple[np.ndarray, CameraPath]:
+                      augment: bool = False, synthetic: bool | str = False) -> tuple[np.ndarray, CameraPath]:
     """One clip from a seed: uint8 [T, size, size, 3] and its camera path."""
     path = photo_path(seed, frames, held_out, augment, synthetic)
     return render(path, size), path

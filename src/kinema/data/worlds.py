@@ -6,6 +6,7 @@
     "photos"  a camera moving over scikit-image's photographs (kinema.data.photos); VAE stages only
               for now: its captions name camera motions, which no oracle judges yet
     "leaves"  the same camera over synthetic dead-leaves pictures (kinema.data.leaves); VAE stages only
+    "leaves-rgb"  the same, with disc colours uniform over the RGB cube, not the training photographs'
 
 A mix such as "shapes+photos" draws each clip from one of its worlds, in turn by seed.
 """
@@ -17,7 +18,7 @@ import numpy as np
 from kinema.data import photos, scenes, shapes
 
 WORLDS = ("shapes", "scenes", "photos")  # what a whole recipe (denoiser included) trains on
-VAE_WORLDS = (*WORLDS, "leaves")  # what the VAE stages can train on, alone or mixed with "+"
+VAE_WORLDS = (*WORLDS, "leaves", "leaves-rgb")  # what the VAE stages can train on, alone or mixed with "+"
 
 
 def check_vae_world(world: str) -> None:
@@ -35,8 +36,9 @@ def render_clip(world: str, seed: int, frames: int = 17, size: int = 64, augment
         return render_clip(parts[seed % len(parts)], seed // len(parts), frames, size, augment)
     if world == "photos":
         return photos.sample_photo_clip(seed, frames=frames, size=size, augment=augment)[0]
-    if world == "leaves":
-        return photos.sample_photo_clip(seed, frames=frames, size=size, augment=augment, synthetic=True)[0]
+    if world in ("leaves", "leaves-rgb"):
+        palette = "rgb" if world == "leaves-rgb" else "photos"
+        return photos.sample_photo_clip(seed, frames=frames, size=size, augment=augment, synthetic=palette)[0]
     if world == "shapes":
         return shapes.sample_clip(seed, frames=frames, size=size)[0]
     if world == "scenes":
