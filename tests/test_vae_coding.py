@@ -271,6 +271,9 @@ def test_the_2d_tail_in_strips_equals_the_whole(rows, monkeypatch):
     whole = vae.decode(z, CodingPlan())
     monkeypatch.setattr(ae, "TAIL_ROWS", 2 * rows)
     torch.testing.assert_close(vae.decode(z, CodingPlan(latent_chunk=1)), whole, atol=1e-5, rtol=1e-5)
+    _, wide = clip(vae, (2, 26, 23))  # tiles with cut stages, the tail in strips inside each
+    torch.testing.assert_close(vae.decode(wide, CodingPlan(latent_chunk=1, tile=6)), vae.decode(wide, CodingPlan()),
+                               atol=1e-5, rtol=1e-5)
     with torch.enable_grad():
         i, j, scale, halo_rows = vae.decoder.tail
         f = torch.randn(1, vae.decoder.levels[i][j].conv.conv.in_channels, 1, 15, 4, requires_grad=True)
