@@ -263,8 +263,14 @@ class Decoder(nn.Module):
         out = self.levels_from(self.mid(cuts.cut(h, "mid") if cuts else h, cache), 0, 0, cache, cuts)
         if self.linear is None:
             return out
-        linear = self.linear(z, clip_start(self.linear, cache))
-        return out + (linear[..., interior[0]:interior[1], interior[2]:interior[3]] if cuts else linear)
+        if cuts is None:
+            return out + self.linear(z, clip_start(self.linear, cache))
+        # the linear path maps each latent pixel to its own patch: only the latent pixels under the window
+        r0, r1, c0, c1 = interior
+        p = cuts.scale["in"]  # output pixels per latent pixel
+        y0, x0 = r0 // p, c0 // p
+        linear = self.linear(z[..., y0:-(-r1 // p), x0:-(-c1 // p)], clip_start(self.linear, cache))
+        return out + linear[..., r0 - y0 * p:r1 - y0 * p, c0 - x0 * p:c1 - x0 * p]
 
     def stages(self) -> list[tuple[object, list[nn.Module]]]:
         """The decoder's stages in the order they run, each (key, modules): conv_in, mid, each block
