@@ -67,21 +67,73 @@ def test_the_leaves_world_is_a_camera_path_over_a_named_picture():
         photos.load_photo("leaves/x")
 
 
-def test_the_rgb_palette_is_uniform_and_names_its_own_pictures():
+def test_the_rgb_kind_is_uniform_and_names_its_own_pictures():
     """"leaves-rgb/<n>": discs in colours uniform over the RGB cube (mean 127.5, each channel
     spread over 0-255 with variance 255^2 / 12), not the training photographs' pixels; the same
-    seed under the other palette is another picture; the world of that name renders clips."""
+    seed under the other kind is another picture; the world of that name renders clips."""
     colours = leaves._palette(np.random.default_rng(0), 200_000, "rgb")
     assert np.allclose(colours.mean(0), 127.5, atol=0.5) and np.allclose(colours.var(0), 255 ** 2 / 12, rtol=0.01)
     assert leaves.parse_name("leaves-rgb/7") == (7, "rgb") and leaves.parse_name("leaves/7") == (7, "photos")
     assert leaves.leaves_name(7, "rgb") == "leaves-rgb/7" and leaves.is_leaves("leaves-rgb/7")
     rgb, photo = photos.load_photo("leaves-rgb/3"), photos.load_photo("leaves/3")
     assert rgb.shape == photo.shape and (rgb != photo).mean() > 0.5
-    assert -3.2 < spectrum_slope(leaves.leaves(0, size=128, palette="rgb")) < -1.8
+    assert -3.2 < spectrum_slope(leaves.leaves(0, size=128, kind="rgb")) < -1.8
     clip = worlds.render_clip("leaves-rgb", 5, frames=5, size=32)
     assert clip.shape == (5, 32, 32, 3) and clip.dtype == np.uint8
     assert photos.photo_path(5, synthetic="rgb").photo.startswith("leaves-rgb/")
-    with pytest.raises(ValueError, match="palette 'hsv'"):
-        leaves.leaves(0, palette="hsv")
+    with pytest.raises(ValueError, match="kind 'hsv'"):
+        leaves.leaves(0, kind="hsv")
     with pytest.raises(ValueError, match="not a dead-leaves picture"):
         leaves.parse_name("leaves-rgb/x")
+
+
+def test_the_flat_kinds_are_the_pictures_they_were():
+    """Known answer: the "photos" and "rgb" pictures are bit for bit those the committed leaves runs
+    trained on (their SHA-256, taken before the "textured" kind shared their drawing loop): a change
+    to the order of the random draws, or to how a disc covers the ones below, fails it."""
+    import hashlib
+
+    want = {"photos": "09a60793098ce131", "rgb": "86137202e18fb8b0"}
+    for kind, digest in want.items():
+        assert hashlib.sha256(leaves.leaves(0, size=64, kind=kind).tobytes()).hexdigest()[:16] == digest, kind
+
+
+def test_a_soft_disc_edge_falls_linearly_across_the_rim():
+    """Known answer: a disc of radius 10 with a 4-pixel soft edge covers 1 at radius 8 and closer,
+    1/2 on the rim, 1/4 at 11 pixels and 0 from 12 on; with no soft edge it is 1 inside, 0 outside."""
+    d = np.array([0.0, 8.0, 9.0, 10.0, 11.0, 12.0, 14.0]) / 10  # offsets along x, in radii
+    np.testing.assert_allclose(leaves.disc_alpha(d, 0.0 * d, 10.0, 4.0), [1, 1, 0.75, 0.5, 0.25, 0, 0], atol=1e-12)
+    np.testing.assert_array_equal(leaves.disc_alpha(d, 0.0 * d, 10.0), [1, 1, 1, 1, 0, 0, 0])
+
+
+def test_noise_fields_are_unit_and_1_over_f():
+    """The grain of textured discs: unit standard deviation, no mean, and power falling between f^-1
+    and f^-3 (white noise, the bug of a missing 1/f filter, would be flat)."""
+    fields = leaves.noise_fields(np.random.default_rng(0), 3, 128)
+    assert fields.shape == (3, 128, 128)
+    np.testing.assert_allclose(fields.std(axis=(1, 2)), 1.0, rtol=1e-6)
+    assert np.abs(fields.mean(axis=(1, 2))).max() < 1e-9
+    for f in fields:
+        assert -3.3 < spectrum_slope(np.repeat(f[..., None], 3, -1)) < -0.7
+
+
+def test_textured_pictures_have_grain_and_soft_edges():
+    """"leaves-tex/<n>": the same discs in the same places as "leaves/<n>" with grain and soft edges:
+    the two pictures go together (correlation 0.85 measured; another seed's flat picture, about 0),
+    and the textured one has grain: the median step between neighbouring pixels, which lies inside
+    discs (edges are a minority), is several times the flat one's (7.3 against 2.7 grey levels
+    measured); the world of that name renders clips."""
+    flat, tex = leaves.leaves(3, size=128), leaves.leaves(3, size=128, kind="textured")
+
+    def corr(a, b):
+        return float(np.corrcoef(a.astype(float).mean(-1).ravel(), b.astype(float).mean(-1).ravel())[0, 1])
+    assert corr(flat, tex) > 0.7 and abs(corr(leaves.leaves(4, size=128), tex)) < 0.3
+    assert (flat != tex).mean() > 0.5
+
+    def step(img):
+        return float(np.median(np.abs(np.diff(img.astype(float).mean(-1), axis=1))))
+    assert step(tex) > 2 * step(flat)
+    assert leaves.parse_name("leaves-tex/4") == (4, "textured")
+    clip = worlds.render_clip("leaves-tex", 5, frames=5, size=32)
+    assert clip.shape == (5, 32, 32, 3)
+    assert photos.photo_path(5, synthetic="textured").photo.startswith("leaves-tex/")

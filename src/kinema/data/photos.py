@@ -54,8 +54,8 @@ def subject(name: str) -> str:
 def load_photo(name: str) -> np.ndarray:
     """uint8 [H, W, 3] of a TRAIN or HELD_OUT photograph (grey ones repeated to RGB)."""
     if is_leaves(name):
-        n, palette = parse_name(name)
-        image = leaves(n, palette=palette)
+        n, kind = parse_name(name)
+        image = leaves(n, kind=kind)
     elif name in HELD_OUT:
         try:
             from sklearn.datasets import load_sample_image
@@ -211,7 +211,7 @@ def photo_path(seed: int, frames: int = 17, held_out: bool = False, augment: boo
     """The camera path of `sample_photo_clip(seed)`, without rendering it. `augment` adds a random
     look (`sample_look`), drawn after the path: the same seed keeps its photograph and motion.
     `synthetic`: over one of the POOL dead-leaves pictures instead of a photograph (True, or a
-    palette of kinema.data.leaves: "photos", the default, or "rgb")."""
+    kind of kinema.data.leaves: "photos", the default, "rgb" or "textured")."""
     rng = np.random.default_rng(seed)
     if synthetic:
         if held_out:

@@ -7,6 +7,7 @@
               for now: its captions name camera motions, which no oracle judges yet
     "leaves"  the same camera over synthetic dead-leaves pictures (kinema.data.leaves); VAE stages only
     "leaves-rgb"  the same, with disc colours uniform over the RGB cube, not the training photographs'
+    "leaves-tex"  the same as "leaves", with grain inside the discs and half their edges out of focus
 
 A mix such as "shapes+photos" draws each clip from one of its worlds, in turn by seed.
 """
@@ -18,7 +19,8 @@ import numpy as np
 from kinema.data import photos, scenes, shapes
 
 WORLDS = ("shapes", "scenes", "photos")  # what a whole recipe (denoiser included) trains on
-VAE_WORLDS = (*WORLDS, "leaves", "leaves-rgb")  # what the VAE stages can train on, alone or mixed with "+"
+LEAVES = {"leaves": "photos", "leaves-rgb": "rgb", "leaves-tex": "textured"}  # world -> kinema.data.leaves kind
+VAE_WORLDS = (*WORLDS, *LEAVES)  # what the VAE stages can train on, alone or mixed with "+"
 
 
 def check_vae_world(world: str) -> None:
@@ -36,9 +38,8 @@ def render_clip(world: str, seed: int, frames: int = 17, size: int = 64, augment
         return render_clip(parts[seed % len(parts)], seed // len(parts), frames, size, augment)
     if world == "photos":
         return photos.sample_photo_clip(seed, frames=frames, size=size, augment=augment)[0]
-    if world in ("leaves", "leaves-rgb"):
-        palette = "rgb" if world == "leaves-rgb" else "photos"
-        return photos.sample_photo_clip(seed, frames=frames, size=size, augment=augment, synthetic=palette)[0]
+    if world in LEAVES:
+        return photos.sample_photo_clip(seed, frames=frames, size=size, augment=augment, synthetic=LEAVES[world])[0]
     if world == "shapes":
         return shapes.sample_clip(seed, frames=frames, size=size)[0]
     if world == "scenes":
