@@ -8,7 +8,7 @@ from conftest import randomize_
 from kinema.config import VAE_PRESETS, VAEConfig
 from kinema.vae.autoencoder import CausalVAE
 from kinema.vae.causal_conv import CausalCache, CausalConv3d
-from kinema.vae.coding import CodingPlan, halo, plan_coding
+from kinema.vae.coding import CodingPlan, budget_for, halo, plan_coding
 
 
 def vae_of(name: str = "tiny") -> CausalVAE:
@@ -149,6 +149,21 @@ def test_size_policy():
     assert plan_coding(cfg, (65, 32, 32), budget_mb=64).whole  # gradients on: the whole clip
     with pytest.raises(ValueError, match="at least 1"):
         CodingPlan(tile=0)
+
+
+def test_the_budget_follows_the_device(monkeypatch):
+    """On a CPU the policy plans with 256 MB (257 frames at 256x256: 2 x 2 tiles); on a CUDA GPU with
+    a quarter of its free memory: 8 GiB free gives 2048 MB, in which the same clip streams in whole
+    frames, and a nearly full GPU still gets the CPU's 256 MB."""
+    free = {"bytes": 8 * 2 ** 30}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["bytes"], 80 * 2 ** 30))
+    assert budget_for("cpu") == 256.0 and budget_for(torch.device("cuda:0")) == 2048.0
+    cfg = VAE_PRESETS["4x8x8"]
+    with torch.no_grad():
+        assert plan_coding(cfg, (65, 32, 32), budget_for("cpu")) == CodingPlan(latent_chunk=1, tile=16)
+        assert plan_coding(cfg, (65, 32, 32), budget_for("cuda")).tile is None
+    free["bytes"] = 100 * 2 ** 20
+    assert budget_for("cuda") == 256.0
 
 
 def test_frame_size_must_divide_by_the_spatial_factor():

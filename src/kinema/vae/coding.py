@@ -153,7 +153,22 @@ def stream_bytes(cfg: VAEConfig, height: int, width: int) -> int:
     return STREAM_BYTES * cfg.base_channels * cfg.channel_mult[0] * height * width
 
 
-def plan_coding(cfg: VAEConfig, latent_shape: tuple[int, int, int], budget_mb: float = 256.0,
+CPU_BUDGET_MB = 256.0  # what the measured tables (docs/vae.md) were planned with
+
+
+def budget_for(device: torch.device | str) -> float:
+    """The size policy's activation budget in MB on `device`: CPU_BUDGET_MB on a CPU; on a CUDA GPU
+    a quarter of the memory free at the call (the estimates are fp32 and the caller's own tensors
+    need room), never less than CPU_BUDGET_MB. So an 80 GB GPU decodes what a CPU would tile as one
+    piece, and a full one still streams."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(CPU_BUDGET_MB, free / 4 / 2 ** 20)
+    return CPU_BUDGET_MB
+
+
+def plan_coding(cfg: VAEConfig, latent_shape: tuple[int, int, int], budget_mb: float = CPU_BUDGET_MB,
                 halo_px: int = 0) -> CodingPlan:
     """The size policy: the whole clip when its activations fit `budget_mb`, else time chunks of as
     many latent frames as fit, else one latent frame at a time, in square tiles if the frame does
