@@ -28,7 +28,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 from kinema.data import shapes
-from kinema.eval.recon import naive_baseline, photo_case
+from kinema.eval.recon import detail_ratio, naive_baseline, photo_case
 from kinema.runtime import resolve_runtime, to_device
 from kinema.train.vae_stage import load_vae
 
@@ -47,6 +47,7 @@ def measure(model: str, clips: int, world: str, batch: int = 8) -> dict:
     per_frame = {"vae": np.zeros(17), "naive": np.zeros(17)}
     count = np.zeros(len(BINS) - 1)
     ssim0 = {"vae": [], "naive": []}  # frame 0's SSIM, clip by clip
+    detail0 = {"vae": [], "naive": []}  # and its detail ratio (kinema.eval.recon.detail_ratio: 1 as sharp as the clip)
     for start in range(0, clips, batch):
         cases = [photo_case(i, 17, 64, held_out=held_out)[0] for i in range(start, min(start + batch, clips))]
         x = torch.stack([shapes.to_tensor(ref) for ref in cases])
@@ -60,11 +61,13 @@ def measure(model: str, clips: int, world: str, batch: int = 8) -> dict:
                 err[name] += np.bincount(which.ravel(), weights=sq.ravel(), minlength=len(BINS) - 1)
                 per_frame[name] += sq.mean(axis=(1, 2))
                 ssim0[name].append(structural_similarity(ref[0], shapes.to_uint8(clip)[0], channel_axis=-1, data_range=255))
+                detail0[name].append(detail_ratio(ref[0], shapes.to_uint8(clip)[0]))
             count += np.bincount(which.ravel(), minlength=len(BINS) - 1)
     return {"model": model, "world": world, "clips": clips, "pixel_share": (count / count.sum()).tolist(),
             "psnr_by_brightness": {k: psnr(v / np.maximum(count, 1)).tolist() for k, v in err.items()},
             "psnr_by_frame": {k: psnr(v / clips).tolist() for k, v in per_frame.items()},
-            "frame0_ssim": {k: float(np.mean(v)) for k, v in ssim0.items()}}
+            "frame0_ssim": {k: float(np.mean(v)) for k, v in ssim0.items()},
+            "frame0_detail": {k: float(np.mean(v)) for k, v in detail0.items()}}
 
 
 def pca_coder(clips: int, world: str, fit_clips: int = 200, components: int = 16) -> dict:
@@ -89,6 +92,7 @@ def pca_coder(clips: int, world: str, fit_clips: int = 200, components: int = 16
             frames = rec.reshape(len(test), 8, 8, 8, 8, 3).transpose(0, 1, 3, 2, 4, 5).reshape(len(test), 64, 64, 3)
             out["frame_0_ssim"] = float(np.mean([structural_similarity(a, b, channel_axis=-1, data_range=1.0)
                                                  for a, b in zip(test[:, 0], frames)]))
+            out["frame_0_detail"] = float(np.mean([detail_ratio(a, b) for a, b in zip(test[:, 0], frames)]))
     mse = 10 ** (-np.array([out["frame_0"], out["frames_1_16"]]) / 10)
     out["clip"] = float(psnr((mse[0] + 16 * mse[1]) / 17))  # the 17 frames' mean squared error
     return out
@@ -129,17 +133,18 @@ def main() -> None:
         print(f"| {r['model']} | " + " | ".join(f"{v:.1f}" for v in r["psnr_by_frame"]["vae"]) + " |")
     print("\nPSNR (dB, of the mean squared error over the clips) of frame 0 and of frames 1-16: the VAEs, the naive "
           "baseline and the linear coder (PCA)\n")
-    print("| coder | frame 0 | frames 1-16 | frame 0 SSIM |\n|---|---:|---:|---:|")
+    print("| coder | frame 0 | frames 1-16 | frame 0 SSIM | frame 0 detail |\n|---|---:|---:|---:|---:|")
 
     def split(per_frame: list[float]) -> str:  # PSNR of frame 0 | of frames 1-16 (from their mean squared error)
         mse = 10 ** (-np.asarray(per_frame) / 10)
         return f"{per_frame[0]:.2f} | {psnr(mse[1:].mean()):.2f}"
-    print(f"| naive baseline | {split(results[0]['psnr_by_frame']['naive'])} | {results[0]['frame0_ssim']['naive']:.4f} |")
+    print(f"| naive baseline | {split(results[0]['psnr_by_frame']['naive'])} | {results[0]['frame0_ssim']['naive']:.4f} "
+          f"| {results[0]['frame0_detail']['naive']:.3f} |")
     for k, r in linear.items():
         print(f"| linear coder (PCA, {k} components per latent position) | {r['frame_0']:.2f} | {r['frames_1_16']:.2f} "
-              f"| {r['frame_0_ssim']:.4f} |")
+              f"| {r['frame_0_ssim']:.4f} | {r['frame_0_detail']:.3f} |")
     for r in results:
-        print(f"| {r['model']} | {split(r['psnr_by_frame']['vae'])} | {r['frame0_ssim']['vae']:.4f} |")
+        print(f"| {r['model']} | {split(r['psnr_by_frame']['vae'])} | {r['frame0_ssim']['vae']:.4f} | {r['frame0_detail']['vae']:.3f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"vaes": results, "linear_coder": linear}, f, indent=1)

@@ -183,6 +183,7 @@ def test_eval_vae_on_held_out_photographs(capsys, tiny_model_dir, tmp_path):
     r = json.loads(out_json.read_text())[0]
     assert code == 0 and r["world"] == "photos" and "colour" not in r and "naive PSNR" in out
     assert 0 < r["baseline_psnr"] < 60 and np.isfinite(r["psnr"])
+    assert 0 < r["baseline_detail"] < 1 and r["detail"] >= 0 and "detail" in out  # trilinear blurs: under 1
 
 
 

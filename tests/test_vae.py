@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -188,6 +189,27 @@ def test_naive_baseline_keeps_the_latents_count_and_smooth_clips():
     ramp = torch.linspace(-1, 1, 64).view(1, 1, 1, 1, 64).expand(1, 3, 17, 64, 64)
     err = (naive_baseline(ramp, cfg) - ramp).abs()
     assert err[..., 8:-8].max() < 1e-5 and err.max() < 0.1  # linear in space: exact away from the edges
+
+
+def test_detail_ratio_known_answers():
+    """The sharpness figure of kinema eval vae: 1 for the reference itself; exactly 1/4 for the
+    reference at half contrast around grey (steps halve, energy quarters: a missing square gives
+    1/2); 0 for a flat frame; a 3x3 box blur of white noise keeps 1/27 of its steps' energy (a step
+    of the blur is the difference of two 3-pixel columns over 9: variance 6/81 against 2), and a
+    smooth reference with noise added has more than 1."""
+    from scipy.ndimage import uniform_filter
+
+    from kinema.eval.recon import detail_ratio
+
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0, 255, (2, 32, 32, 3))
+    assert detail_ratio(ref, ref) == pytest.approx(1.0)
+    assert detail_ratio(ref, 127.5 + 0.5 * (ref - 127.5)) == pytest.approx(0.25)
+    assert detail_ratio(ref, np.full_like(ref, 90.0)) == 0.0
+    blurred = uniform_filter(ref, size=(1, 3, 3, 1), mode="reflect")
+    assert detail_ratio(ref, blurred) == pytest.approx(1 / 27, rel=0.1)
+    smooth = uniform_filter(ref, size=(1, 9, 9, 1), mode="reflect")
+    assert detail_ratio(smooth, smooth + rng.normal(0, 5, smooth.shape)) > 1.5
 
 
 def test_ssim_matches_scikit_image():
