@@ -70,6 +70,23 @@ def measure(model: str, clips: int, world: str, batch: int = 8) -> dict:
             "frame0_detail": {k: float(np.mean(v)) for k, v in detail0.items()}}
 
 
+def write_picture(path: str, models: list[str], clips: list[int], world: str) -> None:
+    """A PNG grid at 64 px a frame, one column a clip: frame 0 itself, then each model's reconstruction."""
+    from PIL import Image
+
+    runtime = resolve_runtime("auto", "auto")
+    refs = [photo_case(i, 17, 64, held_out=world == "photos")[0][0] for i in clips]  # frame 0 of the diagnosed clips
+    x = torch.stack([shapes.to_tensor(r[None]) for r in refs])
+    rows = [np.concatenate(refs, 1)]
+    for model in models:
+        vae = load_vae(model).to(runtime.device)
+        with torch.no_grad(), runtime.autocast():
+            out = vae.decode(vae.encode(to_device(x, runtime.device))[0]).float().cpu()
+        rows.append(np.concatenate([shapes.to_uint8(o)[0] for o in out], 1))
+    Image.fromarray(np.concatenate(rows, 0)).save(path)
+    print(f"wrote {path}")
+
+
 def pca_coder(clips: int, world: str, fit_clips: int = 200, components: int = 16) -> dict:
     """PSNR of the linear coder (module docstring) on frame 0 and on frames 1-16."""
     from kinema.data.photos import sample_photo_clip
@@ -105,7 +122,11 @@ def main() -> None:
     ap.add_argument("--world", default="photos", choices=("photos", "photos-train"))
     ap.add_argument("--clips", type=int, default=32)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--picture", default=None, help="write a PNG: frame 0 of --picture-clips, the clip on top, then each --model's")
+    ap.add_argument("--picture-clips", type=int, nargs="+", default=[0, 3, 5, 9])
     args = ap.parse_args()
+    if args.picture:
+        write_picture(args.picture, args.model, args.picture_clips, args.world)
     results = [measure(m, args.clips, args.world) for m in args.model]
     linear = {k: pca_coder(args.clips, args.world, components=k) for k in args.components}
     if not results:

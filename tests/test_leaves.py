@@ -137,3 +137,11 @@ def test_textured_pictures_have_grain_and_soft_edges():
     clip = worlds.render_clip("leaves-tex", 5, frames=5, size=32)
     assert clip.shape == (5, 32, 32, 3)
     assert photos.photo_path(5, synthetic="textured").photo.startswith("leaves-tex/")
+
+
+def test_a_look_recolours_a_leaves_clip():
+    """vae.photo_augment on a leaves world: the clip's picture in a random look (hue turn, channel
+    order, saturation; kinema.data.photos.sample_look), the same camera path over the same picture."""
+    plain, looked = (worlds.render_clip("leaves", 5, 3, 32, augment=a) for a in (False, True))
+    assert plain.shape == looked.shape and (plain != looked).mean() > 0.1
+    assert photos.photo_path(5, synthetic=True, augment=True).photo == photos.photo_path(5, synthetic=True).photo

@@ -318,6 +318,10 @@ def test_vae_photo_augment_reaches_both_vae_stages_and_needs_photographs(tmp_pat
     data["vae"]["world"] = "shapes"
     with pytest.raises(KinemaError, match="vae.photo_augment: the VAE's world 'shapes' has no photographs"):
         recipe_mod.run(from_dict(Recipe, data), stage="vae")
+    seen.clear()
+    data["vae"]["world"] = "leaves"  # dead-leaves pictures take a look too
+    recipe_mod.run(from_dict(Recipe, {**data, "run_dir": str(tmp_path / "leaves")}), stage="vae")
+    assert len(seen) == 3 and all(seen)
 
 
 def test_vae_stage_with_a_discriminator_resumes_exactly(tmp_path):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kinema.config import ModelConfig, from_dict, load_yaml, merge, to_dict
-from kinema.data.worlds import WORLDS, check_vae_world
+from kinema.data.worlds import LEAVES, WORLDS, check_vae_world
 from kinema.errors import KinemaError
 from kinema.train.dit_stage import DiTStage
 from kinema.train.trainer import Log
@@ -135,9 +135,10 @@ def run(recipe: Recipe, *, resume: bool = False, stage: str = "all") -> Path | N
             check_vae_world(recipe.vae.world)
         except ValueError as e:
             raise KinemaError(f"vae.world: {e}") from None
-    if recipe.vae.photo_augment and "photos" not in recipe.vae_world.split("+"):
-        raise KinemaError(f"vae.photo_augment: the VAE's world {recipe.vae_world!r} has no photographs; "
-                          f"set vae.world to photos or a mix such as shapes+photos, or drop photo_augment")
+    pictures = {"photos", *LEAVES}  # the camera worlds, whose pictures a look recolours
+    if recipe.vae.photo_augment and not pictures & set(recipe.vae_world.split("+")):
+        raise KinemaError(f"vae.photo_augment: the VAE's world {recipe.vae_world!r} has no photographs or dead-leaves "
+                          f"pictures; set vae.world to photos, leaves or a mix such as shapes+photos, or drop photo_augment")
     check_sizes(recipe)
     runtime = resolve_runtime(recipe.device, recipe.precision)  # a bad device or precision fails before any work
     if recipe.threads:
