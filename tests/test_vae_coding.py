@@ -164,6 +164,11 @@ def test_the_budget_follows_the_device(monkeypatch):
         assert plan_coding(cfg, (65, 32, 32), budget_for("cuda")).tile is None
     free["bytes"] = 100 * 2 ** 20
     assert budget_for("cuda") == 256.0
+    asked = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: asked.append(device) or (free["bytes"], 0))
+    with torch.no_grad():
+        assert plan_coding(cfg, (65, 32, 32), device="cuda").tile == 16 and len(asked) == 1  # no budget given: the device's
+    assert plan_coding(cfg, (65, 32, 32), device="cuda").whole and len(asked) == 1  # training: no plan, no memory query
 
 
 def test_frame_size_must_divide_by_the_spatial_factor():

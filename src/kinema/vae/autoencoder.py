@@ -26,7 +26,7 @@ from torch import nn
 from kinema.config import VAEConfig
 from kinema.nn.norms import RMSNorm
 from kinema.vae.causal_conv import CausalCache, CausalConv3d
-from kinema.vae.coding import CodingPlan, Cuts, budget_for, halo, in_strips, plan_coding, reach, run_tiled
+from kinema.vae.coding import CodingPlan, Cuts, halo, in_strips, plan_coding, reach, run_tiled
 from kinema.vae.linear_path import LinearPath
 
 TAIL_ROWS = 64  # a streamed decode's 2D tail runs in strips of about this many output rows
@@ -342,7 +342,7 @@ class CausalVAE(nn.Module):
         self.check_size(height, width)
         s = self.cfg.space_compression
         latent = (self.latent_frames(frames), height // s, width // s)
-        plan = plan or plan_coding(self.cfg, latent, budget_for(x.device), halo_px=self.halos[0])
+        plan = plan or plan_coding(self.cfg, latent, halo_px=self.halos[0], device=x.device)
         if plan.whole:
             moments = self.encoder(x)
         else:
@@ -354,7 +354,7 @@ class CausalVAE(nn.Module):
     def decode(self, z: torch.Tensor, plan: CodingPlan | None = None) -> torch.Tensor:
         """z: [B, Cz, t, h, w] -> [B, 3, 1 + 4(t-1), 8h, 8w]. `plan` as for encode."""
         b, _, t, h, w = z.shape
-        plan = plan or plan_coding(self.cfg, (t, h, w), budget_for(z.device))  # (the decoder cuts its tiles' stages: no halo at full resolution)
+        plan = plan or plan_coding(self.cfg, (t, h, w), device=z.device)  # (the decoder cuts its tiles' stages: no halo at full resolution)
         if plan.whole:
             return self.decoder(z)
         r, s = self.cfg.time_compression, self.cfg.space_compression

@@ -159,8 +159,8 @@ CPU_BUDGET_MB = 256.0  # what the measured tables (docs/vae.md) were planned wit
 def budget_for(device: torch.device | str) -> float:
     """The size policy's activation budget in MB on `device`: CPU_BUDGET_MB on a CPU; on a CUDA GPU
     a quarter of the memory free at the call (the estimates are fp32 and the caller's own tensors
-    need room), never less than CPU_BUDGET_MB. So an 80 GB GPU decodes what a CPU would tile as one
-    piece, and a full one still streams."""
+    need room), never less than CPU_BUDGET_MB. So a large GPU decodes in long untiled chunks what a
+    CPU tiles, and a nearly full one plans as a CPU does."""
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -168,8 +168,8 @@ def budget_for(device: torch.device | str) -> float:
     return CPU_BUDGET_MB
 
 
-def plan_coding(cfg: VAEConfig, latent_shape: tuple[int, int, int], budget_mb: float = CPU_BUDGET_MB,
-                halo_px: int = 0) -> CodingPlan:
+def plan_coding(cfg: VAEConfig, latent_shape: tuple[int, int, int], budget_mb: float | None = None,
+                halo_px: int = 0, device: torch.device | str = "cpu") -> CodingPlan:
     """The size policy: the whole clip when its activations fit `budget_mb`, else time chunks of as
     many latent frames as fit, else one latent frame at a time, in square tiles if the frame does
     not fit. `halo_px`: latent pixels a tile computes again a side at full resolution. A decoder
@@ -177,12 +177,13 @@ def plan_coding(cfg: VAEConfig, latent_shape: tuple[int, int, int], budget_mb: f
     and 0 is right; its low-resolution stages still see the whole halo, so a tile is at least
     MIN_TILE (measured at 256x256: 2 x 2 tiles 1.2x the time of streaming alone, 4 x 4 1.7x). An
     encoder's first stages see its whole halo (`halo`): its tiles come only where the budget
-    allows an interior of at least two halos well inside the frame, else it streams untiled."""
+    allows an interior of at least two halos well inside the frame, else it streams untiled.
+    `budget_mb` None: budget_for(device), asked only when a plan is made (not in training)."""
     if torch.is_grad_enabled():
         return CodingPlan()
     t, h, w = latent_shape
     r, s = cfg.time_compression, cfg.space_compression
-    budget = budget_mb * 2 ** 20
+    budget = (budget_for(device) if budget_mb is None else budget_mb) * 2 ** 20
     frames_of = lambda k: 1 + r * (k - 1) + r  # noqa: E731  a chunk of k latent frames, plus the cached past
     if activation_bytes(cfg, 1 + r * (t - 1), h * s, w * s) <= budget:
         return CodingPlan()
