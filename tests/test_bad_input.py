@@ -37,6 +37,7 @@ RECIPE_CASES = [
     ("model.frames", 10, ["model.frames 10 is not 1 + 4k"]),
     ("model.frames", 100001, ["model.frames 100001: at most 4097 frames"]),
     ("model.frames", 0, ["frames 0: must be at least 1"]),
+    ("model.vae.carry", -1, ["vae.carry -1: the carry head's channels, 0 for none"]),
     ("model.dit.in_channels", 8, ["model.dit.in_channels 8 is not the VAE's latent_channels 4"]),
     ("vae.length_schedule", [[0, 9, 0]], ["length_schedule[0] [0, 9, 0]"]),
     ("seed", "one", ["seed", "expected an integer"]),

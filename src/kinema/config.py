@@ -45,6 +45,9 @@ class VAEConfig:
     # a linear map of its own patch of pixels, and back, added to the networks' outputs, which then
     # start at zero; the VAE stage sets it to PCA of training clips (vae.linear_init_clips)
     linear_path: bool = False
+    # channels of the decoder's carry head (kinema.vae.carry): each output frame blends in the one
+    # before it, moved by a flow the head estimates; 0: none
+    carry: int = 0
     # per-channel statistics of the latents over the training data, set after VAE training
     latent_mean: tuple[float, ...] | None = None
     latent_std: tuple[float, ...] | None = None
@@ -64,6 +67,8 @@ class VAEConfig:
                 raise KinemaError(f"vae.time_kernel {tuple(self.time_kernel)}: levels 0-{last} are all 2D, but the decoder "
                                   f"repeats frames in time into level {last}, so its output frames would come in equal "
                                   f"runs; give one of them a temporal kernel > 1, or move the time factors down a level")
+        if self.carry < 0:
+            raise KinemaError(f"vae.carry {self.carry}: the carry head's channels, 0 for none")
         if self.downsample not in ("conv", "dual"):
             raise KinemaError(f"vae.downsample {self.downsample!r}: use 'conv' or 'dual'")
 

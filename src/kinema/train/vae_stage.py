@@ -164,11 +164,16 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
     if stage.init_from:
         start = load_vae(stage.init_from)
         unstated = dict(latent_mean=None, latent_std=None)  # statistics, not architecture
+        if not start.cfg.carry:  # a carry head may be added to a VAE without one: it starts as the identity
+            unstated["carry"] = 0
         if dataclasses.replace(start.cfg, **unstated) != dataclasses.replace(cfg, **unstated):
             raise KinemaError(f"vae.init_from {stage.init_from}: its VAE config differs from the recipe's model.vae; "
                               f"copy the model directory's config.json vae section into the recipe")
-        vae.load_state_dict(start.state_dict())
-        log(f"[vae] starts from {stage.init_from}")
+        missing, _ = vae.load_state_dict(start.state_dict(), strict=False)
+        misfit = [k for k in missing if not k.startswith("carry.")]  # (configs equal: nothing unexpected)
+        if misfit:
+            raise KinemaError(f"vae.init_from {stage.init_from}: its weights do not fit ({misfit[0]}); re-export it")
+        log(f"[vae] starts from {stage.init_from}" + (" (the carry head new)" if missing else ""))
     elif cfg.linear_path and stage.linear_init_clips:
         kept = fit_linear_start(vae, seed, stage.linear_init_clips, size, world, augment)
         log(f"[vae] linear path: PCA of {stage.linear_init_clips} clips keeps {kept['first']:.1%} of frame 0's patch variance, "

@@ -8,7 +8,8 @@ the first f - 1 copies of the clip's first frame. A `T=1` image is a one-frame v
 `downsample: dual` adds Step-Video's parameter-free path beside each strided conv: space (and
 time) folded into channels, averaged down to the new width; upsampling mirrors it.
 `linear_path` adds a linear coder of each latent position's own patch beside both networks
-(kinema.vae.linear_path), whose output convolutions then start at zero.
+(kinema.vae.linear_path), whose output convolutions then start at zero. `carry` puts a carry head
+after the decoder (kinema.vae.carry): each output frame blends in the one before it, moved.
 
 Every forward takes an optional `CausalCache`: then its input is the next time chunk of a clip
 (kinema.vae.coding streams and tiles with it).
@@ -25,6 +26,7 @@ from torch import nn
 
 from kinema.config import VAEConfig
 from kinema.nn.norms import RMSNorm
+from kinema.vae.carry import CarryHead
 from kinema.vae.causal_conv import CausalCache, CausalConv3d
 from kinema.vae.coding import CodingPlan, Cuts, halo, in_strips, plan_coding, reach, run_tiled
 from kinema.vae.linear_path import LinearPath
@@ -315,6 +317,7 @@ class CausalVAE(nn.Module):
                              f"levels) need as many temporal_down / temporal_factors entries, got {len(cfg.factors())}")
         self.cfg = cfg
         self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
+        self.carry = CarryHead(cfg.carry, cfg.in_channels) if cfg.carry else None
         # receptive-field radii in latent pixels (kinema.vae.coding), fixed by the architecture
         self.halos = (halo(self.encoder, cfg.space_compression, encoder=True),
                       halo(self.decoder, cfg.space_compression, encoder=False))
@@ -356,10 +359,15 @@ class CausalVAE(nn.Module):
         b, _, t, h, w = z.shape
         plan = plan or plan_coding(self.cfg, (t, h, w), device=z.device)  # (the decoder cuts its tiles' stages: no halo at full resolution)
         if plan.whole:
-            return self.decoder(z)
-        r, s = self.cfg.time_compression, self.cfg.space_compression
-        return run_tiled(self.decoder, z, (b, self.cfg.in_channels, 1 + r * (t - 1), h * s, w * s), plan, self.cfg,
-                         self.halos[1], encoder=False)
+            y = self.decoder(z)
+        else:
+            r, s = self.cfg.time_compression, self.cfg.space_compression
+            y = run_tiled(self.decoder, z, (b, self.cfg.in_channels, 1 + r * (t - 1), h * s, w * s), plan, self.cfg,
+                          self.halos[1], encoder=False)
+        if self.carry is None:
+            return y
+        # whole frames, one after the other (its reach grows with each frame): in place when not training
+        return self.carry(y, inplace=not torch.is_grad_enabled())
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None):
         """The training round trip: x -> (reconstruction, mean, logvar), decoding mean + std * eps

@@ -1,0 +1,87 @@
+"""The decoder's carry head: each output frame takes detail from the frame before it, moved.
+
+A camera moving over a scene shows in frame t most of what frame t - 1 showed, a pixel or two away.
+The decoder draws every frame afresh from the latent, and a later latent frame codes four frames in
+the numbers frame 0 has alone, so later frames come out blurrier (held-out photo clips: frame 0
+24.6 dB, frames 1-16 22.0). The carry head moves the previous *output* frame by a flow it estimates
+and blends it in, as a video codec moves what it has decoded:
+
+    flow_t, gate_t = net(y_t, o_{t-1})                     # y: the decoder's frames, o: the head's
+    o_t = y_t + gate_t * (warp(o_{t-1}, flow_t) - y_t)     # o_0 = y_0
+
+    y, o:  [B, 3, T, H, W]        flow_t: [B, 2, H, W] in pixels, |flow| < MAX_SHIFT
+    gate_t: [B, 1, H, W] in (0, 1) warp(o, f)(p) = o(p + f(p))  (bicubic, border pixels repeated)
+
+It is causal (o_t sees y_0 .. y_t) and keeps frame 0 (an image: the T = 1 property) as the decoder
+drew it. Each frame is a blend of the decoder's and a moved earlier output, so nothing grows along
+the clip. It starts near the identity: its last conv is zero, so the flow starts at 0 and the gate
+at sigmoid(GATE_START) = 0.018 (a gate that starts at exactly 0 and is clamped could die at the first
+step; a sigmoid's never does). Its reach
+grows with every frame, so it is never tiled: CausalVAE.decode runs it over whole frames, one after
+the other, in place on the decoder's (streamed, tiled) output, which keeps decoding exact and flat
+in memory (one frame of the head's activations at a time).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MAX_SHIFT = 4.0  # pixels a frame: a camera pan over the photo world moves content about 1-3
+GATE_START = -4.0  # the gate's logit where the last conv gives 0
+
+
+def warp(frame: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """frame [B, C, H, W] read at p + flow(p): flow [B, 2, H, W] in pixels, (x, y) channels."""
+    b, _, h, w = frame.shape
+    ys = torch.arange(h, device=frame.device, dtype=flow.dtype)
+    xs = torch.arange(w, device=frame.device, dtype=flow.dtype)
+    x = xs.view(1, 1, w) + flow[:, 0]  # [B, H, W] pixel columns to read
+    y = ys.view(1, h, 1) + flow[:, 1]
+    # grid_sample's normalised coordinates (align_corners=False): pixel i is at (2 i + 1) / n - 1
+    grid = torch.stack([(2 * x + 1) / w - 1, (2 * y + 1) / h - 1], dim=-1)
+    return F.grid_sample(frame, grid.to(frame.dtype), mode="bicubic", padding_mode="border", align_corners=False)
+
+
+class CarryHead(nn.Module):
+    """The carry head (above) with `channels` channels; reach 8 pixels (dilations 1, 2, 4, 1)."""
+
+    def __init__(self, channels: int, in_channels: int = 3):
+        super().__init__()
+        c = channels
+        self.net = nn.Sequential(
+            nn.Conv2d(2 * in_channels, c, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(c, c, 3, padding=2, dilation=2), nn.SiLU(),
+            nn.Conv2d(c, c, 3, padding=4, dilation=4), nn.SiLU(),
+            nn.Conv2d(c, 3, 3, padding=1),  # flow x, flow y, gate
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def step(self, y: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """One frame: y, the decoder's frame [B, 3, H, W]; prev, the head's output for the frame
+        before -> the head's output for this frame. In float32 (grid_sample has no bf16 kernel on
+        every device; one frame of a small net is cheap)."""
+        with torch.autocast(y.device.type, enabled=False):
+            y32, prev32 = y.float(), prev.float()
+            out = self.net(torch.cat([y32, prev32], dim=1))
+            flow = MAX_SHIFT * torch.tanh(out[:, :2])
+            gate = torch.sigmoid(out[:, 2:3] + GATE_START)
+            return (y32 + gate * (warp(prev32, flow) - y32)).to(y.dtype)
+
+    def forward(self, y: torch.Tensor, prev: torch.Tensor | None = None, inplace: bool = False) -> torch.Tensor:
+        """y: the decoder's frames [B, 3, T, H, W] -> the head's [B, 3, T, H, W]. `prev`: the head's
+        last output frame [B, 3, H, W] when y continues a clip (None: y starts it, and its first frame
+        is kept). `inplace`: write each frame over y (inference: no second clip-sized buffer)."""
+        frames = []
+        out = y if inplace else None
+        for t in range(y.shape[2]):
+            o = y[:, :, t] if prev is None else self.step(y[:, :, t], prev)
+            if inplace:
+                out[:, :, t] = o
+                prev = out[:, :, t]
+            else:
+                frames.append(o)
+                prev = o
+        return out if inplace else torch.stack(frames, dim=2)
