@@ -711,3 +711,28 @@ def test_vae_stage_keeps_as_many_checkpoints_as_asked(tmp_path):
         train_vae(cfg, stage, run_dir=tmp_path / str(keep), seed=0, size=16, runtime=cpu_runtime("fp32"), resume=False,
                   log=Log(tmp_path / f"{keep}.txt"))
         assert sorted(step for step, _ in step_dirs(tmp_path / str(keep) / "ckpt")) == [1, 2, 3][-keep:]
+
+
+def test_a_module_with_an_lr_scale_learns_at_that_multiple(tmp_path):
+    """param_groups: a submodule's lr_scale gets a group of its own. AdamW's first step moves each
+    weight by the learning rate (its update is m / sqrt(v) = sign of the gradient), so one step at
+    lr 1e-3 with no warmup moves the plain layer's weights by 1e-3 and the scaled one's by 1e-2;
+    without a scale the model is one group, as checkpoints before had it."""
+    from kinema.train.trainer import param_groups
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    assert [len(g["params"]) for g in param_groups(model)] == [4]
+    model[2].lr_scale = 10.0
+    assert [(len(g["params"]), g["lr_scale"]) for g in param_groups(model)] == [(2, 1.0), (2, 10.0)]
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def loss_fn(m, step):
+        x = torch.randn(16, 4, generator=seeded(0, step))
+        return m(x).pow(2).mean(), {}
+
+    fit(model, loss_fn, steps=1, optim=OptimConfig(lr=1e-3, warmup=0, grad_clip=0), run_dir=tmp_path, config={},
+        log=Log(tmp_path / "log.txt"), runtime=cpu_runtime("fp32"), ckpt_every=1000)
+    moved = [(p.detach() - b).abs() for p, b in zip(model.parameters(), before)]
+    for m, lr in zip(moved, (1e-3, 1e-3, 1e-2, 1e-2)):
+        torch.testing.assert_close(m, torch.full_like(m, lr), rtol=1e-3, atol=1e-6)

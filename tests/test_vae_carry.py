@@ -129,6 +129,7 @@ def test_a_carry_head_is_added_to_a_trained_vae(tmp_path, tiny_model_dir):
     vae = train_vae(dataclasses.replace(start.cfg, carry=4), stage, run_dir=tmp_path / "a", log=Log(tmp_path / "a.txt"),
                     **common).eval()
     assert "(the carry head new)" in (tmp_path / "a.txt").read_text()
+    assert vae.carry.lr_scale == stage.carry_lr_scale == 10.0  # a new head learns faster (trainer.param_groups)
     z = torch.randn(1, start.cfg.latent_channels, 2, 2, 2, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(vae.decode(z, CodingPlan()), CarryHead(4)(start.decode(z, CodingPlan())))

@@ -51,6 +51,18 @@ class OptimConfig:
         require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", self.betas, "give two numbers in [0, 1)")
 
 
+def param_groups(model: nn.Module) -> list[dict]:
+    """AdamW's groups for `model`: all its parameters in one, but a submodule with an `lr_scale`
+    attribute (a module new on a trained network, such as the VAE's carry head) gets a group of its
+    own that learns at the stage's rate times that scale. Without one, one group as before, so
+    checkpoints keep their layout."""
+    scale = {id(p): m.lr_scale for m in model.modules() if getattr(m, "lr_scale", None) for p in m.parameters()}
+    groups: dict[float, list] = {}
+    for p in model.parameters():
+        groups.setdefault(scale.get(id(p), 1.0), []).append(p)
+    return [{"params": ps, "lr_scale": s} for s, ps in groups.items()]
+
+
 def lr_at(cfg: OptimConfig, step: int, steps: int) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -280,7 +292,7 @@ def fit(
     # every parameter, frozen ones too (the decoder stage's encoder, AnimateDiff's image model):
     # AdamW skips a parameter without a gradient, and the optimizer state keeps one layout, so
     # checkpoints resume whichever parameters a stage freezes
-    groups = [{"params": list(model.parameters())}] + ([{"params": list(aux.parameters())}] if aux is not None else [])
+    groups = param_groups(model) + ([{"params": list(aux.parameters())}] if aux is not None else [])
     opt = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
     ema = EMA(model, ema_decay) if ema_decay else None
     start = 0
@@ -351,7 +363,7 @@ def fit(
                     raise KeyboardInterrupt
                 lr = lr_at(optim, step, steps)
                 for group in opt.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 loss, terms, finite = accumulate_gradients(train_model, loss_fn, step, optim.accumulate, runtime, scaler)
                 if dist.any_true(not finite):  # every process skips together
                     bad += 1

@@ -57,6 +57,10 @@ class VAEStage:
     # with model.vae.linear_path and no init_from: the linear path starts as PCA of this many
     # training clips of the VAE's longest length (kinema.vae.linear_path.fit_pca); 0 leaves it random
     linear_init_clips: int = 200
+    # with model.vae.carry: the carry head's learning rate over optim.lr. A head added to a trained
+    # VAE at that VAE's fine-tuning rate (1e-4) had not moved in 400 steps (gate and flow as they
+    # started), so a new module learns faster than the weights it sits on
+    carry_lr_scale: float = 10.0
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, warmup=100))
     loss: VAELossConfig = field(default_factory=lambda: VAELossConfig(foreground_weight=20.0))
     log_every: int = 25
@@ -68,6 +72,7 @@ class VAEStage:
         check_stage(self)
         at_least(self, 0, "linear_init_clips")
         at_least(self, 1, "keep_checkpoints")
+        require(self.carry_lr_scale > 0, "carry_lr_scale", self.carry_lr_scale, "must be above 0")
 
 
 @dataclass
@@ -178,6 +183,8 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
         kept = fit_linear_start(vae, seed, stage.linear_init_clips, size, world, augment)
         log(f"[vae] linear path: PCA of {stage.linear_init_clips} clips keeps {kept['first']:.1%} of frame 0's patch variance, "
             f"{kept['rest']:.1%} of the later frames'")
+    if vae.carry is not None:
+        vae.carry.lr_scale = stage.carry_lr_scale  # (kinema.train.trainer.param_groups)
     vae = vae.to(device)
     disc = PatchDiscriminator3D(cfg.in_channels, stage.loss.disc_channels).to(device) if stage.loss.adversarial else None
 
