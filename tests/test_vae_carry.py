@@ -9,7 +9,7 @@ from conftest import randomize_
 
 from kinema.config import VAE_PRESETS
 from kinema.vae.autoencoder import CausalVAE
-from kinema.vae.carry import GATE_START, MAX_SHIFT, CarryHead, warp
+from kinema.vae.carry import MAX_SHIFT, CarryHead, warp
 from kinema.vae.coding import CodingPlan
 
 
@@ -22,8 +22,7 @@ def constant_flow(flow_x: float, flow_y: float, gate: float, channels: int = 4) 
     head = CarryHead(channels)
     logit = 35.0 if gate == 1 else math.log(gate / (1 - gate))
     with torch.no_grad():
-        head.net[-1].bias.copy_(torch.tensor([math.atanh(flow_x / MAX_SHIFT), math.atanh(flow_y / MAX_SHIFT),
-                                              logit - GATE_START]))
+        head.net[-1].bias.copy_(torch.tensor([math.atanh(flow_x / MAX_SHIFT), math.atanh(flow_y / MAX_SHIFT), logit]))
     return head
 
 
@@ -43,10 +42,10 @@ def test_warp_known_answers():
     torch.testing.assert_close(warp(ramp, flow)[..., 2:-2], ramp[..., 2:-2] + 0.5, atol=1e-4, rtol=0)
 
 
-def test_a_new_head_moves_nothing_and_blends_little():
-    """Its last conv is zero: flow 0, gate sigmoid(-4), so frame t is y_t + g (o_{t-1} - y_t)."""
+def test_a_new_head_moves_nothing_and_blends_half():
+    """Its last conv's weights are zero: flow 0, gate 1/2, so frame t is y_t + (o_{t-1} - y_t) / 2."""
     y = frames(t=3)
-    g = 1 / (1 + math.exp(4.0))
+    g = 0.5
     o1 = y[:, :, 1] + g * (y[:, :, 0] - y[:, :, 1])
     o2 = y[:, :, 2] + g * (o1 - y[:, :, 2])
     torch.testing.assert_close(CarryHead(8)(y), torch.stack([y[:, :, 0], o1, o2], dim=2), atol=1e-5, rtol=0)

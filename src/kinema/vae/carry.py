@@ -14,9 +14,12 @@ and blends it in, as a video codec moves what it has decoded:
 
 It is causal (o_t sees y_0 .. y_t) and keeps frame 0 (an image: the T = 1 property) as the decoder
 drew it. Each frame is a blend of the decoder's and a moved earlier output, so nothing grows along
-the clip. It starts near the identity: its last conv is zero, so the flow starts at 0 and the gate
-at sigmoid(GATE_START) = 0.018 (a gate that starts at exactly 0 and is clamped could die at the first
-step; a sigmoid's never does). Its reach
+the clip. Its last conv's weights start at zero and its biases at (0, 0, GATE_START), so the flow
+starts at 0 and the gate at sigmoid(GATE_START) = 1/2 (a parameter: a checkpoint keeps its gate,
+whatever this constant becomes). Not near 0: with the gate small the output is the decoder's, and the loss's gradient on the
+flow, (o - x) d warp / d flow ~ (y - x) d warp / d flow, asks the moved frame to make up the
+decoder's error instead of matching the frame. A head started at gate 0.018 learnt a flow that way
+that moved frame 0 into frame 1 at 16 dB where the best global shift gives 27 (docs/vae.md). Its reach
 grows with every frame, so it is never tiled: CausalVAE.decode runs it over whole frames, one after
 the other, in place on the decoder's (streamed, tiled) output, which keeps decoding exact and flat
 in memory (one frame of the head's activations at a time).
@@ -29,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 MAX_SHIFT = 4.0  # pixels a frame: a camera pan over the photo world moves content about 1-3
-GATE_START = -4.0  # the gate's logit where the last conv gives 0
+GATE_START = 0.0  # the gate's logit at the start
 
 
 def warp(frame: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
@@ -57,7 +60,8 @@ class CarryHead(nn.Module):
             nn.Conv2d(c, 3, 3, padding=1),  # flow x, flow y, gate
         )
         nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        with torch.no_grad():
+            self.net[-1].bias.copy_(torch.tensor([0.0, 0.0, GATE_START]))
 
     def step(self, y: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """One frame: y, the decoder's frame [B, 3, H, W]; prev, the head's output for the frame
@@ -67,7 +71,7 @@ class CarryHead(nn.Module):
             y32, prev32 = y.float(), prev.float()
             out = self.net(torch.cat([y32, prev32], dim=1))
             flow = MAX_SHIFT * torch.tanh(out[:, :2])
-            gate = torch.sigmoid(out[:, 2:3] + GATE_START)
+            gate = torch.sigmoid(out[:, 2:3])
             return (y32 + gate * (warp(prev32, flow) - y32)).to(y.dtype)
 
     def forward(self, y: torch.Tensor, prev: torch.Tensor | None = None, inplace: bool = False) -> torch.Tensor:
