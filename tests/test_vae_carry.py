@@ -9,7 +9,7 @@ from conftest import randomize_
 
 from kinema.config import VAE_PRESETS
 from kinema.vae.autoencoder import CausalVAE
-from kinema.vae.carry import MAX_SHIFT, CarryHead, warp
+from kinema.vae.carry import BLOCK, MAX_SHIFT, RADIUS, CarryHead, matched, warp
 from kinema.vae.coding import CodingPlan
 
 
@@ -42,9 +42,29 @@ def test_warp_known_answers():
     torch.testing.assert_close(warp(ramp, flow)[..., 2:-2], ramp[..., 2:-2] + 0.5, atol=1e-4, rtol=0)
 
 
-def test_a_new_head_moves_nothing_and_blends_half():
-    """Its last conv's weights are zero: flow 0, gate 1/2, so frame t is y_t + (o_{t-1} - y_t) / 2."""
+def test_block_matching_finds_the_move():
+    """y is prev moved by (2, -1) (y(p) = prev(p + (2, -1))): at a cold temperature the matched prev
+    is y wherever the search and the block stay inside the frame; at a warm one, the plain average
+    of all 81 moves."""
+    prev = torch.randn(2, 3, 24, 26, generator=torch.Generator().manual_seed(4))
+    y = torch.roll(prev, shifts=(1, -2), dims=(-2, -1))  # y[i, j] = prev[i - 1, j + 2]
+    m = RADIUS + BLOCK // 2
+    torch.testing.assert_close(matched(y, prev, 1e-4)[..., m:-m, m:-m], y[..., m:-m, m:-m], atol=1e-5, rtol=0)
+    r = RADIUS
+    padded = torch.nn.functional.pad(prev, (r, r, r, r), mode="replicate")
+    mean = sum(padded[..., r + dy:r + dy + 24, r + dx:r + dx + 26] for dy in range(-r, r + 1) for dx in range(-r, r + 1)) / 81
+    torch.testing.assert_close(matched(y, prev, 1e6), mean, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("motion", ["flow", "match"])
+def test_a_new_head_moves_nothing_and_blends_half(motion):
+    """Its last conv's weights are zero: gate 1/2, so frame t is y_t + (moved o_{t-1} - y_t) / 2, the
+    flow head's move 0 (the match head's is tested above)."""
     y = frames(t=3)
+    if motion == "match":  # frames that are their own best match: moving them changes nothing
+        y = frames(t=1).expand(-1, -1, 3, -1, -1).contiguous()
+        torch.testing.assert_close(CarryHead(8, motion="match")(y), y, atol=1e-5, rtol=0)
+        return
     g = 0.5
     o1 = y[:, :, 1] + g * (y[:, :, 0] - y[:, :, 1])
     o2 = y[:, :, 2] + g * (o1 - y[:, :, 2])
@@ -62,9 +82,10 @@ def test_a_full_gate_carries_frame_0_along_the_flow():
     torch.testing.assert_close(half[:, :, 1, :, :11], 0.5 * (y[:, :, 1, :, :11] + y[:, :, 0, :, 1:]), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("motion", ["flow", "match"])
 @torch.no_grad()
-def test_causal_keeps_frame_0_and_streams_exactly():
-    head = randomize_(CarryHead(8), std=0.3)
+def test_causal_keeps_frame_0_and_streams_exactly(motion):
+    head = randomize_(CarryHead(8, motion=motion), std=0.3)
     y = frames(t=7)
     out = head(y)
     torch.testing.assert_close(out[:, :, 0], y[:, :, 0])  # an image is as the decoder drew it
@@ -79,11 +100,12 @@ def test_causal_keeps_frame_0_and_streams_exactly():
     torch.testing.assert_close(head(y.clone(), inplace=True), out)
 
 
+@pytest.mark.parametrize("motion", ["flow", "match"])
 @pytest.mark.parametrize("plan", [CodingPlan(latent_chunk=1), CodingPlan(latent_chunk=2, tile=2)])
 @torch.no_grad()
-def test_a_vae_with_a_carry_head_decodes_streamed_and_tiled_as_whole(plan):
+def test_a_vae_with_a_carry_head_decodes_streamed_and_tiled_as_whole(plan, motion):
     cfg = VAE_PRESETS["tiny"]
-    vae = randomize_(CausalVAE(type(cfg)(**{**cfg.__dict__, "carry": 8})).eval(), std=0.2)
+    vae = randomize_(CausalVAE(type(cfg)(**{**cfg.__dict__, "carry": 8, "carry_motion": motion})).eval(), std=0.2)
     z = torch.randn(1, cfg.latent_channels, 3, 4, 5, generator=torch.Generator().manual_seed(2))
     whole = vae.decode(z, CodingPlan())
     torch.testing.assert_close(whole, vae.carry(vae.decoder(z)))
@@ -91,15 +113,17 @@ def test_a_vae_with_a_carry_head_decodes_streamed_and_tiled_as_whole(plan):
     torch.testing.assert_close(vae.decode(z, plan), whole, atol=1e-5, rtol=1e-5)
 
 
-def test_the_head_learns_to_carry_detail_the_decoder_lost():
-    """A texture moving one pixel a frame, its later frames blurred (as a decoder draws them): a few
-    dozen steps teach the head to carry frame 0's detail along, well below the blurred frames' error."""
+@pytest.mark.parametrize("motion", ["flow", "match"])
+def test_the_head_learns_to_carry_detail_the_decoder_lost(motion):
+    """A texture moving one pixel a frame, its later frames blurred (as a decoder draws them): a
+    hundred steps teach the head to carry frame 0's detail along, well below the blurred frames' error."""
     torch.manual_seed(0)
-    tex = torch.rand(4, 3, 20, 40, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    noise = torch.rand(4, 3, 22, 42, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    tex = torch.nn.functional.avg_pool2d(noise, 3, stride=1) * 3  # some structure a 3x3 blur leaves
     truth = torch.stack([tex[..., t:t + 20] for t in range(5)], dim=2)  # [4, 3, 5, 20, 20], content moves left
-    blurred = torch.nn.functional.avg_pool3d(truth, (1, 5, 5), stride=1, padding=(0, 2, 2), count_include_pad=False)
+    blurred = torch.nn.functional.avg_pool3d(truth, (1, 3, 3), stride=1, padding=(0, 1, 1), count_include_pad=False)
     y = torch.cat([truth[:, :, :1], blurred[:, :, 1:]], dim=2)  # frame 0 sharp, as the decoder's frame 0
-    head = CarryHead(16)
+    head = CarryHead(16, motion=motion)
     opt = torch.optim.Adam(head.parameters(), lr=3e-3)
     inner = (slice(None), slice(None), slice(1, None), slice(4, -4), slice(4, -4))  # later frames, away from edges
     before = (y - truth)[inner].abs().mean().item()

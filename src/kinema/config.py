@@ -48,6 +48,9 @@ class VAEConfig:
     # channels of the decoder's carry head (kinema.vae.carry): each output frame blends in the one
     # before it, moved by a flow the head estimates; 0: none
     carry: int = 0
+    # how the carry head moves the frame before: "flow" (a flow its net estimates) or "match" (block
+    # matching, kinema.vae.carry.matched)
+    carry_motion: str = "flow"
     # per-channel statistics of the latents over the training data, set after VAE training
     latent_mean: tuple[float, ...] | None = None
     latent_std: tuple[float, ...] | None = None
@@ -69,6 +72,8 @@ class VAEConfig:
                                   f"runs; give one of them a temporal kernel > 1, or move the time factors down a level")
         if self.carry < 0:
             raise KinemaError(f"vae.carry {self.carry}: the carry head's channels, 0 for none")
+        if self.carry_motion not in ("flow", "match"):
+            raise KinemaError(f"vae.carry_motion {self.carry_motion!r}: use 'flow' or 'match'")
         if self.downsample not in ("conv", "dual"):
             raise KinemaError(f"vae.downsample {self.downsample!r}: use 'conv' or 'dual'")
 

@@ -317,7 +317,7 @@ class CausalVAE(nn.Module):
                              f"levels) need as many temporal_down / temporal_factors entries, got {len(cfg.factors())}")
         self.cfg = cfg
         self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
-        self.carry = CarryHead(cfg.carry, cfg.in_channels) if cfg.carry else None
+        self.carry = CarryHead(cfg.carry, cfg.in_channels, cfg.carry_motion) if cfg.carry else None
         # receptive-field radii in latent pixels (kinema.vae.coding), fixed by the architecture
         self.halos = (halo(self.encoder, cfg.space_compression, encoder=True),
                       halo(self.decoder, cfg.space_compression, encoder=False))

@@ -27,12 +27,17 @@ in memory (one frame of the head's activations at a time).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 MAX_SHIFT = 4.0  # pixels a frame: a camera pan over the photo world moves content about 1-3
 GATE_START = 0.0  # the gate's logit at the start
+RADIUS = 4  # motion "match": integer moves up to this many pixels a frame, each way
+BLOCK = 7  # motion "match": pixels a side of the blocks compared
+TEMPERATURE = 0.01  # motion "match": the softmax's start (mean squared differences of [-1, 1] pixels)
 
 
 def warp(frame: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
@@ -47,21 +52,44 @@ def warp(frame: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(frame, grid.to(frame.dtype), mode="bicubic", padding_mode="border", align_corners=False)
 
 
-class CarryHead(nn.Module):
-    """The carry head (above) with `channels` channels; reach 8 pixels (dilations 1, 2, 4, 1)."""
+def matched(y: torch.Tensor, prev: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
+    """prev moved onto y by block matching, [B, C, H, W] each -> [B, C, H, W]. Each integer move s
+    in [-RADIUS, RADIUS]^2 reads prev at p + s (border pixels repeated); its cost at p is the mean
+    squared difference between y and that moved prev over the BLOCK x BLOCK block around p; the
+    result is the moved prevs averaged with weights softmax(-cost / temperature) over s, per pixel."""
+    r, (h, w) = RADIUS, y.shape[-2:]
+    padded = F.pad(prev, (r, r, r, r), mode="replicate")
+    moves = torch.stack([padded[..., r + dy:r + dy + h, r + dx:r + dx + w]
+                         for dy in range(-r, r + 1) for dx in range(-r, r + 1)], dim=1)  # [B, S, C, H, W]
+    with torch.no_grad():  # which move fits is a choice, not a path for gradients (and half the cost)
+        cost = (moves - y.unsqueeze(1)).pow_(2).mean(2)  # [B, S, H, W]
+        cost = F.avg_pool2d(cost, BLOCK, stride=1, padding=BLOCK // 2, count_include_pad=False)
+    weight = torch.softmax(-cost / temperature, dim=1)  # (the temperature learns)
+    return torch.einsum("bshw,bschw->bchw", weight, moves)
 
-    def __init__(self, channels: int, in_channels: int = 3):
+
+class CarryHead(nn.Module):
+    """The carry head (above) with `channels` channels; its net reaches 8 pixels (dilations 1, 2, 4,
+    1). motion "flow": the net estimates a flow and the previous output is warped by it; "match":
+    the previous output is moved by block matching (`matched`, at a learnt temperature) and the
+    net, which also sees the moved frame, gives the gate alone."""
+
+    def __init__(self, channels: int, in_channels: int = 3, motion: str = "flow"):
         super().__init__()
-        c = channels
+        c, self.motion = channels, motion
+        inputs, outputs = (2, 3) if motion == "flow" else (3, 1)  # flow: (y, prev) -> flow x, flow y, gate
         self.net = nn.Sequential(
-            nn.Conv2d(2 * in_channels, c, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(inputs * in_channels, c, 3, padding=1), nn.SiLU(),
             nn.Conv2d(c, c, 3, padding=2, dilation=2), nn.SiLU(),
             nn.Conv2d(c, c, 3, padding=4, dilation=4), nn.SiLU(),
-            nn.Conv2d(c, 3, 3, padding=1),  # flow x, flow y, gate
+            nn.Conv2d(c, outputs, 3, padding=1),
         )
         nn.init.zeros_(self.net[-1].weight)
         with torch.no_grad():
-            self.net[-1].bias.copy_(torch.tensor([0.0, 0.0, GATE_START]))
+            self.net[-1].bias.zero_()
+            self.net[-1].bias[-1] = GATE_START
+        if motion == "match":
+            self.log_temperature = nn.Parameter(torch.tensor(math.log(TEMPERATURE)))
 
     def step(self, y: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         """One frame: y, the decoder's frame [B, 3, H, W]; prev, the head's output for the frame
@@ -69,10 +97,14 @@ class CarryHead(nn.Module):
         every device; one frame of a small net is cheap)."""
         with torch.autocast(y.device.type, enabled=False):
             y32, prev32 = y.float(), prev.float()
-            out = self.net(torch.cat([y32, prev32], dim=1))
-            flow = MAX_SHIFT * torch.tanh(out[:, :2])
-            gate = torch.sigmoid(out[:, 2:3])
-            return (y32 + gate * (warp(prev32, flow) - y32)).to(y.dtype)
+            if self.motion == "match":
+                moved = matched(y32, prev32, self.log_temperature.exp())
+                gate = torch.sigmoid(self.net(torch.cat([y32, prev32, moved], dim=1)))
+            else:
+                out = self.net(torch.cat([y32, prev32], dim=1))
+                moved = warp(prev32, MAX_SHIFT * torch.tanh(out[:, :2]))
+                gate = torch.sigmoid(out[:, 2:3])
+            return (y32 + gate * (moved - y32)).to(y.dtype)
 
     def forward(self, y: torch.Tensor, prev: torch.Tensor | None = None, inplace: bool = False) -> torch.Tensor:
         """y: the decoder's frames [B, 3, T, H, W] -> the head's [B, 3, T, H, W]. `prev`: the head's
