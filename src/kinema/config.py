@@ -46,7 +46,7 @@ class VAEConfig:
     # start at zero; the VAE stage sets it to PCA of training clips (vae.linear_init_clips)
     linear_path: bool = False
     # channels of the decoder's carry head (kinema.vae.carry): each output frame blends in the one
-    # before it, moved by a flow the head estimates; 0: none
+    # before it, moved (carry_motion); 0: none
     carry: int = 0
     # how the carry head moves the frame before: "flow" (a flow its net estimates) or "match" (block
     # matching, kinema.vae.carry.matched)

@@ -169,7 +169,7 @@ def train_vae(cfg: VAEConfig, stage: VAEStage, *, run_dir: Path, seed: int, size
     if stage.init_from:
         start = load_vae(stage.init_from)
         unstated = dict(latent_mean=None, latent_std=None)  # statistics, not architecture
-        if not start.cfg.carry:  # a carry head may be added to a VAE without one: it starts as the identity
+        if not start.cfg.carry:  # a carry head may be added to a VAE without one: it starts unmoved, gate 1/2
             unstated.update(carry=0, carry_motion="flow")
         if dataclasses.replace(start.cfg, **unstated) != dataclasses.replace(cfg, **unstated):
             raise KinemaError(f"vae.init_from {stage.init_from}: its VAE config differs from the recipe's model.vae; "

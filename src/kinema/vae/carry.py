@@ -3,24 +3,28 @@
 A camera moving over a scene shows in frame t most of what frame t - 1 showed, a pixel or two away.
 The decoder draws every frame afresh from the latent, and a later latent frame codes four frames in
 the numbers frame 0 has alone, so later frames come out blurrier (held-out photo clips: frame 0
-24.6 dB, frames 1-16 22.0). The carry head moves the previous *output* frame by a flow it estimates
-and blends it in, as a video codec moves what it has decoded:
+24.6 dB, frames 1-16 22.0). The carry head moves the previous *output* frame and blends it in, as a
+video codec moves what it has decoded. With motion "flow" its net estimates the move:
 
     flow_t, gate_t = net(y_t, o_{t-1})                     # y: the decoder's frames, o: the head's
     o_t = y_t + gate_t * (warp(o_{t-1}, flow_t) - y_t)     # o_0 = y_0
+
+with motion "match" block matching gives it (`matched`) and the net the gate alone:
+
+    m_t = matched(y_t, o_{t-1});  gate_t = net(y_t, o_{t-1}, m_t);  o_t = y_t + gate_t * (m_t - y_t)
 
     y, o:  [B, 3, T, H, W]        flow_t: [B, 2, H, W] in pixels, |flow| < MAX_SHIFT
     gate_t: [B, 1, H, W] in (0, 1) warp(o, f)(p) = o(p + f(p))  (bicubic, border pixels repeated)
 
 It is causal (o_t sees y_0 .. y_t) and keeps frame 0 (an image: the T = 1 property) as the decoder
 drew it. Each frame is a blend of the decoder's and a moved earlier output, so nothing grows along
-the clip. Its last conv's weights start at zero and its biases at (0, 0, GATE_START), so the flow
+the clip. Its last conv's weights start at zero and its gate bias at GATE_START, so the flow
 starts at 0 and the gate at sigmoid(GATE_START) = 1/2 (a parameter: a checkpoint keeps its gate,
-whatever this constant becomes). Not near 0: with the gate small the output is the decoder's, and the loss's gradient on the
-flow, (o - x) d warp / d flow ~ (y - x) d warp / d flow, asks the moved frame to make up the
-decoder's error instead of matching the frame. A head started at gate 0.018 learnt a flow that way
-that moved frame 0 into frame 1 at 16 dB where the best global shift gives 27 (docs/vae.md). Its reach
-grows with every frame, so it is never tiled: CausalVAE.decode runs it over whole frames, one after
+whatever this constant becomes). Not near 0: with the gate small the output is the decoder's, and
+the loss's gradient on the flow, (o - x) d warp / d flow ~ (y - x) d warp / d flow, asks the moved
+frame to make up the decoder's error instead of matching the frame. A head started at gate 0.018
+learnt a flow that way that moved frame 0 into frame 1 at 16 dB where the best global shift gives
+27 (docs/vae.md); block matching needs no learning to match. Its reach grows with every frame, so it is never tiled: CausalVAE.decode runs it over whole frames, one after
 the other, in place on the decoder's (streamed, tiled) output, which keeps decoding exact and flat
 in memory (one frame of the head's activations at a time).
 """
