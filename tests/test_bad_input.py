@@ -25,6 +25,7 @@ RECIPE_CASES = [
     ("dit.steps", 0, ["steps 0: must be at least 1"]),
     ("dit.steps", True, ["dit.steps", "expected an integer", "True"]),
     ("vae.steps", -1, ["vae", "steps -1: must be at least 0"]),
+    ("vae_decoder.keep_checkpoints", 0, ["vae_decoder", "keep_checkpoints 0: must be at least 1"]),
     ("dit.caption_dropout", 2, ["caption_dropout 2.0: must be in [0, 1]"]),
     ("dit.ema_decay", 1.0, ["ema_decay 1.0: must be in [0, 1)"]),
     ("dit.num_clips", 0, ["num_clips 0: must be at least 1"]),

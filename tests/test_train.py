@@ -713,6 +713,19 @@ def test_vae_stage_keeps_as_many_checkpoints_as_asked(tmp_path):
         assert sorted(step for step, _ in step_dirs(tmp_path / str(keep) / "ckpt")) == [1, 2, 3][-keep:]
 
 
+def test_decoder_stage_keeps_as_many_checkpoints_as_asked(tmp_path):
+    from kinema.train.checkpoint import step_dirs
+    from kinema.train.vae_stage import DecoderStage, tune_decoder
+    from kinema.vae.autoencoder import CausalVAE
+
+    vae = CausalVAE(tiny_model_config().vae)
+    for keep in (2, 3):
+        stage = DecoderStage(steps=3, batch_size=1, frames=5, ckpt_every=1, keep_checkpoints=keep, sample_every=0)
+        tune_decoder(vae, stage, run_dir=tmp_path / str(keep), seed=0, size=16, runtime=cpu_runtime("fp32"), resume=False,
+                     log=Log(tmp_path / f"{keep}.txt"))
+        assert sorted(step for step, _ in step_dirs(tmp_path / str(keep) / "ckpt")) == [1, 2, 3][-keep:]
+
+
 def test_a_module_with_an_lr_scale_learns_at_that_multiple(tmp_path):
     """param_groups: a submodule's lr_scale gets a group of its own. AdamW's first step moves each
     weight by the learning rate (its update is m / sqrt(v) = sign of the gradient), so one step at

@@ -88,9 +88,11 @@ class DecoderStage:
     log_every: int = 25
     ckpt_every: int = 100
     sample_every: int = 500
+    keep_checkpoints: int = 2  # as VAEStage's
 
     def __post_init__(self):
         check_stage(self)
+        at_least(self, 1, "keep_checkpoints")
 
 
 def check_stage(stage) -> None:
@@ -245,7 +247,8 @@ def tune_decoder(vae: CausalVAE, stage: DecoderStage, *, run_dir: Path, seed: in
 
     fit(vae, loss_fn, steps=stage.steps, optim=stage.optim, run_dir=run_dir / "ckpt", config=to_dict(vae.cfg),
         log=log, resume=resume, runtime=runtime, log_every=stage.log_every, ckpt_every=stage.ckpt_every,
-        sample_fn=recon_samples(run_dir, seed, size, world), sample_every=stage.sample_every, desc="vae_decoder")
+        sample_fn=recon_samples(run_dir, seed, size, world), sample_every=stage.sample_every, desc="vae_decoder",
+        keep=stage.keep_checkpoints)
     vae.encoder.requires_grad_(True)
     vae.eval()
     return vae
