@@ -54,6 +54,22 @@ def test_block_matching_finds_the_move():
     padded = torch.nn.functional.pad(prev, (r, r, r, r), mode="replicate")
     mean = sum(padded[..., r + dy:r + dy + 24, r + dx:r + dx + 26] for dy in range(-r, r + 1) for dx in range(-r, r + 1)) / 81
     torch.testing.assert_close(matched(y, prev, 1e6), mean, atol=1e-5, rtol=0)
+    # the same answers down the stacked path that training takes (prev needs a gradient there)
+    stacked = prev.clone().requires_grad_()
+    torch.testing.assert_close(matched(y, stacked, 1e-4)[..., m:-m, m:-m], y[..., m:-m, m:-m], atol=1e-5, rtol=0)
+    torch.testing.assert_close(matched(y, stacked, 1e6), mean, atol=1e-5, rtol=0)
+
+
+def test_block_matching_one_move_at_a_time_equals_all_at_once():
+    """Decoding takes the moves one at a time with a running softmax; training stacks all 81. On
+    frames that match nowhere exactly, at temperatures from sharp to flat, both give the same."""
+    g = torch.Generator().manual_seed(5)
+    prev, y = torch.randn(2, 3, 20, 22, generator=g), torch.randn(2, 3, 20, 22, generator=g)
+    y = 0.5 * y + 0.5 * torch.roll(prev, shifts=(2, 1), dims=(-2, -1))
+    for temperature in (1e-3, 0.05, 1.0):
+        streamed = matched(y, prev, temperature)
+        stacked = matched(y, prev.clone().requires_grad_(), torch.tensor(temperature, requires_grad=True))
+        torch.testing.assert_close(streamed, stacked.detach(), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("motion", ["flow", "match"])

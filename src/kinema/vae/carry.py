@@ -60,15 +60,39 @@ def matched(y: torch.Tensor, prev: torch.Tensor, temperature: torch.Tensor | flo
     """prev moved onto y by block matching, [B, C, H, W] each -> [B, C, H, W]. Each integer move s
     in [-RADIUS, RADIUS]^2 reads prev at p + s (border pixels repeated); its cost at p is the mean
     squared difference between y and that moved prev over the BLOCK x BLOCK block around p; the
-    result is the moved prevs averaged with weights softmax(-cost / temperature) over s, per pixel."""
+    result is the moved prevs averaged with weights softmax(-cost / temperature) over s, per pixel.
+    Without gradients (decoding) the moves are taken one at a time with a running softmax, so memory
+    is a few frames, not (2 RADIUS + 1)^2 of them; training stacks them (autograd keeps them anyway)."""
     r, (h, w) = RADIUS, y.shape[-2:]
     padded = F.pad(prev, (r, r, r, r), mode="replicate")
-    moves = torch.stack([padded[..., r + dy:r + dy + h, r + dx:r + dx + w]
-                         for dy in range(-r, r + 1) for dx in range(-r, r + 1)], dim=1)  # [B, S, C, H, W]
+    shifts = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
+
+    def move(dy: int, dx: int) -> torch.Tensor:
+        return padded[..., r + dy:r + dy + h, r + dx:r + dx + w]
+
+    def cost(moved: torch.Tensor) -> torch.Tensor:  # [B, (S,) C, H, W] -> [B, (S,) H, W]
+        c = (moved - (y if moved.dim() == 4 else y.unsqueeze(1))).pow(2).mean(-3)
+        return F.avg_pool2d(c, BLOCK, stride=1, padding=BLOCK // 2, count_include_pad=False)
+
+    learns = torch.is_tensor(temperature) and temperature.requires_grad
+    if not (torch.is_grad_enabled() and (prev.requires_grad or learns)):
+        top = total = acc = None  # running max logit, sum of exp, weighted sum
+        for dy, dx in shifts:
+            moved = move(dy, dx)
+            logit = (-cost(moved) / temperature).unsqueeze(1)  # [B, 1, H, W]
+            if top is None:
+                top, total, acc = logit, torch.ones_like(logit), moved.clone()
+                continue
+            new = torch.maximum(top, logit)
+            old_scale, weight = torch.exp(top - new), torch.exp(logit - new)
+            total = total * old_scale + weight
+            acc = acc * old_scale + weight * moved
+            top = new
+        return acc / total
+    moves = torch.stack([move(dy, dx) for dy, dx in shifts], dim=1)  # [B, S, C, H, W]
     with torch.no_grad():  # which move fits is a choice, not a path for gradients (and half the cost)
-        cost = (moves - y.unsqueeze(1)).pow_(2).mean(2)  # [B, S, H, W]
-        cost = F.avg_pool2d(cost, BLOCK, stride=1, padding=BLOCK // 2, count_include_pad=False)
-    weight = torch.softmax(-cost / temperature, dim=1)  # (the temperature learns)
+        costs = cost(moves)  # [B, S, H, W]
+    weight = torch.softmax(-costs / temperature, dim=1)  # (the temperature learns)
     return torch.einsum("bshw,bschw->bchw", weight, moves)
 
 
