@@ -71,7 +71,7 @@ def matched(y: torch.Tensor, prev: torch.Tensor, temperature: torch.Tensor | flo
         return padded[..., r + dy:r + dy + h, r + dx:r + dx + w]
 
     def cost(moved: torch.Tensor) -> torch.Tensor:  # [B, (S,) C, H, W] -> [B, (S,) H, W]
-        c = (moved - (y if moved.dim() == 4 else y.unsqueeze(1))).pow(2).mean(-3)
+        c = (moved - (y if moved.dim() == 4 else y.unsqueeze(1))).pow_(2).mean(-3)
         return F.avg_pool2d(c, BLOCK, stride=1, padding=BLOCK // 2, count_include_pad=False)
 
     learns = torch.is_tensor(temperature) and temperature.requires_grad
