@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
 from kinema.data import shapes
+from kinema.errors import KinemaError
 from kinema.eval.recon import detail_ratio, naive_baseline, photo_case
 from kinema.runtime import resolve_runtime, to_device
 from kinema.train.vae_stage import load_vae
@@ -125,6 +127,11 @@ def main() -> None:
     ap.add_argument("--picture", default=None, help="write a PNG: frame 0 of --picture-clips, the clip on top, then each --model's")
     ap.add_argument("--picture-clips", type=int, nargs="+", default=[0, 3, 5, 9])
     args = ap.parse_args()
+    for m in args.model:  # every model before any work: a wrong path is one line, not a traceback an hour in
+        try:
+            load_vae(m)
+        except KinemaError as e:
+            sys.exit(f"error: {e}")
     if args.picture:
         write_picture(args.picture, args.model, args.picture_clips, args.world)
     results = [measure(m, args.clips, args.world) for m in args.model]
