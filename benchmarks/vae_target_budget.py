@@ -48,7 +48,8 @@ def coders() -> dict[str, list[float]]:
     motion = json.loads((DOCS / "vae_motion_coder.json").read_text())["coders"]
     out = {"naive (trilinear)": motion["naive"]["per_frame_psnr"], "PCA (linear, 16 numbers a cell)": motion["pca"]["per_frame_psnr"],
            "PCA of the residual after the true camera move (the linear yardstick)": motion["chained"]["per_frame_psnr"]}
-    for name, file in (("network: leaves clips with looks (best clip here)", "vae_photo_diagnosis_leaves_look_clips.json"),
+    for name, file in (("network: leaves clips with looks", "vae_photo_diagnosis_leaves_look_clips.json"),
+                       ("network: the same, 1600 steps more (best clip here)", "vae_photo_diagnosis_leaves_look_clips_long.json"),
                        ("network: Shapes mix", "vae_photo_diagnosis_mix_look_clips.json")):
         out[name] = json.loads((DOCS / file).read_text())["vaes"][-1]["psnr_by_frame"]["vae"]
     return out
