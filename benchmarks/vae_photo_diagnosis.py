@@ -41,9 +41,10 @@ def psnr(mse: np.ndarray) -> np.ndarray:
     return 10 * np.log10(1.0 / np.maximum(mse, 1e-12))
 
 
-def measure(model: str, clips: int, world: str, batch: int = 8) -> dict:
+def measure(model: str, vae, clips: int, world: str, batch: int = 8) -> dict:
+    """`vae` (loaded from `model`, the name the tables give it) on `clips` clips of `world`."""
     runtime = resolve_runtime("auto", "auto")
-    vae = load_vae(model).to(runtime.device)
+    vae = vae.to(runtime.device)
     held_out = world == "photos"
     err = {"vae": np.zeros(len(BINS) - 1), "naive": np.zeros(len(BINS) - 1)}
     per_frame = {"vae": np.zeros(17), "naive": np.zeros(17)}
@@ -72,7 +73,7 @@ def measure(model: str, clips: int, world: str, batch: int = 8) -> dict:
             "frame0_detail": {k: float(np.mean(v)) for k, v in detail0.items()}}
 
 
-def write_picture(path: str, models: list[str], clips: list[int], world: str) -> None:
+def write_picture(path: str, vaes: list, clips: list[int], world: str) -> None:
     """A PNG grid at 64 px a frame, one column a clip: frame 0 itself, then each model's reconstruction."""
     from PIL import Image
 
@@ -80,8 +81,8 @@ def write_picture(path: str, models: list[str], clips: list[int], world: str) ->
     refs = [photo_case(i, 17, 64, held_out=world == "photos")[0][0] for i in clips]  # frame 0 of the diagnosed clips
     x = torch.stack([shapes.to_tensor(r[None]) for r in refs])
     rows = [np.concatenate(refs, 1)]
-    for model in models:
-        vae = load_vae(model).to(runtime.device)
+    for vae in vaes:
+        vae = vae.to(runtime.device)
         with torch.no_grad(), runtime.autocast():
             out = vae.decode(vae.encode(to_device(x, runtime.device))[0]).float().cpu()
         rows.append(np.concatenate([shapes.to_uint8(o)[0] for o in out], 1))
@@ -127,14 +128,13 @@ def main() -> None:
     ap.add_argument("--picture", default=None, help="write a PNG: frame 0 of --picture-clips, the clip on top, then each --model's")
     ap.add_argument("--picture-clips", type=int, nargs="+", default=[0, 3, 5, 9])
     args = ap.parse_args()
-    for m in args.model:  # every model before any work: a wrong path is one line, not a traceback an hour in
-        try:
-            load_vae(m)
-        except KinemaError as e:
-            sys.exit(f"error: {e}")
+    try:  # every model before any work: a wrong path is one line, not a traceback an hour in
+        vaes = [load_vae(m) for m in args.model]
+    except KinemaError as e:
+        sys.exit(f"error: {e}")
     if args.picture:
-        write_picture(args.picture, args.model, args.picture_clips, args.world)
-    results = [measure(m, args.clips, args.world) for m in args.model]
+        write_picture(args.picture, vaes, args.picture_clips, args.world)
+    results = [measure(m, vae, args.clips, args.world) for m, vae in zip(args.model, vaes)]
     linear = {k: pca_coder(args.clips, args.world, components=k) for k in args.components}
     if not results:
         print(f"\nThe linear coder (PCA) on {args.clips} {args.world} clips: PSNR (dB) of frame 0 and of frames 1-16, "

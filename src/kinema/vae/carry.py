@@ -24,9 +24,10 @@ whatever this constant becomes). Not near 0: with the gate small the output is t
 the loss's gradient on the flow, (o - x) d warp / d flow ~ (y - x) d warp / d flow, asks the moved
 frame to make up the decoder's error instead of matching the frame. A head started at gate 0.018
 learnt a flow that way that moved frame 0 into frame 1 at 16 dB where the best global shift gives
-27 (docs/vae.md); block matching needs no learning to match. Its reach grows with every frame, so it is never tiled: CausalVAE.decode runs it over whole frames, one after
-the other, in place on the decoder's (streamed, tiled) output, which keeps decoding exact and flat
-in memory (one frame of the head's activations at a time).
+27 (docs/vae.md); block matching needs no learning to match. Its reach grows with every frame,
+so it is never tiled: CausalVAE.decode runs it over whole frames, one after the other, in place
+on the decoder's (streamed, tiled) output, which keeps decoding exact and flat in memory (one
+frame of the head's activations at a time).
 """
 
 from __future__ import annotations
@@ -70,19 +71,20 @@ def matched(y: torch.Tensor, prev: torch.Tensor, temperature: torch.Tensor | flo
     def move(dy: int, dx: int) -> torch.Tensor:
         return padded[..., r + dy:r + dy + h, r + dx:r + dx + w]
 
-    def cost(moved: torch.Tensor) -> torch.Tensor:  # [B, (S,) C, H, W] -> [B, (S,) H, W]
-        c = (moved - (y if moved.dim() == 4 else y.unsqueeze(1))).pow_(2).mean(-3)
+    def cost(moved: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # [..., C, H, W] -> [..., H, W]
+        c = (moved - target).pow_(2).mean(-3)
         return F.avg_pool2d(c, BLOCK, stride=1, padding=BLOCK // 2, count_include_pad=False)
 
     learns = torch.is_tensor(temperature) and temperature.requires_grad
     if not (torch.is_grad_enabled() and (prev.requires_grad or learns)):
-        top = total = acc = None  # running max logit, sum of exp, weighted sum
-        for dy, dx in shifts:
+        # a running softmax: the largest logit so far (top), the sum of exp(logit - top) and the
+        # moves weighted by it (acc), each rescaled when top rises
+        acc = move(*shifts[0]).clone()
+        top = (-cost(acc, y) / temperature).unsqueeze(1)  # [B, 1, H, W]
+        total = torch.ones_like(top)
+        for dy, dx in shifts[1:]:
             moved = move(dy, dx)
-            logit = (-cost(moved) / temperature).unsqueeze(1)  # [B, 1, H, W]
-            if top is None:
-                top, total, acc = logit, torch.ones_like(logit), moved.clone()
-                continue
+            logit = (-cost(moved, y) / temperature).unsqueeze(1)
             new = torch.maximum(top, logit)
             old_scale, weight = torch.exp(top - new), torch.exp(logit - new)
             total = total * old_scale + weight
@@ -91,7 +93,7 @@ def matched(y: torch.Tensor, prev: torch.Tensor, temperature: torch.Tensor | flo
         return acc / total
     moves = torch.stack([move(dy, dx) for dy, dx in shifts], dim=1)  # [B, S, C, H, W]
     with torch.no_grad():  # which move fits is a choice, not a path for gradients (and half the cost)
-        costs = cost(moves)  # [B, S, H, W]
+        costs = cost(moves, y.unsqueeze(1))  # [B, S, H, W]
     weight = torch.softmax(-costs / temperature, dim=1)  # (the temperature learns)
     return torch.einsum("bshw,bschw->bchw", weight, moves)
 
