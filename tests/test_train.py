@@ -377,7 +377,9 @@ def test_recipe_sizes_the_vae_cannot_code_fail_first(tmp_path, override, words):
 
 def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(tmp_path):
     """A real `kill -9` mid-run (no handler runs, no checkpoint is written on the way out), at a
-    step drawn at random; --resume finishes with the weights of an uninterrupted run, bit for bit."""
+    step drawn at random; --resume finishes with the weights of an uninterrupted run, bit for bit.
+    The kill comes at step 4-13 of 40: a tiny step takes milliseconds, so the run must have many
+    steps left when the log shows the chosen one (with 16 steps it once finished before the kill)."""
     import os
     import random
     import signal
@@ -387,8 +389,10 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(tmp_path):
 
     import yaml
 
+    STEPS = 40
+
     def recipe(name):
-        r = tiny_recipe_dict(tmp_path / name, vae_steps=2, dit_steps=16)
+        r = tiny_recipe_dict(tmp_path / name, vae_steps=2, dit_steps=STEPS)
         r["precision"] = "fp32"
         r["dit"].update(ckpt_every=3, log_every=1)
         path = tmp_path / f"{name}.yaml"
@@ -402,11 +406,11 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(tmp_path):
     proc = subprocess.Popen([*cmd, recipe("killed")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = tmp_path / "killed" / "train_log.txt"
     deadline = time.time() + 300
-    while time.time() < deadline and f"[dit] step {kill_after}/16" not in (log.read_text() if log.is_file() else ""):
+    while time.time() < deadline and f"[dit] step {kill_after}/{STEPS}" not in (log.read_text() if log.is_file() else ""):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert "[dit] step 16/16" not in log.read_text(), "the run finished before it was killed"
+    assert f"[dit] step {STEPS}/{STEPS}" not in log.read_text(), "the run finished before it was killed"
     resumed = subprocess.run([*cmd, recipe("killed"), "--resume"], env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     for name in ("dit.safetensors", "vae.safetensors"):
@@ -414,7 +418,7 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(tmp_path):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), (name, kill_after)
     # metrics.jsonl: each step once (the steps run again after the kill replace the first tries), the same figures
     figures = lambda run: [(m["step"], m["loss"]) for m in map(json.loads, (tmp_path / run / "dit" / "metrics.jsonl").open())]  # noqa: E731
-    assert figures("killed") == figures("straight") and [s for s, _ in figures("straight")] == list(range(1, 17))
+    assert figures("killed") == figures("straight") and [s for s, _ in figures("straight")] == list(range(1, STEPS + 1))
 
 
 def test_a_non_finite_loss_skips_the_step_and_three_in_a_row_stop_the_run(tmp_path):
